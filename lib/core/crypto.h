@@ -1,0 +1,128 @@
+/*
+ * proxkey's cryptographic primitives, all over OpenSSL 3 (libcrypto, EVP).
+ * Nothing here is written by hand except the glue.
+ *
+ * Contexts are caller-owned and reusable: set a key once, then seal, open or
+ * MAC many messages. Algorithms are fetched once by pk_crypto_init(), never on
+ * a per-message path. Every *_clear() wipes key material and frees the
+ * OpenSSL objects; a cleared or zero-initialised context may be cleared again.
+ *
+ * Every function returns PK_OK or a negative PK_ERR_* code (core/err.h).
+ * Functions whose failure means "forged input" are warn_unused_result.
+ */
+#ifndef PK_CORE_CRYPTO_H
+#define PK_CORE_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+#define PK_MUST_CHECK __attribute__((warn_unused_result))
+
+#define PK_AEAD_NONCE_LEN 12
+#define PK_AEAD_TAG_LEN 16
+#define PK_HMAC_LEN 32
+#define PK_SHA256_LEN 32
+#define PK_ED25519_PK_LEN 32
+#define PK_ED25519_SK_LEN 32
+#define PK_ED25519_SIG_LEN 64
+#define PK_X25519_LEN 32
+
+/* Fetches the algorithms once; idempotent and thread-safe. Every other
+ * function calls it implicitly, but daemons call it at start to fail early. */
+int pk_crypto_init(void);
+
+/* Wipes n bytes; the compiler cannot remove it (OPENSSL_cleanse). */
+void pk_wipe(void *p, size_t n);
+
+/* Constant-time equality of two n-byte buffers: 1 when equal, else 0. */
+int pk_ct_eq(const void *a, const void *b, size_t n) PK_MUST_CHECK;
+
+/* Fills buf with n bytes from OpenSSL's CSPRNG. */
+int pk_random(void *buf, size_t n) PK_MUST_CHECK;
+
+/*
+ * A source of randomness injected into protocol cores, so the simulator and
+ * the tests can replay runs from a seed. pk_rng_system draws from pk_random().
+ */
+typedef struct pk_rng {
+    int (*fill)(void *ctx, uint8_t *buf, size_t n);
+    void *ctx;
+} pk_rng_t;
+
+extern const pk_rng_t pk_rng_system;
+
+static inline int pk_rng_fill(const pk_rng_t *rng, void *buf, size_t n)
+{
+    return rng->fill(rng->ctx, (uint8_t *)buf, n);
+}
+
+/* ---- AES-GCM (AES-128-GCM for records, AES-256-GCM for key wrapping) ---- */
+
+typedef struct pk_aead {
+    void *enc;     /* EVP_CIPHER_CTX*, key set, encrypt direction */
+    void *dec;     /* EVP_CIPHER_CTX*, key set, decrypt direction */
+    size_t keylen; /* 16 or 32 */
+} pk_aead_t;
+
+/* Sets up a context for a 16-byte (AES-128-GCM) or 32-byte (AES-256-GCM)
+ * key. The context must be zero-initialised or cleared. */
+int pk_aead_init(pk_aead_t *a, const uint8_t *key, size_t keylen);
+
+/* Wipes the key schedule and frees the context. */
+void pk_aead_clear(pk_aead_t *a);
+
+/* Encrypts ptlen bytes from pt into ct (which may equal pt) and writes the
+ * 16-byte tag. The caller guarantees the nonce is never reused with the key. */
+int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
+                 size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct,
+                 uint8_t tag[PK_AEAD_TAG_LEN]);
+
+/* Decrypts and verifies. On PK_ERR_AUTH the output is wiped, so no
+ * unauthenticated plaintext is ever left for the caller. pt may equal ct. */
+int pk_aead_open(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
+                 size_t aadlen, const uint8_t *ct, size_t ctlen,
+                 const uint8_t tag[PK_AEAD_TAG_LEN], uint8_t *pt) PK_MUST_CHECK;
+
+/* ---- HMAC-SHA-256 on a re-keyable context ---- */
+
+typedef struct pk_hmac {
+    void *ctx; /* EVP_MAC_CTX*, key set */
+} pk_hmac_t;
+
+int pk_hmac_init(pk_hmac_t *h, const uint8_t *key, size_t keylen);
+int pk_hmac_rekey(pk_hmac_t *h, const uint8_t *key, size_t keylen);
+void pk_hmac_clear(pk_hmac_t *h);
+/* Streaming use with the key already set: begin, update..., final. */
+int pk_hmac_begin(pk_hmac_t *h);
+int pk_hmac_update(pk_hmac_t *h, const void *data, size_t len);
+int pk_hmac_final(pk_hmac_t *h, uint8_t out[PK_HMAC_LEN]);
+/* One message with the context's key. */
+int pk_hmac(pk_hmac_t *h, const void *msg, size_t len, uint8_t out[PK_HMAC_LEN]);
+/* One-off with a fresh context (not for hot paths). */
+int pk_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size_t len,
+                   uint8_t out[PK_HMAC_LEN]);
+
+/* ---- SHA-256 ---- */
+int pk_sha256(const void *msg, size_t len, uint8_t out[PK_SHA256_LEN]);
+
+/* ---- Ed25519 and X25519 (raw 32-byte keys) ---- */
+
+/* Derives the public key of a 32-byte secret; keygen = random secret + this. */
+int pk_ed25519_public(const uint8_t sk[PK_ED25519_SK_LEN], uint8_t pk[PK_ED25519_PK_LEN]);
+int pk_ed25519_keygen(const pk_rng_t *rng, uint8_t sk[PK_ED25519_SK_LEN],
+                      uint8_t pk[PK_ED25519_PK_LEN]);
+int pk_ed25519_sign(const uint8_t sk[PK_ED25519_SK_LEN], const void *msg, size_t len,
+                    uint8_t sig[PK_ED25519_SIG_LEN]);
+/* PK_OK when valid, PK_ERR_AUTH when not. */
+int pk_ed25519_verify(const uint8_t pk[PK_ED25519_PK_LEN], const void *msg, size_t len,
+                      const uint8_t sig[PK_ED25519_SIG_LEN]) PK_MUST_CHECK;
+
+int pk_x25519_public(const uint8_t sk[PK_X25519_LEN], uint8_t pk[PK_X25519_LEN]);
+int pk_x25519_keygen(const pk_rng_t *rng, uint8_t sk[PK_X25519_LEN], uint8_t pk[PK_X25519_LEN]);
+/* Rejects a peer share that yields the all-zero secret (PK_ERR_AUTH). */
+int pk_x25519(const uint8_t sk[PK_X25519_LEN], const uint8_t peer[PK_X25519_LEN],
+              uint8_t shared[PK_X25519_LEN]) PK_MUST_CHECK;
+
+#endif
