@@ -1,0 +1,476 @@
+/*
+ * proxkey crypto glue over OpenSSL 3 EVP (see crypto.h for the contracts).
+ *
+ * Algorithms are fetched once (pthread_once) and kept for the life of the
+ * process. AEAD and HMAC contexts keep their key schedule: per message only
+ * the IV is set (EVP_*Init_ex2 with NULL cipher and key) or the HMAC is
+ * re-initialised with a NULL key, which OpenSSL implements by copying the
+ * precomputed inner/outer state.
+ */
+#include "core/crypto.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+static pthread_once_t pk_crypto_once = PTHREAD_ONCE_INIT;
+static int pk_crypto_init_rc = PK_ERR_CRYPTO;
+static EVP_CIPHER *pk_aes128gcm;
+static EVP_CIPHER *pk_aes256gcm;
+static EVP_MAC *pk_hmac_alg;
+static EVP_MD *pk_sha256_md;
+
+static void pk_crypto_do_init(void)
+{
+    pk_aes128gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+    pk_aes256gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    pk_hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    pk_sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    if (pk_aes128gcm && pk_aes256gcm && pk_hmac_alg && pk_sha256_md)
+        pk_crypto_init_rc = PK_OK;
+}
+
+int pk_crypto_init(void)
+{
+    if (pthread_once(&pk_crypto_once, pk_crypto_do_init) != 0)
+        return PK_ERR_CRYPTO;
+    return pk_crypto_init_rc;
+}
+
+void pk_wipe(void *p, size_t n)
+{
+    if (p && n)
+        OPENSSL_cleanse(p, n);
+}
+
+int pk_ct_eq(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int pk_random(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        if (RAND_bytes(p, chunk) != 1)
+            return PK_ERR_CRYPTO;
+        p += chunk;
+        n -= (size_t)chunk;
+    }
+    return PK_OK;
+}
+
+static int pk_rng_system_fill(void *ctx, uint8_t *buf, size_t n)
+{
+    (void)ctx;
+    return pk_random(buf, n);
+}
+
+const pk_rng_t pk_rng_system = {pk_rng_system_fill, NULL};
+
+/* ---- AES-GCM ---- */
+
+int pk_aead_init(pk_aead_t *a, const uint8_t *key, size_t keylen)
+{
+    const EVP_CIPHER *c;
+    EVP_CIPHER_CTX *enc = NULL, *dec = NULL;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!a || !key || a->enc || a->dec)
+        return PK_ERR_INVAL;
+    if (keylen == 16)
+        c = pk_aes128gcm;
+    else if (keylen == 32)
+        c = pk_aes256gcm;
+    else
+        return PK_ERR_INVAL;
+
+    rc = PK_ERR_NOMEM;
+    enc = EVP_CIPHER_CTX_new();
+    dec = EVP_CIPHER_CTX_new();
+    if (!enc || !dec)
+        goto out;
+    rc = PK_ERR_CRYPTO;
+    if (EVP_EncryptInit_ex2(enc, c, key, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex2(dec, c, key, NULL, NULL) != 1)
+        goto out;
+    /* GCM's default IV length is 12 (PK_AEAD_NONCE_LEN); nothing to set. */
+    a->enc = enc;
+    a->dec = dec;
+    a->keylen = keylen;
+    enc = dec = NULL;
+    rc = PK_OK;
+out:
+    EVP_CIPHER_CTX_free(enc); /* frees (and cleanses) the key schedule */
+    EVP_CIPHER_CTX_free(dec);
+    return rc;
+}
+
+void pk_aead_clear(pk_aead_t *a)
+{
+    if (!a)
+        return;
+    EVP_CIPHER_CTX_free(a->enc);
+    EVP_CIPHER_CTX_free(a->dec);
+    a->enc = a->dec = NULL;
+    a->keylen = 0;
+}
+
+int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
+                 size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct,
+                 uint8_t tag[PK_AEAD_TAG_LEN])
+{
+    EVP_CIPHER_CTX *ctx;
+    int outl = 0, finl = 0;
+
+    if (!a || !a->enc || !nonce || !tag || aadlen > INT_MAX || ptlen > INT_MAX)
+        return PK_ERR_INVAL;
+    if ((aadlen && !aad) || (ptlen && (!pt || !ct)))
+        return PK_ERR_INVAL;
+    ctx = a->enc;
+    if (EVP_EncryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
+        return PK_ERR_CRYPTO;
+    if (aadlen && EVP_EncryptUpdate(ctx, NULL, &outl, aad, (int)aadlen) != 1)
+        return PK_ERR_CRYPTO;
+    outl = 0;
+    /* A NULL output would make OpenSSL take pt as AAD: skip empty input. */
+    if (ptlen && EVP_EncryptUpdate(ctx, ct, &outl, pt, (int)ptlen) != 1)
+        return PK_ERR_CRYPTO;
+    /* GCM's final writes nothing; give it a valid pointer all the same. */
+    if (EVP_EncryptFinal_ex(ctx, ct ? ct + outl : tag, &finl) != 1 ||
+        (size_t)outl + (size_t)finl != ptlen)
+        return PK_ERR_CRYPTO;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, PK_AEAD_TAG_LEN, tag) != 1)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+int pk_aead_open(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
+                 size_t aadlen, const uint8_t *ct, size_t ctlen,
+                 const uint8_t tag[PK_AEAD_TAG_LEN], uint8_t *pt)
+{
+    EVP_CIPHER_CTX *ctx;
+    uint8_t tagbuf[PK_AEAD_TAG_LEN];
+    int outl = 0, finl = 0, rc = PK_ERR_CRYPTO;
+
+    if (!a || !a->dec || !nonce || !tag || aadlen > INT_MAX || ctlen > INT_MAX)
+        return PK_ERR_INVAL;
+    if ((aadlen && !aad) || (ctlen && (!ct || !pt)))
+        return PK_ERR_INVAL;
+    ctx = a->dec;
+    memcpy(tagbuf, tag, sizeof tagbuf); /* the ctrl takes a non-const pointer */
+    if (EVP_DecryptInit_ex2(ctx, NULL, NULL, nonce, NULL) != 1)
+        goto out;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, PK_AEAD_TAG_LEN, tagbuf) != 1)
+        goto out;
+    if (aadlen && EVP_DecryptUpdate(ctx, NULL, &outl, aad, (int)aadlen) != 1)
+        goto out;
+    outl = 0;
+    if (ctlen && EVP_DecryptUpdate(ctx, pt, &outl, ct, (int)ctlen) != 1)
+        goto out;
+    if (EVP_DecryptFinal_ex(ctx, pt ? pt + outl : tagbuf, &finl) != 1) {
+        rc = PK_ERR_AUTH;
+        goto out;
+    }
+    if ((size_t)outl + (size_t)finl != ctlen)
+        goto out;
+    rc = PK_OK;
+out:
+    if (rc != PK_OK && pt && ctlen)
+        pk_wipe(pt, ctlen); /* never leave unauthenticated plaintext */
+    return rc;
+}
+
+/* ---- HMAC-SHA-256 ---- */
+
+/* A non-NULL pointer for zero-length keys: OpenSSL reads a NULL key as
+ * "keep the current key". */
+static const uint8_t pk_empty[1];
+
+static int pk_hmac_setkey(EVP_MAC_CTX *ctx, const uint8_t *key, size_t keylen)
+{
+    if (EVP_MAC_init(ctx, keylen ? key : pk_empty, keylen, NULL) != 1)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+int pk_hmac_init(pk_hmac_t *h, const uint8_t *key, size_t keylen)
+{
+    EVP_MAC_CTX *ctx = NULL;
+    OSSL_PARAM params[2];
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!h || h->ctx || (keylen && !key))
+        return PK_ERR_INVAL;
+    ctx = EVP_MAC_CTX_new(pk_hmac_alg);
+    if (!ctx)
+        return PK_ERR_NOMEM;
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA2-256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    rc = PK_ERR_CRYPTO;
+    if (EVP_MAC_CTX_set_params(ctx, params) != 1)
+        goto out;
+    rc = pk_hmac_setkey(ctx, key, keylen);
+    if (rc != PK_OK)
+        goto out;
+    h->ctx = ctx;
+    ctx = NULL;
+out:
+    EVP_MAC_CTX_free(ctx);
+    return rc;
+}
+
+int pk_hmac_rekey(pk_hmac_t *h, const uint8_t *key, size_t keylen)
+{
+    if (!h || (keylen && !key))
+        return PK_ERR_INVAL;
+    if (!h->ctx)
+        return pk_hmac_init(h, key, keylen);
+    return pk_hmac_setkey(h->ctx, key, keylen);
+}
+
+void pk_hmac_clear(pk_hmac_t *h)
+{
+    if (!h)
+        return;
+    EVP_MAC_CTX_free(h->ctx); /* the provider cleanses its key copy */
+    h->ctx = NULL;
+}
+
+int pk_hmac_begin(pk_hmac_t *h)
+{
+    if (!h || !h->ctx)
+        return PK_ERR_INVAL;
+    /* NULL key: restart with the key schedule already in the context. */
+    if (EVP_MAC_init(h->ctx, NULL, 0, NULL) != 1)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+int pk_hmac_update(pk_hmac_t *h, const void *data, size_t len)
+{
+    if (!h || !h->ctx || (len && !data))
+        return PK_ERR_INVAL;
+    if (len && EVP_MAC_update(h->ctx, data, len) != 1)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+int pk_hmac_final(pk_hmac_t *h, uint8_t out[PK_HMAC_LEN])
+{
+    size_t outl = 0;
+
+    if (!h || !h->ctx || !out)
+        return PK_ERR_INVAL;
+    if (EVP_MAC_final(h->ctx, out, &outl, PK_HMAC_LEN) != 1 || outl != PK_HMAC_LEN)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+int pk_hmac(pk_hmac_t *h, const void *msg, size_t len, uint8_t out[PK_HMAC_LEN])
+{
+    int rc = pk_hmac_begin(h);
+    if (rc == PK_OK)
+        rc = pk_hmac_update(h, msg, len);
+    if (rc == PK_OK)
+        rc = pk_hmac_final(h, out);
+    return rc;
+}
+
+int pk_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size_t len,
+                   uint8_t out[PK_HMAC_LEN])
+{
+    pk_hmac_t h = {0};
+    int rc = pk_hmac_init(&h, key, keylen);
+    if (rc == PK_OK)
+        rc = pk_hmac(&h, msg, len, out);
+    pk_hmac_clear(&h);
+    return rc;
+}
+
+/* ---- SHA-256 ---- */
+
+int pk_sha256(const void *msg, size_t len, uint8_t out[PK_SHA256_LEN])
+{
+    unsigned int outl = 0;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!out || (len && !msg))
+        return PK_ERR_INVAL;
+    if (EVP_Digest(len ? msg : pk_empty, len, out, &outl, pk_sha256_md, NULL) != 1 ||
+        outl != PK_SHA256_LEN)
+        return PK_ERR_CRYPTO;
+    return PK_OK;
+}
+
+/* ---- Ed25519 and X25519 ---- */
+
+static int pk_raw_public(const char *alg, const uint8_t sk[32], uint8_t pk[32])
+{
+    EVP_PKEY *key;
+    size_t len = 32;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!sk || !pk)
+        return PK_ERR_INVAL;
+    key = EVP_PKEY_new_raw_private_key_ex(NULL, alg, NULL, sk, 32);
+    if (!key)
+        return PK_ERR_CRYPTO;
+    rc = PK_OK;
+    if (EVP_PKEY_get_raw_public_key(key, pk, &len) != 1 || len != 32)
+        rc = PK_ERR_CRYPTO;
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+static int pk_raw_keygen(const char *alg, const pk_rng_t *rng, uint8_t sk[32], uint8_t pk[32])
+{
+    int rc;
+
+    if (!rng || !rng->fill || !sk || !pk)
+        return PK_ERR_INVAL;
+    rc = pk_rng_fill(rng, sk, 32);
+    if (rc == PK_OK)
+        rc = pk_raw_public(alg, sk, pk);
+    if (rc != PK_OK)
+        pk_wipe(sk, 32);
+    return rc;
+}
+
+int pk_ed25519_public(const uint8_t sk[PK_ED25519_SK_LEN], uint8_t pk[PK_ED25519_PK_LEN])
+{
+    return pk_raw_public("ED25519", sk, pk);
+}
+
+int pk_ed25519_keygen(const pk_rng_t *rng, uint8_t sk[PK_ED25519_SK_LEN],
+                      uint8_t pk[PK_ED25519_PK_LEN])
+{
+    return pk_raw_keygen("ED25519", rng, sk, pk);
+}
+
+int pk_ed25519_sign(const uint8_t sk[PK_ED25519_SK_LEN], const void *msg, size_t len,
+                    uint8_t sig[PK_ED25519_SIG_LEN])
+{
+    EVP_PKEY *key = NULL;
+    EVP_MD_CTX *md = NULL;
+    size_t siglen = PK_ED25519_SIG_LEN;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!sk || !sig || (len && !msg))
+        return PK_ERR_INVAL;
+    rc = PK_ERR_CRYPTO;
+    key = EVP_PKEY_new_raw_private_key_ex(NULL, "ED25519", NULL, sk, PK_ED25519_SK_LEN);
+    md = EVP_MD_CTX_new();
+    if (!key || !md)
+        goto out;
+    if (EVP_DigestSignInit_ex(md, NULL, NULL, NULL, NULL, key, NULL) != 1)
+        goto out;
+    if (EVP_DigestSign(md, sig, &siglen, len ? msg : pk_empty, len) != 1 ||
+        siglen != PK_ED25519_SIG_LEN)
+        goto out;
+    rc = PK_OK;
+out:
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int pk_ed25519_verify(const uint8_t pk[PK_ED25519_PK_LEN], const void *msg, size_t len,
+                      const uint8_t sig[PK_ED25519_SIG_LEN])
+{
+    EVP_PKEY *key = NULL;
+    EVP_MD_CTX *md = NULL;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!pk || !sig || (len && !msg))
+        return PK_ERR_INVAL;
+    rc = PK_ERR_NOMEM;
+    md = EVP_MD_CTX_new();
+    if (!md)
+        goto out;
+    /* The public key is peer input: anything OpenSSL refuses is a forgery. */
+    rc = PK_ERR_AUTH;
+    key = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL, pk, PK_ED25519_PK_LEN);
+    if (!key)
+        goto out;
+    if (EVP_DigestVerifyInit_ex(md, NULL, NULL, NULL, NULL, key, NULL) != 1)
+        goto out;
+    if (EVP_DigestVerify(md, sig, PK_ED25519_SIG_LEN, len ? msg : pk_empty, len) != 1)
+        goto out;
+    rc = PK_OK;
+out:
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int pk_x25519_public(const uint8_t sk[PK_X25519_LEN], uint8_t pk[PK_X25519_LEN])
+{
+    return pk_raw_public("X25519", sk, pk);
+}
+
+int pk_x25519_keygen(const pk_rng_t *rng, uint8_t sk[PK_X25519_LEN], uint8_t pk[PK_X25519_LEN])
+{
+    return pk_raw_keygen("X25519", rng, sk, pk);
+}
+
+int pk_x25519(const uint8_t sk[PK_X25519_LEN], const uint8_t peer[PK_X25519_LEN],
+              uint8_t shared[PK_X25519_LEN])
+{
+    static const uint8_t zero[PK_X25519_LEN];
+    EVP_PKEY *mine = NULL, *theirs = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    uint8_t tmp[PK_X25519_LEN];
+    size_t len = sizeof tmp;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!sk || !peer || !shared)
+        return PK_ERR_INVAL;
+    rc = PK_ERR_CRYPTO;
+    mine = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, PK_X25519_LEN);
+    theirs = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, PK_X25519_LEN);
+    if (!mine || !theirs)
+        goto out;
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, mine, NULL);
+    if (!ctx || EVP_PKEY_derive_init(ctx) != 1)
+        goto out;
+    /* Any 32 bytes are a valid X25519 share; no peer validation to do. */
+    if (EVP_PKEY_derive_set_peer_ex(ctx, theirs, 0) != 1)
+        goto out;
+    /* OpenSSL itself fails the derivation when the result is all zero (a
+     * small-order peer share); treat every derive failure as hostile. */
+    rc = PK_ERR_AUTH;
+    if (EVP_PKEY_derive(ctx, tmp, &len) != 1 || len != PK_X25519_LEN)
+        goto out;
+    if (pk_ct_eq(tmp, zero, sizeof tmp))
+        goto out;
+    memcpy(shared, tmp, sizeof tmp);
+    rc = PK_OK;
+out:
+    pk_wipe(tmp, sizeof tmp);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(theirs);
+    EVP_PKEY_free(mine);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * The proxkey command line: one executable, one subcommand per role.
+ *
+ * Every subcommand is `int fn(int argc, char **argv)` with argv[0] the
+ * subcommand's own name; it returns the process exit status: 0 success,
+ * 1 failure at run time, 2 usage error (a one-line message was printed).
+ */
+#ifndef PK_SRC_CLI_H
+#define PK_SRC_CLI_H
+
+#include <stddef.h>
+
+typedef int (*pk_cmd_fn)(int argc, char **argv);
+
+typedef struct pk_cmd {
+    const char *name;
+    pk_cmd_fn fn;
+    const char *summary;
+} pk_cmd_t;
+
+/* Finds name in a NULL-terminated table; prints a one-line error if absent. */
+const pk_cmd_t *pk_cli_find(const pk_cmd_t *table, const char *prog, const char *name);
+
+/* Prints "usage" lines of a table (name + summary), aligned. */
+void pk_cli_list(const pk_cmd_t *table);
+
+/* 1 when argv[i] is -h or --help. */
+int pk_cli_is_help(const char *arg);
+
+/* Prints "proxkey: <what>: <msg>" to stderr and returns 2 (usage error). */
+int pk_cli_usage_error(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses an unsigned decimal in [min, max]; returns 0 on success. */
+int pk_cli_parse_u64(const char *s, unsigned long long min, unsigned long long max,
+                     unsigned long long *out);
+
+/* Subcommands implemented in src/. */
+int pk_cmd_demo(int argc, char **argv);
+int pk_selftest_run(int verbose);
+
+#endif

@@ -1,0 +1,71 @@
+/* proxkey: one executable, a subcommand per role. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "core/crypto.h"
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const pk_cmd_t commands[] = {
+    PK_COMMANDS /* the role subcommands, from commands.h */
+    {"demo", pk_cmd_demo, "run the whole system on loopback and show what happens"},
+    {"bench", pk_bench_main, "run the benchmarks (proxkey bench --help)"},
+    {"version", cmd_version, "print the version"},
+    {"help", cmd_help, "this help"},
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: proxkey <command> [options]   (proxkey <command> --help for each)\n\n"
+               "proxkey hands devices the keys they need to talk to each other securely.\n\n"
+               "commands:\n");
+    if (f == stdout)
+        pk_cli_list(commands);
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 1 && pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey version\n\nPrints the version of proxkey.\n");
+        return 0;
+    }
+    if (argc > 1)
+        return pk_cli_usage_error("version", "takes no arguments");
+    printf("proxkey %s\n", PROXKEY_VERSION);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        fprintf(stderr, "proxkey: no command given (try 'proxkey --help')\n");
+        return 2;
+    }
+    if (pk_cli_is_help(argv[1]))
+        return cmd_help(argc - 1, argv + 1);
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv + 1);
+    if (argv[1][0] == '-')
+        return pk_cli_usage_error("proxkey", "unknown option '%s' (try 'proxkey --help')", argv[1]);
+    const pk_cmd_t *c = pk_cli_find(commands, "proxkey", argv[1]);
+    if (!c)
+        return 2;
+    if (pk_crypto_init() != 0) {
+        fprintf(stderr, "proxkey: OpenSSL 3 algorithms unavailable\n");
+        return 1;
+    }
+    return c->fn(argc - 1, argv + 1);
+}
