@@ -155,8 +155,8 @@ int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uin
 }
 
 int pk_aead_open(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
-                 size_t aadlen, const uint8_t *ct, size_t ctlen,
-                 const uint8_t tag[PK_AEAD_TAG_LEN], uint8_t *pt)
+                 size_t aadlen, const uint8_t *ct, size_t ctlen, const uint8_t tag[PK_AEAD_TAG_LEN],
+                 uint8_t *pt)
 {
     EVP_CIPHER_CTX *ctx;
     uint8_t tagbuf[PK_AEAD_TAG_LEN];

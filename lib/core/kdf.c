@@ -112,8 +112,7 @@ int pk_kdf(const uint8_t *key, size_t keylen, uint8_t fc, const pk_kdf_param_t *
 static const pk_kdf_entry_t pk_kdf_table[] = {
     /* ---- 3GPP ---- */
     {"K_D-sess", PK_FC_KD_SESS, "K_D (256-bit root key of the pair; K_NRP in TS 33.536)",
-     "P0 Nonce_1 (16), P1 Nonce_2 (16)",
-     "session key of a direct link; input to PEK/PIK (0x7E)",
+     "P0 Nonce_1 (16), P1 Nonce_2 (16)", "session key of a direct link; input to PEK/PIK (0x7E)",
      "TS 33.536 Annex A (K_NRP-sess from K_NRP)"},
     {"PEK/PIK", PK_FC_PEK_PIK, "K_D-sess (256 bit)",
      "P0 algorithm type distinguisher (1): 0x00 PEK (encryption), 0x01 PIK (integrity); "
@@ -140,13 +139,11 @@ static const pk_kdf_entry_t pk_kdf_table[] = {
      "proxkey"},
     {"K_d2d", PK_FC_KD2D, "K_reg", "P0 node id (id)",
      "device-specific D2D key kept by the serving node", "proxkey"},
-    {"K_serv", PK_FC_KSERV, "K_d2d",
-     "P0 nonce (16), P1 id A (id), P2 id B (id), P3 area (4)",
+    {"K_serv", PK_FC_KSERV, "K_d2d", "P0 nonce (16), P1 id A (id), P2 id B (id), P3 area (4)",
      "serving-node session key of a beacon pair (inter-node method)", "proxkey"},
     {"link record key", PK_FC_LINK_REC, "PEK",
      "P0 direction (1): 0x00 initiator to responder, 0x01 back",
-     "direct-link record key: AES-128 key = last 16 bytes, nonce salt = first 4 bytes",
-     "proxkey"},
+     "direct-link record key: AES-128 key = last 16 bytes, nonce salt = first 4 bytes", "proxkey"},
     {"K_D-sess (public-key mode)", PK_FC_PK_SESS, "X25519 shared secret (32)",
      "P0 Nonce_1 (16), P1 Nonce_2 (16), P2 id initiator (id), P3 id responder (id)",
      "session key of a signed X25519 link; then PEK/PIK (0x7E)", "proxkey"},
@@ -154,7 +151,7 @@ static const pk_kdf_entry_t pk_kdf_table[] = {
     /* ---- proxkey: master and individual keys ---- */
     {"individual key", PK_FC_IK, "MK (master key)",
      "P0 min(n1,n2) (16), P1 max(n1,n2) (16), P2 min(id1,id2) (id), P3 max(id1,id2) (id), "
-     "P4 MK ID (4); min/max by unsigned bytewise comparison",
+     "P4 MK ID (4)",
      "individual key of a client pair", "proxkey"},
     {"K_auth", PK_FC_MK_AUTH, "MK (master key)", "P0 MK ID (4)",
      "key of the mutual-authentication MACs between clients", "proxkey"},
@@ -169,8 +166,7 @@ static const pk_kdf_entry_t pk_kdf_table[] = {
 
     /* ---- proxkey: storage ---- */
     {"row wrap key (reserved)", PK_FC_ROW_KEY, "KEK (key-encryption key)",
-     "P0 table name (UTF-8, 1..64)", "reserved: per-table wrap key of stored secrets",
-     "proxkey"},
+     "P0 table name (UTF-8, 1..64)", "reserved: per-table wrap key of stored secrets", "proxkey"},
 };
 
 const pk_kdf_entry_t *pk_kdf_registry(size_t *n)
