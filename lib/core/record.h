@@ -84,21 +84,21 @@
 #include "core/crypto.h"
 #include "core/err.h"
 
-#define PK_RECORD_HEADER_LEN 12 /* type(1) session id(2) epoch(1) counter(8) */
-#define PK_RECORD_TAG_LEN 16
-#define PK_RECORD_OVERHEAD (PK_RECORD_HEADER_LEN + PK_RECORD_TAG_LEN) /* 28 */
-#define PK_RECORD_MAX_LEN 65535
+#define PK_RECORD_HEADER_LEN    12 /* type(1) session id(2) epoch(1) counter(8) */
+#define PK_RECORD_TAG_LEN       16
+#define PK_RECORD_OVERHEAD      (PK_RECORD_HEADER_LEN + PK_RECORD_TAG_LEN) /* 28 */
+#define PK_RECORD_MAX_LEN       65535
 #define PK_RECORD_MAX_PLAINTEXT (PK_RECORD_MAX_LEN - PK_RECORD_OVERHEAD) /* 65507 */
-#define PK_RECORD_KEY_LEN 16
-#define PK_RECORD_SALT_LEN 4
+#define PK_RECORD_KEY_LEN       16
+#define PK_RECORD_SALT_LEN      4
 #define PK_RECORD_COUNTER_FIRST 1
 #define PK_RECORD_COUNTER_LIMIT UINT64_MAX /* never sealed nor accepted */
 
 /* Replay window: a ring of 1024 bits; any counter within the 960 below the
  * highest accepted one is guaranteed to be tracked (one word is the slack the
  * ring needs to slide). */
-#define PK_RECORD_WINDOW_WORDS 16
-#define PK_RECORD_WINDOW_BITS (PK_RECORD_WINDOW_WORDS * 64)
+#define PK_RECORD_WINDOW_WORDS  16
+#define PK_RECORD_WINDOW_BITS   (PK_RECORD_WINDOW_WORDS * 64)
 #define PK_RECORD_REPLAY_WINDOW (PK_RECORD_WINDOW_BITS - 64) /* 960 */
 
 /* Record length for a plaintext of ptlen bytes (ptlen <= PK_RECORD_MAX_PLAINTEXT). */
@@ -118,11 +118,11 @@ typedef struct pk_record_hdr {
  * Members are private; use the functions below.
  */
 typedef struct pk_record {
-    pk_aead_t rc_tx, rc_rx;                /* key set, or zeroed when absent */
+    pk_aead_t rc_tx, rc_rx; /* key set, or zeroed when absent */
     uint8_t rc_tx_salt[PK_RECORD_SALT_LEN];
     uint8_t rc_rx_salt[PK_RECORD_SALT_LEN];
-    uint64_t rc_tx_next;                   /* next counter to seal */
-    uint64_t rc_rx_top;                    /* highest authenticated counter, 0: none */
+    uint64_t rc_tx_next; /* next counter to seal */
+    uint64_t rc_rx_top;  /* highest authenticated counter, 0: none */
     uint64_t rc_rx_bitmap[PK_RECORD_WINDOW_WORDS];
     uint16_t rc_session_id;
     uint8_t rc_epoch;
@@ -190,8 +190,8 @@ int pk_record_seal(pk_record_t *r, uint8_t type, const uint8_t *pt, size_t ptlen
  *   PK_ERR_CRYPTO     the cipher failed.
  * On PK_OK the counter is marked seen (and becomes the top if it is highest).
  */
-int pk_record_open(pk_record_t *r, const uint8_t *in, size_t inlen, uint8_t *type,
-                   uint8_t *pt_out, size_t cap, size_t *ptlen) PK_MUST_CHECK;
+int pk_record_open(pk_record_t *r, const uint8_t *in, size_t inlen, uint8_t *type, uint8_t *pt_out,
+                   size_t cap, size_t *ptlen) PK_MUST_CHECK;
 
 /*
  * Parses the header of in[0..inlen) without decrypting, for demultiplexing by
@@ -208,7 +208,10 @@ void pk_record_split_okm(const uint8_t okm[32], uint8_t key[PK_RECORD_KEY_LEN],
 
 /* The counter the next pk_record_seal() will use (PK_RECORD_COUNTER_LIMIT
  * when exhausted), for the caller's rekey policy. */
-static inline uint64_t pk_record_tx_next(const pk_record_t *r) { return r->rc_tx_next; }
+static inline uint64_t pk_record_tx_next(const pk_record_t *r)
+{
+    return r->rc_tx_next;
+}
 
 /*
  * Moves the tx counter forward to next, e.g. when resuming a context whose
@@ -220,9 +223,18 @@ static inline uint64_t pk_record_tx_next(const pk_record_t *r) { return r->rc_tx
 int pk_record_set_tx_next(pk_record_t *r, uint64_t next);
 
 /* The highest authenticated counter received so far (0 before the first). */
-static inline uint64_t pk_record_rx_top(const pk_record_t *r) { return r->rc_rx_top; }
+static inline uint64_t pk_record_rx_top(const pk_record_t *r)
+{
+    return r->rc_rx_top;
+}
 
-static inline uint16_t pk_record_session_id(const pk_record_t *r) { return r->rc_session_id; }
-static inline uint8_t pk_record_epoch(const pk_record_t *r) { return r->rc_epoch; }
+static inline uint16_t pk_record_session_id(const pk_record_t *r)
+{
+    return r->rc_session_id;
+}
+static inline uint8_t pk_record_epoch(const pk_record_t *r)
+{
+    return r->rc_epoch;
+}
 
 #endif
