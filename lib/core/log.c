@@ -32,7 +32,8 @@ int pk_log_level_parse(const char *s)
     return -1;
 }
 
-void pk_vlog(int level, const char *event, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) void pk_vlog(int level, const char *event, const char *fmt,
+                                                  va_list ap)
 {
     if (level > log_level)
         return;

@@ -28,7 +28,8 @@ int pk_log_level_parse(const char *s);
 /* Logs event with the key=value text fmt (printf style; may be NULL). */
 void pk_log(int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void pk_vlog(int level, const char *event, const char *fmt, va_list ap);
+void pk_vlog(int level, const char *event, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #define pk_error(ev, ...) pk_log(PK_LOG_ERROR, ev, __VA_ARGS__)
 #define pk_warn(ev, ...) pk_log(PK_LOG_WARN, ev, __VA_ARGS__)
