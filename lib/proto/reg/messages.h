@@ -1,0 +1,246 @@
+/*
+ * Registration (PC3, device <-> node) and its network side (node <-> kms,
+ * node <-> node): every wire format and limit in one place.
+ *
+ * All integers are big-endian. "id" is a device or node identity: 1..64
+ * bytes of UTF-8 with no NUL (pk_reg_id_valid()). The first byte of every
+ * device<->node datagram is its type, so a receiver dispatches on it before
+ * anything else; every type is accepted only at its exact size or within its
+ * declared [MIN, MAX] bound.
+ *
+ * ---- device <-> node, unauthenticated (plain) ------------------------------
+ *
+ *   REQUEST   (0x01, exactly 83 bytes; device -> node)
+ *     type(1) ver(1)=1 nonce_d(16) id_len(1) id(64, zero-padded)
+ *     The device ID is padded to 64 bytes so the request is never smaller
+ *     than the challenge it provokes (no amplification).
+ *   CHALLENGE (0x02, exactly 50 bytes; node -> device)
+ *     type(1) ver(1) nonce_d(16) RAND(16) AUTN(16)
+ *   RESPONSE  (0x03, 36..99 bytes; device -> node)
+ *     type(1) ver(1) nonce_d(16) id_len(1) id(id_len) RES(16)
+ *
+ * ---- device <-> node, protected: pk_record (core/record.h) ------------------
+ *
+ * From the accept on, every device<->node message is one record: the record's
+ * type byte is the message type, its session id is the registration context
+ * ID the node assigned (carried in the accept's record header), epoch 0.
+ * Keys: KDF(K_reg, FC 0xE3, dir) with dir 0x00 uplink, 0x01 downlink.
+ *
+ *   ACCEPT    (0x04, node -> device; record of 84..PK_REG_ACCEPT_MAX bytes)
+ *     plaintext: nonce_d(16) tid_len(1) temp_id(tid_len) mode(1) count(1)
+ *                count x { KSI(4) key(32) peer_len(1) peer(peer_len) }
+ *     mode 1 = root keys per pair (option 1, peer_len >= 1),
+ *     mode 2 = pool (option 2, peer_len = 0); count <= PK_REG_MAX_KEYS.
+ *     nonce_d inside binds the accept to this registration run.
+ *   LINK_REQ  (0x10, device -> node; option 2, FIG. 5 step S41)
+ *     plaintext: peer_len(1) peer(peer_len)
+ *   LINK_IND  (0x11, node -> device; option 2, S43/S44)
+ *     plaintext: peer_len(1) peer role(1: 0 initiator, 1 responder) KSI(4) param(16)
+ *   LINK_REJ  (0x12, node -> device)
+ *     plaintext: peer_len(1) peer reason(1: PK_REG_REJ_*)
+ *
+ * ---- node <-> kms and node <-> node (mutual-TLS frames) ---------------------
+ *
+ *   KMS_VEC_REQ    (0x40) type node_id(block8) device_id(block8) nonce_d(16)
+ *   KMS_VEC_RESP   (0x41) type status(1) RAND(16) AUTN(16) XRES(16) K_reg(32)  [exactly 82]
+ *   KMS_KEYS_REQ   (0x42) type device_id(block8)
+ *   KMS_KEYS_RESP  (0x43) type status(1) mode(1) count(1) entries (as in ACCEPT)
+ *   KMS_ALLOC_REQ  (0x44) type initiator(block8) peer(block8)
+ *   KMS_ALLOC_RESP (0x45) type status(1) KSI(4) param(16)                       [exactly 22]
+ *   NODE_LINK_IND  (0x50) type initiator(block8) target(block8) KSI(4) param(16)
+ *
+ * The kms takes the node ID from the node's TLS certificate and refuses a
+ * KMS_VEC_REQ whose node_id differs (it is carried so a frame is
+ * self-describing, not so the node may choose it).
+ */
+#ifndef PK_PROTO_REG_MESSAGES_H
+#define PK_PROTO_REG_MESSAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/codec.h"
+#include "core/err.h"
+#include "core/record.h"
+
+#define PK_REG_VERSION      1
+#define PK_REG_ID_MAX       64
+#define PK_REG_NONCE_LEN    16
+#define PK_REG_RAND_LEN     16
+#define PK_REG_AUTN_LEN     16
+#define PK_REG_RES_LEN      16
+#define PK_REG_KREG_LEN     32
+#define PK_REG_ROOT_KEY_LEN 32 /* K_D, as TS 33.536 (256 bit) */
+#define PK_REG_PARAM_LEN    16 /* option-2 fresh parameter */
+#define PK_REG_MAX_KEYS     32 /* keys in one accept */
+
+enum pk_reg_type {
+    PK_REG_T_REQUEST = 0x01,
+    PK_REG_T_CHALLENGE = 0x02,
+    PK_REG_T_RESPONSE = 0x03,
+    PK_REG_T_ACCEPT = 0x04,
+    PK_REG_T_LINK_REQ = 0x10,
+    PK_REG_T_LINK_IND = 0x11,
+    PK_REG_T_LINK_REJ = 0x12,
+    PK_REG_T_KMS_VEC_REQ = 0x40,
+    PK_REG_T_KMS_VEC_RESP = 0x41,
+    PK_REG_T_KMS_KEYS_REQ = 0x42,
+    PK_REG_T_KMS_KEYS_RESP = 0x43,
+    PK_REG_T_KMS_ALLOC_REQ = 0x44,
+    PK_REG_T_KMS_ALLOC_RESP = 0x45,
+    PK_REG_T_NODE_LINK_IND = 0x50,
+};
+
+/* Exact sizes and bounds. */
+#define PK_REG_REQUEST_LEN   (2 + PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX)                  /* 83 */
+#define PK_REG_CHALLENGE_LEN (2 + PK_REG_NONCE_LEN + PK_REG_RAND_LEN + PK_REG_AUTN_LEN)  /* 50 */
+#define PK_REG_RESPONSE_MIN  (2 + PK_REG_NONCE_LEN + 1 + 1 + PK_REG_RES_LEN)             /* 36 */
+#define PK_REG_RESPONSE_MAX  (2 + PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_RES_LEN) /* 99 */
+#define PK_REG_KEY_ENTRY_MAX (4 + PK_REG_ROOT_KEY_LEN + 1 + PK_REG_ID_MAX)               /* 101 */
+#define PK_REG_KEYSET_MAX    (2 + PK_REG_MAX_KEYS * PK_REG_KEY_ENTRY_MAX)                /* 3234 */
+#define PK_REG_ACCEPT_PT_MAX (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX)  /* 3315 */
+#define PK_REG_ACCEPT_MIN    PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)                 /* 48 */
+#define PK_REG_ACCEPT_MAX    PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)                         /* 3343 */
+#define PK_REG_LINK_PT_MAX   (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)              /* 86 */
+#define PK_REG_SEALED_MAX    PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                           /* 114 */
+#define PK_REG_KMS_VEC_RESP_LEN                                                                    \
+    (2 + PK_REG_RAND_LEN + PK_REG_AUTN_LEN + PK_REG_RES_LEN + PK_REG_KREG_LEN)
+#define PK_REG_KMS_ALLOC_RESP_LEN (2 + 4 + PK_REG_PARAM_LEN)  /* 22 */
+#define PK_REG_NET_MAX            (1 + 2 + PK_REG_KEYSET_MAX) /* largest node<->kms frame */
+
+enum pk_reg_keymode {
+    PK_REG_MODE_PAIRS = 1, /* option 1: one root key per allowed pair */
+    PK_REG_MODE_POOL = 2,  /* option 2: a pool, KSI indicated by the node */
+};
+
+enum pk_reg_role { PK_REG_ROLE_INITIATOR = 0, PK_REG_ROLE_RESPONDER = 1 };
+
+enum pk_reg_rej {
+    PK_REG_REJ_DENIED = 1,  /* pair not on the allowed list */
+    PK_REG_REJ_UNKNOWN = 2, /* peer unknown or unreachable */
+    PK_REG_REJ_BUSY = 3,    /* try later */
+};
+
+enum pk_reg_status { PK_REG_ST_OK = 0, PK_REG_ST_DENIED = 1, PK_REG_ST_UNKNOWN = 2 };
+
+/* An identity: 1..64 bytes of UTF-8, no NUL. */
+typedef struct pk_reg_id {
+    uint8_t len;
+    uint8_t b[PK_REG_ID_MAX];
+} pk_reg_id_t;
+
+/* One root key: per pair (peer set) or from the pool (peer.len == 0). */
+typedef struct pk_reg_key {
+    uint32_t ksi;
+    uint8_t key[PK_REG_ROOT_KEY_LEN];
+    pk_reg_id_t peer;
+} pk_reg_key_t;
+
+typedef struct pk_reg_keyset {
+    uint8_t mode; /* enum pk_reg_keymode */
+    uint8_t n;    /* <= PK_REG_MAX_KEYS */
+    pk_reg_key_t k[PK_REG_MAX_KEYS];
+} pk_reg_keyset_t;
+
+/* An authentication vector (kms -> node). */
+typedef struct pk_reg_vector {
+    uint8_t rand[PK_REG_RAND_LEN];
+    uint8_t autn[PK_REG_AUTN_LEN];
+    uint8_t xres[PK_REG_RES_LEN];
+    uint8_t k_reg[PK_REG_KREG_LEN];
+} pk_reg_vector_t;
+
+/* ---- identities ---- */
+
+/* 1 when b[0..len) is a valid identity (1..64 bytes of UTF-8, no NUL, no
+ * overlong or surrogate encodings). */
+int pk_reg_id_valid(const uint8_t *b, size_t len);
+/* Fills id from b[0..len); PK_ERR_MALFORMED when not a valid identity. */
+int pk_reg_id_set(pk_reg_id_t *id, const void *b, size_t len);
+/* 1 when equal (identities are public: plain comparison). */
+int pk_reg_id_eq(const pk_reg_id_t *a, const pk_reg_id_t *b);
+
+/* Reads a block8 identity; marks r failed when invalid. */
+void pk_reg_rd_id(pk_rd_t *r, pk_reg_id_t *id);
+void pk_reg_wr_id(pk_wr_t *w, const pk_reg_id_t *id);
+
+/* ---- key sets: mode(1) count(1) entries, shared by ACCEPT and KMS_KEYS_RESP ---- */
+
+/* Writes ks; PK_ERR_INVAL for a set violating the mode's rules. */
+int pk_reg_keyset_write(pk_wr_t *w, const pk_reg_keyset_t *ks);
+/* Reads into ks (which the caller wipes after use: it holds keys). */
+void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks);
+
+/* ---- plain device<->node messages ---- */
+
+typedef struct pk_reg_request {
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    pk_reg_id_t dev;
+} pk_reg_request_t;
+
+typedef struct pk_reg_challenge {
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    uint8_t rand[PK_REG_RAND_LEN];
+    uint8_t autn[PK_REG_AUTN_LEN];
+} pk_reg_challenge_t;
+
+typedef struct pk_reg_response {
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    pk_reg_id_t dev;
+    uint8_t res[PK_REG_RES_LEN];
+} pk_reg_response_t;
+
+/* Encoders write into buf[0..cap) and set *len; PK_ERR_SPACE when short. */
+int pk_reg_request_encode(const pk_reg_request_t *m, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_challenge_encode(const pk_reg_challenge_t *m, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_response_encode(const pk_reg_response_t *m, uint8_t *buf, size_t cap, size_t *len);
+/* Decoders: PK_OK, PK_ERR_MALFORMED (wrong type or size, bad field, nonzero
+ * padding), PK_ERR_VERSION. *m is undefined on failure. */
+int pk_reg_request_decode(const uint8_t *buf, size_t len, pk_reg_request_t *m);
+int pk_reg_challenge_decode(const uint8_t *buf, size_t len, pk_reg_challenge_t *m);
+int pk_reg_response_decode(const uint8_t *buf, size_t len, pk_reg_response_t *m);
+
+/* ---- plaintexts of protected messages ---- */
+
+typedef struct pk_reg_accept_pt {
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    pk_reg_id_t temp_id;
+    pk_reg_keyset_t keys;
+} pk_reg_accept_pt_t;
+
+typedef struct pk_reg_link_pt {
+    pk_reg_id_t peer;
+    uint8_t role;                    /* LINK_IND */
+    uint32_t ksi;                    /* LINK_IND */
+    uint8_t param[PK_REG_PARAM_LEN]; /* LINK_IND */
+    uint8_t reason;                  /* LINK_REJ */
+} pk_reg_link_pt_t;
+
+int pk_reg_accept_pt_encode(const pk_reg_accept_pt_t *m, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_accept_pt_decode(const uint8_t *buf, size_t len, pk_reg_accept_pt_t *m);
+/* type is PK_REG_T_LINK_REQ, _IND or _REJ. */
+int pk_reg_link_pt_encode(uint8_t type, const pk_reg_link_pt_t *m, uint8_t *buf, size_t cap,
+                          size_t *len);
+int pk_reg_link_pt_decode(uint8_t type, const uint8_t *buf, size_t len, pk_reg_link_pt_t *m);
+
+/* ---- node <-> kms, node <-> node ---- */
+
+typedef struct pk_reg_net {
+    uint8_t type;   /* PK_REG_T_KMS_* or PK_REG_T_NODE_LINK_IND */
+    uint8_t status; /* responses: enum pk_reg_status */
+    pk_reg_id_t a;  /* VEC_REQ: node; KEYS_REQ: device; ALLOC_REQ/LINK_IND: initiator */
+    pk_reg_id_t b;  /* VEC_REQ: device; ALLOC_REQ: peer; LINK_IND: target */
+    uint8_t nonce_d[PK_REG_NONCE_LEN]; /* VEC_REQ */
+    pk_reg_vector_t vec;               /* VEC_RESP */
+    uint32_t ksi;                      /* ALLOC_RESP, LINK_IND */
+    uint8_t param[PK_REG_PARAM_LEN];   /* ALLOC_RESP, LINK_IND */
+    pk_reg_keyset_t keys;              /* KEYS_RESP */
+} pk_reg_net_t;
+
+/* Encodes/decodes one node<->kms or node<->node frame body (the transport adds
+ * the length prefix). Decode: PK_ERR_MALFORMED for unknown type, bad size or
+ * field. The struct holds keys: wipe it after use. */
+int pk_reg_net_encode(const pk_reg_net_t *m, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_net_decode(const uint8_t *buf, size_t len, pk_reg_net_t *m);
+
+#endif

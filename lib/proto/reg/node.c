@@ -1,0 +1,319 @@
+/* The node's registration core (see reg.h). */
+#include <string.h>
+
+#include "proto/reg/reg.h"
+
+const char *const pk_reg_drop_names[PK_REG_DROP_N] = {
+    "malformed", "version", "rate", "no_entry", "bad_res", "state", "dup", "evicted",
+};
+
+int pk_reg_node_init(pk_reg_node_t *n, const pk_reg_node_cfg_t *cfg)
+{
+    if (!cfg->half || cfg->nhalf == 0 || !cfg->bucket || cfg->nbucket == 0 || cfg->burst == 0 ||
+        cfg->half_ttl_ms == 0 || !pk_reg_id_valid(cfg->node_id.b, cfg->node_id.len))
+        return PK_ERR_INVAL;
+    memset(n, 0, sizeof *n);
+    n->cfg = *cfg;
+    memset(cfg->half, 0, cfg->nhalf * sizeof *cfg->half);
+    memset(cfg->bucket, 0, cfg->nbucket * sizeof *cfg->bucket);
+    return PK_OK;
+}
+
+static void half_free(pk_reg_half_t *h)
+{
+    pk_wipe(h, sizeof *h);
+}
+
+static pk_reg_half_t *half_find(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev)
+{
+    for (size_t i = 0; i < n->cfg.nhalf; i++) {
+        pk_reg_half_t *h = &n->cfg.half[i];
+        if (h->state != PK_REG_H_FREE && h->src == src && pk_reg_id_eq(&h->dev, dev))
+            return h;
+    }
+    return NULL;
+}
+
+/* A free slot, or the oldest one (evicted). */
+static pk_reg_half_t *half_alloc(pk_reg_node_t *n)
+{
+    pk_reg_half_t *old = NULL;
+    for (size_t i = 0; i < n->cfg.nhalf; i++) {
+        pk_reg_half_t *h = &n->cfg.half[i];
+        if (h->state == PK_REG_H_FREE)
+            return h;
+        if (!old || h->seq < old->seq)
+            old = h;
+    }
+    n->drops[PK_REG_DROP_EVICTED]++;
+    half_free(old);
+    return old;
+}
+
+/* Charges one request to src's token bucket; 1 when allowed. */
+static int rate_take(pk_reg_node_t *n, uint64_t src, uint64_t now_ms)
+{
+    const uint64_t cap = (uint64_t)n->cfg.burst * 1000;
+    pk_reg_bucket_t *b = NULL, *lru = NULL;
+    for (size_t i = 0; i < n->cfg.nbucket; i++) {
+        pk_reg_bucket_t *c = &n->cfg.bucket[i];
+        if (c->used && c->src == src) {
+            b = c;
+            break;
+        }
+        if (!lru || !c->used || (lru->used && c->last_ms < lru->last_ms))
+            lru = c;
+    }
+    if (!b) {
+        b = lru;
+        b->used = 1;
+        b->src = src;
+        b->milli = cap;
+        b->last_ms = now_ms;
+    }
+    if (now_ms > b->last_ms) {
+        uint64_t dt = now_ms - b->last_ms;
+        uint64_t per = n->cfg.per_sec; /* milli-tokens per ms */
+        uint64_t add = per == 0 ? 0 : dt > cap / per + 1 ? cap : dt * per;
+        b->milli = b->milli + add > cap ? cap : b->milli + add;
+        b->last_ms = now_ms;
+    }
+    if (b->milli < 1000)
+        return 0;
+    b->milli -= 1000;
+    return 1;
+}
+
+static int send_challenge(const pk_reg_half_t *h, pk_out_t *out)
+{
+    pk_reg_challenge_t c;
+    size_t len = 0;
+    memcpy(c.nonce_d, h->nonce_d, PK_REG_NONCE_LEN);
+    memcpy(c.rand, h->vec.rand, PK_REG_RAND_LEN);
+    memcpy(c.autn, h->vec.autn, PK_REG_AUTN_LEN);
+    uint8_t *d = pk_out_push(out, PK_ACT_SEND, PK_REG_T_CHALLENGE, h->src, PK_REG_CHALLENGE_LEN);
+    if (!d)
+        return PK_ERR_SPACE;
+    return pk_reg_challenge_encode(&c, d, PK_REG_CHALLENGE_LEN, &len);
+}
+
+/* The largest KMS_VEC_REQ / KMS_KEYS_REQ frame. */
+#define NET_EVENT_MAX (1 + 2 * (1 + PK_REG_ID_MAX) + PK_REG_NONCE_LEN)
+
+/* Pushes an event carrying a node<->kms frame. */
+static int push_net_event(pk_out_t *out, uint16_t code, uint64_t dest, const pk_reg_net_t *m)
+{
+    uint8_t buf[NET_EVENT_MAX];
+    size_t len = 0;
+    int rc = pk_reg_net_encode(m, buf, sizeof buf, &len);
+    if (rc != PK_OK)
+        return rc;
+    uint8_t *d = pk_out_push(out, PK_ACT_EVENT, code, dest, len);
+    if (!d)
+        return PK_ERR_SPACE;
+    memcpy(d, buf, len);
+    return PK_OK;
+}
+
+static int on_request(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
+                      uint64_t now_ms, pk_out_t *out)
+{
+    pk_reg_request_t m;
+    int rc = pk_reg_request_decode(msg, len, &m);
+    if (rc != PK_OK) {
+        n->drops[rc == PK_ERR_VERSION ? PK_REG_DROP_VERSION : PK_REG_DROP_MALFORMED]++;
+        return rc;
+    }
+    pk_reg_half_t *h = half_find(n, src, &m.dev);
+    if (h && memcmp(h->nonce_d, m.nonce_d, PK_REG_NONCE_LEN) == 0) {
+        /* a retransmission: answered identically, never re-asks the kms */
+        if (h->state == PK_REG_H_CHALLENGED)
+            return send_challenge(h, out);
+        n->drops[PK_REG_DROP_DUP]++;
+        return PK_OK;
+    }
+    if (out->n >= PK_OUT_MAX || out->cap - out->used < NET_EVENT_MAX)
+        return PK_ERR_SPACE; /* checked before the bucket is charged */
+    if (!rate_take(n, src, now_ms)) {
+        n->drops[PK_REG_DROP_RATE]++;
+        return PK_ERR_LIMIT;
+    }
+    pk_reg_net_t q;
+    memset(&q, 0, sizeof q);
+    q.type = PK_REG_T_KMS_VEC_REQ;
+    q.a = n->cfg.node_id;
+    q.b = m.dev;
+    memcpy(q.nonce_d, m.nonce_d, PK_REG_NONCE_LEN);
+    if ((rc = push_net_event(out, PK_REG_EV_NEED_VECTOR, src, &q)) != PK_OK)
+        return rc;
+    /* commit: a new run (a new nonce_d replaces the old run of this device) */
+    if (h)
+        half_free(h);
+    else
+        h = half_alloc(n);
+    h->state = PK_REG_H_WAIT_VEC;
+    h->src = src;
+    h->seq = ++n->seq;
+    h->created_ms = now_ms;
+    h->dev = m.dev;
+    memcpy(h->nonce_d, m.nonce_d, PK_REG_NONCE_LEN);
+    return PK_OK;
+}
+
+static int on_response(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
+                       pk_out_t *out)
+{
+    pk_reg_response_t m;
+    int rc = pk_reg_response_decode(msg, len, &m);
+    if (rc != PK_OK) {
+        n->drops[rc == PK_ERR_VERSION ? PK_REG_DROP_VERSION : PK_REG_DROP_MALFORMED]++;
+        return rc;
+    }
+    pk_reg_half_t *h = half_find(n, src, &m.dev);
+    if (!h || memcmp(h->nonce_d, m.nonce_d, PK_REG_NONCE_LEN) != 0) {
+        n->drops[PK_REG_DROP_NO_ENTRY]++;
+        return PK_ERR_NOTFOUND;
+    }
+    if (h->state == PK_REG_H_WAIT_VEC) {
+        n->drops[PK_REG_DROP_STATE]++;
+        return PK_ERR_STATE;
+    }
+    if (!pk_ct_eq(m.res, h->vec.xres, PK_REG_RES_LEN)) {
+        n->drops[PK_REG_DROP_BAD_RES]++;
+        return PK_ERR_AUTH;
+    }
+    if (h->state == PK_REG_H_AUTHED) { /* retransmission while the kms answers */
+        n->drops[PK_REG_DROP_DUP]++;
+        return PK_OK;
+    }
+    if (h->state == PK_REG_H_DONE) { /* the accept was lost: the same bytes again */
+        uint8_t *d = pk_out_push(out, PK_ACT_SEND, PK_REG_T_ACCEPT, src, h->acc_len);
+        if (!d)
+            return PK_ERR_SPACE;
+        memcpy(d, h->acc, h->acc_len);
+        return PK_OK;
+    }
+    pk_reg_net_t q;
+    memset(&q, 0, sizeof q);
+    q.type = PK_REG_T_KMS_KEYS_REQ;
+    q.a = h->dev;
+    if ((rc = push_net_event(out, PK_REG_EV_NEED_KEYS, src, &q)) != PK_OK)
+        return rc;
+    h->state = PK_REG_H_AUTHED;
+    return PK_OK;
+}
+
+int pk_reg_node_input(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
+                      uint64_t now_ms, pk_out_t *out)
+{
+    if (!msg || len < 1) {
+        n->drops[PK_REG_DROP_MALFORMED]++;
+        return PK_ERR_MALFORMED;
+    }
+    switch (msg[0]) {
+    case PK_REG_T_REQUEST: return on_request(n, src, msg, len, now_ms, out);
+    case PK_REG_T_RESPONSE: return on_response(n, src, msg, len, out);
+    default: n->drops[PK_REG_DROP_MALFORMED]++; return PK_ERR_MALFORMED;
+    }
+}
+
+int pk_reg_node_vector(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev,
+                       const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_vector_t *v,
+                       uint64_t now_ms, pk_out_t *out)
+{
+    (void)now_ms;
+    pk_reg_half_t *h = half_find(n, src, dev);
+    if (!h || h->state != PK_REG_H_WAIT_VEC || memcmp(h->nonce_d, nonce_d, PK_REG_NONCE_LEN) != 0) {
+        n->drops[PK_REG_DROP_NO_ENTRY]++;
+        return PK_ERR_NOTFOUND;
+    }
+    h->vec = *v;
+    int rc = send_challenge(h, out);
+    if (rc != PK_OK) {
+        pk_wipe(&h->vec, sizeof h->vec);
+        return rc;
+    }
+    h->state = PK_REG_H_CHALLENGED;
+    return PK_OK;
+}
+
+int pk_reg_node_accept(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev, uint16_t session_id,
+                       const pk_reg_id_t *temp_id, const pk_reg_keyset_t *keys, pk_record_t *chan,
+                       uint64_t now_ms, pk_out_t *out)
+{
+    uint8_t ptbuf[PK_REG_ACCEPT_PT_MAX];
+    size_t ptlen = 0, len = 0;
+    int rc;
+    (void)now_ms;
+
+    pk_reg_half_t *h = half_find(n, src, dev);
+    if (!h || h->state != PK_REG_H_AUTHED) {
+        n->drops[PK_REG_DROP_NO_ENTRY]++;
+        return PK_ERR_NOTFOUND;
+    }
+    if (out->n >= PK_OUT_MAX || out->cap - out->used < PK_REG_ACCEPT_MAX)
+        return PK_ERR_SPACE;
+    /* encode straight from the caller's structs: temp id and keys */
+    {
+        pk_wr_t w;
+        pk_wr_init(&w, ptbuf, sizeof ptbuf);
+        pk_wr_bytes(&w, h->nonce_d, PK_REG_NONCE_LEN);
+        pk_reg_wr_id(&w, temp_id);
+        pk_reg_keyset_write(&w, keys);
+        ptlen = w.len;
+        if ((rc = pk_wr_ok(&w)) != PK_OK) {
+            rc = PK_ERR_INVAL;
+            goto out;
+        }
+    }
+    if ((rc = pk_reg_chan_init(chan, h->vec.k_reg, session_id, 1)) != PK_OK)
+        goto out;
+    rc = pk_record_seal(chan, PK_REG_T_ACCEPT, ptbuf, ptlen, h->acc, sizeof h->acc, &len);
+    if (rc != PK_OK) {
+        pk_record_clear(chan);
+        goto out;
+    }
+    uint8_t *d = pk_out_push(out, PK_ACT_SEND, PK_REG_T_ACCEPT, src, len);
+    memcpy(d, h->acc, len); /* room checked above */
+    h->acc_len = (uint16_t)len;
+    pk_wipe(&h->vec.k_reg, sizeof h->vec.k_reg); /* the channel holds the keys now */
+    h->state = PK_REG_H_DONE;
+out:
+    pk_wipe(ptbuf, sizeof ptbuf);
+    return rc;
+}
+
+void pk_reg_node_timeout(pk_reg_node_t *n, uint64_t now_ms)
+{
+    for (size_t i = 0; i < n->cfg.nhalf; i++) {
+        pk_reg_half_t *h = &n->cfg.half[i];
+        if (h->state != PK_REG_H_FREE && now_ms >= h->created_ms &&
+            now_ms - h->created_ms >= n->cfg.half_ttl_ms)
+            half_free(h);
+    }
+}
+
+uint64_t pk_reg_node_next_deadline(const pk_reg_node_t *n)
+{
+    uint64_t t = UINT64_MAX;
+    for (size_t i = 0; i < n->cfg.nhalf; i++) {
+        const pk_reg_half_t *h = &n->cfg.half[i];
+        if (h->state != PK_REG_H_FREE && h->created_ms + n->cfg.half_ttl_ms < t)
+            t = h->created_ms + n->cfg.half_ttl_ms;
+    }
+    return t;
+}
+
+size_t pk_reg_node_count(const pk_reg_node_t *n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n->cfg.nhalf; i++)
+        c += n->cfg.half[i].state != PK_REG_H_FREE;
+    return c;
+}
+
+void pk_reg_node_clear(pk_reg_node_t *n)
+{
+    for (size_t i = 0; i < n->cfg.nhalf; i++)
+        half_free(&n->cfg.half[i]);
+}

@@ -1,0 +1,306 @@
+/*
+ * Registration cores: kms functions, the node core (pk_reg_node_*) and the
+ * device core (pk_reg_dev_*). Pure: no sockets, no clock (now_ms comes in),
+ * no randomness of their own (pk_rng_t comes in), no allocation (every
+ * context and table is caller-owned), no globals.
+ *
+ *   device                       node                              kms
+ *     | REQUEST(nonce_d, id)       |                                  |
+ *     |--------------------------->| EV_NEED_VECTOR ---KMS_VEC_REQ--->|
+ *     |                            |<---KMS_VEC_RESP(RAND,AUTN,XRES,K_reg)
+ *     |     CHALLENGE(RAND, AUTN)  | pk_reg_node_vector()             |
+ *     |<---------------------------|                                  |
+ *  verify AUTN (const time)        |                                  |
+ *     | RESPONSE(RES)              |                                  |
+ *     |--------------------------->| RES == XRES (const time)         |
+ *     |                            | EV_NEED_KEYS ----KMS_KEYS_REQ--->|
+ *     |                            |<------------KMS_KEYS_RESP(keys)--|
+ *     |  ACCEPT{temp ID, keys}     | pk_reg_node_accept()             |
+ *     |<===========================|  (record under K_reg downlink)   |
+ *
+ * Derivations (TS 33.220 KDF, core/kdf_fc.h), K the device key (16 or 32
+ * bytes), ids as UTF-8 bytes:
+ *   AUTN  = first 16 of KDF(K, 0xE0, RAND, nonce_d, node id)
+ *   RES   = first 16 of KDF(K, 0xE1, RAND, nonce_d, node id)  (= XRES)
+ *   K_reg = KDF(K, 0xE2, RAND, nonce_d, node id, device id)
+ *   message key dir = KDF(K_reg, 0xE3, dir(1)) dir 0x00 up, 0x01 down
+ *   option-2 link K_D = KDF(K_pool[KSI], PK_REG_FC_POOL_LINK, param(16),
+ *                           initiator id, responder id)
+ */
+#ifndef PK_PROTO_REG_REG_H
+#define PK_PROTO_REG_REG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/crypto.h"
+#include "core/out.h"
+#include "core/record.h"
+#include "proto/reg/messages.h"
+
+/* Requested FC allocation (not yet in core/kdf_fc.h): the per-link root key
+ * derived from a pool key and the node's fresh parameter, so a device that
+ * holds the same pool key but was not given the parameter cannot derive it. */
+#ifndef PK_FC_POOL_LINK
+#define PK_FC_POOL_LINK 0xEB
+#endif
+
+/* Event codes (pk_act_t.code of PK_ACT_EVENT). */
+enum pk_reg_event {
+    PK_REG_EV_NEED_VECTOR = 1, /* node: send data (a KMS_VEC_REQ frame) to the kms; dest = source */
+    PK_REG_EV_NEED_KEYS = 2,  /* node: send data (a KMS_KEYS_REQ frame) to the kms; dest = source */
+    PK_REG_EV_REGISTERED = 3, /* device: registration finished; temp ID and keys are readable */
+    PK_REG_EV_FAILED = 4,     /* device: retries exhausted */
+    PK_REG_EV_LINK_IND = 5,   /* device: a KSI indication stored; data = peer id */
+    PK_REG_EV_LINK_REJ = 6,   /* device: link refused; data = peer id, then reason(1) */
+};
+
+/* ================= kms ================= */
+
+/*
+ * Computes AUTN, RES and K_reg from the device key k (16 or 32 bytes) for
+ * (rand, nonce_d, node, dev). Used by the kms (to make vectors) and by the
+ * device (to check AUTN and answer). Any output pointer may be NULL.
+ * Returns PK_OK, PK_ERR_INVAL or PK_ERR_CRYPTO; outputs are wiped on error.
+ */
+int pk_reg_derive(const uint8_t *k, size_t klen, const uint8_t rand[PK_REG_RAND_LEN],
+                  const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *node,
+                  const pk_reg_id_t *dev, uint8_t autn[PK_REG_AUTN_LEN],
+                  uint8_t res[PK_REG_RES_LEN], uint8_t k_reg[PK_REG_KREG_LEN]);
+
+/* Makes a fresh authentication vector (RAND from rng). The caller wipes *v. */
+int pk_reg_kms_vector(const uint8_t *k, size_t klen, const pk_rng_t *rng,
+                      const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *dev,
+                      const pk_reg_id_t *node, pk_reg_vector_t *v);
+
+/* The option-2 per-link root key (see top). */
+int pk_reg_pool_link_key(const uint8_t pool_key[PK_REG_ROOT_KEY_LEN],
+                         const uint8_t param[PK_REG_PARAM_LEN], const pk_reg_id_t *initiator,
+                         const pk_reg_id_t *responder, uint8_t k_d[PK_REG_ROOT_KEY_LEN]);
+
+/* ============ protected device<->node channel (pk_record) ============ */
+
+/*
+ * Sets up rec (zeroed or cleared) for the registration context session_id
+ * with the FC 0xE3 message keys of k_reg: node_side 1 seals downlink and opens
+ * uplink, 0 the reverse. PK_OK or the pk_record_init() errors.
+ */
+int pk_reg_chan_init(pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN], uint16_t session_id,
+                     int node_side);
+
+/* Seals a LINK_REQ/IND/REJ as one record into buf[0..cap). */
+int pk_reg_chan_seal_link(pk_record_t *rec, uint8_t type, const pk_reg_link_pt_t *m, uint8_t *buf,
+                          size_t cap, size_t *len);
+
+/* Opens a LINK_REQ/IND/REJ record; PK_ERR_MALFORMED for any other type or a
+ * bad plaintext (the counter is then consumed: the record was authentic),
+ * plus the pk_record_open() errors. */
+int pk_reg_chan_open_link(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_t *type,
+                          pk_reg_link_pt_t *m) PK_MUST_CHECK;
+
+/* ================= node ================= */
+
+enum pk_reg_half_state {
+    PK_REG_H_FREE = 0,
+    PK_REG_H_WAIT_VEC = 1,   /* asked the kms for a vector */
+    PK_REG_H_CHALLENGED = 2, /* challenge sent */
+    PK_REG_H_AUTHED = 3,     /* RES verified, waiting for the keys from the kms */
+    PK_REG_H_DONE = 4,       /* accept sent and cached for retransmitted responses */
+};
+
+/* One half-open registration, keyed by (source, device id). */
+typedef struct pk_reg_half {
+    uint8_t state;
+    uint64_t src;
+    uint64_t seq; /* insertion order: the lowest is evicted first */
+    uint64_t created_ms;
+    pk_reg_id_t dev;
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    pk_reg_vector_t vec;
+    uint16_t acc_len;
+    uint8_t acc[PK_REG_ACCEPT_MAX];
+} pk_reg_half_t;
+
+/* Token bucket of one source. */
+typedef struct pk_reg_bucket {
+    uint64_t src;
+    uint64_t last_ms;
+    uint64_t milli; /* tokens x 1000 */
+    uint8_t used;
+} pk_reg_bucket_t;
+
+typedef struct pk_reg_node_cfg {
+    pk_reg_id_t node_id;
+    pk_reg_half_t *half; /* caller-owned table, zeroed; borrowed for the node's life */
+    size_t nhalf;
+    pk_reg_bucket_t *bucket; /* caller-owned, zeroed */
+    size_t nbucket;
+    uint32_t burst;       /* REQUESTs a source may send at once (>= 1) */
+    uint32_t per_sec;     /* sustained REQUESTs per second per source */
+    uint64_t half_ttl_ms; /* lifetime of an entry in any state */
+} pk_reg_node_cfg_t;
+
+enum pk_reg_drop {
+    PK_REG_DROP_MALFORMED = 0, /* does not parse, wrong size or type */
+    PK_REG_DROP_VERSION,
+    PK_REG_DROP_RATE,     /* source over its rate */
+    PK_REG_DROP_NO_ENTRY, /* response / vector / keys for no half-open entry */
+    PK_REG_DROP_BAD_RES,
+    PK_REG_DROP_STATE,   /* valid message, wrong state */
+    PK_REG_DROP_DUP,     /* retransmission while waiting for the kms */
+    PK_REG_DROP_EVICTED, /* a half-open entry pushed out by a newer one */
+    PK_REG_DROP_N
+};
+
+typedef struct pk_reg_node {
+    pk_reg_node_cfg_t cfg;
+    uint64_t seq;
+    uint64_t drops[PK_REG_DROP_N];
+} pk_reg_node_t;
+
+/* Names of the drop reasons (for pk_drops_init in the shell). */
+extern const char *const pk_reg_drop_names[PK_REG_DROP_N];
+
+/* PK_OK or PK_ERR_INVAL (no table, invalid node id, burst 0, ttl 0). The
+ * tables must stay valid and untouched by the caller while the node lives. */
+int pk_reg_node_init(pk_reg_node_t *n, const pk_reg_node_cfg_t *cfg);
+
+/*
+ * Handles a plain REQUEST or RESPONSE from source src (an opaque handle the
+ * shell maps to an address). Outputs: SEND (code = message type, dest = src)
+ * or EVENT NEED_VECTOR / NEED_KEYS (dest = src, data = the frame for the kms).
+ *   REQUEST, new (src, id) or new nonce_d: charged to src's bucket, entry
+ *     made (evicting the oldest), NEED_VECTOR.
+ *   REQUEST retransmitted (same nonce_d): the identical challenge again when
+ *     CHALLENGED; nothing otherwise (PK_OK, counted DUP).
+ *   RESPONSE with RES == XRES: NEED_KEYS (AUTHED); in DONE the cached
+ *     accept again.
+ * Hostile input (no state change, counted in n->drops): PK_ERR_MALFORMED,
+ * PK_ERR_VERSION, PK_ERR_LIMIT (rate), PK_ERR_NOTFOUND, PK_ERR_AUTH (RES),
+ * PK_ERR_STATE. PK_ERR_SPACE when out is full (no state change).
+ */
+int pk_reg_node_input(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
+                      uint64_t now_ms, pk_out_t *out);
+
+/* The kms's vector for (src, dev, nonce_d): sends the CHALLENGE. A late
+ * answer for an entry that is gone or moved on is PK_ERR_NOTFOUND (normal). */
+int pk_reg_node_vector(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev,
+                       const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_vector_t *v,
+                       uint64_t now_ms, pk_out_t *out);
+
+/*
+ * The kms's keys for an AUTHED (src, dev): seals the ACCEPT (temp_id, keys)
+ * under the downlink message key as record 1 of context session_id, sends
+ * it, caches it, and sets up *chan (caller-owned, zeroed or cleared) as the
+ * node's side of the device's protected channel (its tx counter continues
+ * after the accept). PK_ERR_NOTFOUND, PK_ERR_INVAL (bad keys), PK_ERR_SPACE.
+ */
+int pk_reg_node_accept(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev, uint16_t session_id,
+                       const pk_reg_id_t *temp_id, const pk_reg_keyset_t *keys, pk_record_t *chan,
+                       uint64_t now_ms, pk_out_t *out);
+
+/* Frees entries older than half_ttl_ms (wiping them). */
+void pk_reg_node_timeout(pk_reg_node_t *n, uint64_t now_ms);
+/* When pk_reg_node_timeout next has work; UINT64_MAX when none. */
+uint64_t pk_reg_node_next_deadline(const pk_reg_node_t *n);
+/* Number of entries in use. */
+size_t pk_reg_node_count(const pk_reg_node_t *n);
+/* Wipes every entry. */
+void pk_reg_node_clear(pk_reg_node_t *n);
+
+/* ================= device ================= */
+
+enum pk_reg_dev_state {
+    PK_REG_D_IDLE = 0,
+    PK_REG_D_WAIT_CHALLENGE = 1,
+    PK_REG_D_WAIT_ACCEPT = 2,
+    PK_REG_D_REGISTERED = 3,
+    PK_REG_D_FAILED = 4,
+};
+
+#define PK_REG_MAX_IND 8 /* option-2 indications a device keeps */
+
+typedef struct pk_reg_ind {
+    uint8_t used;
+    uint8_t role; /* enum pk_reg_role: this device's role */
+    uint32_t ksi;
+    uint8_t param[PK_REG_PARAM_LEN];
+    pk_reg_id_t peer;
+} pk_reg_ind_t;
+
+typedef struct pk_reg_dev_cfg {
+    pk_reg_id_t dev_id;
+    pk_reg_id_t node_id; /* the node the device registers with (bound in AUTN) */
+    const uint8_t *k;    /* device key, 16 or 32 bytes; copied */
+    size_t klen;
+    uint64_t rto_ms;    /* first retransmission timeout, doubled per try */
+    unsigned max_tries; /* sends of one message before FAILED (1..16) */
+} pk_reg_dev_cfg_t;
+
+typedef struct pk_reg_dev {
+    uint8_t state;
+    pk_reg_id_t id, node_id;
+    uint8_t k[32];
+    uint8_t klen;
+    uint64_t rto_ms;
+    unsigned max_tries, tries;
+    uint64_t deadline;
+    uint8_t nonce_d[PK_REG_NONCE_LEN];
+    uint8_t rand[PK_REG_RAND_LEN];
+    uint8_t k_reg[PK_REG_KREG_LEN];
+    uint8_t tx[PK_REG_REQUEST_LEN > PK_REG_RESPONSE_MAX ? PK_REG_REQUEST_LEN : PK_REG_RESPONSE_MAX];
+    size_t txlen;
+    uint8_t txtype;
+    pk_record_t chan; /* after the accept */
+    pk_reg_id_t temp_id;
+    pk_reg_keyset_t keys;
+    pk_reg_ind_t ind[PK_REG_MAX_IND];
+    unsigned ind_next;
+} pk_reg_dev_t;
+
+/* Copies cfg (and the key); state IDLE. PK_ERR_INVAL for bad ids or key. */
+int pk_reg_dev_init(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg);
+
+/* Draws nonce_d, sends the REQUEST (dest 0 = the node), WAIT_CHALLENGE.
+ * Allowed in IDLE, FAILED and REGISTERED (re-registration); PK_ERR_STATE
+ * otherwise. */
+int pk_reg_dev_start(pk_reg_dev_t *d, const pk_rng_t *rng, uint64_t now_ms, pk_out_t *out);
+
+/*
+ * One datagram from the node.
+ *   CHALLENGE in WAIT_CHALLENGE: nonce_d must match and AUTN verify (constant
+ *     time) BEFORE anything is sent; then RESPONSE, WAIT_ACCEPT.
+ *   ACCEPT in WAIT_ACCEPT: opened under the downlink key; REGISTERED, event.
+ *   LINK_IND/LINK_REJ in REGISTERED: indication stored, event.
+ * Errors (no state change, nothing sent): PK_ERR_MALFORMED, PK_ERR_VERSION,
+ * PK_ERR_AUTH (AUTN, accept tag), PK_ERR_STATE (not expected now, stale
+ * nonce), PK_ERR_REPLAY, PK_ERR_SPACE.
+ */
+int pk_reg_dev_input(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t now_ms,
+                     pk_out_t *out);
+
+/* Retransmits the pending message when its deadline passed; after max_tries
+ * sends, FAILED and EV_FAILED. A late call is harmless (PK_OK, no output). */
+int pk_reg_dev_timeout(pk_reg_dev_t *d, uint64_t now_ms, pk_out_t *out);
+uint64_t pk_reg_dev_next_deadline(const pk_reg_dev_t *d); /* UINT64_MAX: none */
+
+/* Option 2 (FIG. 5, S41): asks the node for a link with peer (sealed LINK_REQ,
+ * dest 0). PK_ERR_STATE unless REGISTERED. */
+int pk_reg_dev_link_request(pk_reg_dev_t *d, const pk_reg_id_t *peer, pk_out_t *out);
+
+/*
+ * Root-key lookup for the direct link (pk_link_lookup_fn; ctx = the device):
+ * option 1, the pair key with this KSI whose peer is peer; option 2, the
+ * indication (ksi, peer) and the pool key ksi, giving the per-link key.
+ * PK_OK or PK_ERR_NOTFOUND; k_d is wiped on failure.
+ */
+int pk_reg_dev_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_len,
+                      uint8_t k_d[PK_REG_ROOT_KEY_LEN]);
+
+/* Option 1: the KSI of the pair key for peer; PK_ERR_NOTFOUND. */
+int pk_reg_dev_pair_ksi(const pk_reg_dev_t *d, const pk_reg_id_t *peer, uint32_t *ksi);
+
+/* Wipes keys and state. */
+void pk_reg_dev_clear(pk_reg_dev_t *d);
+
+#endif
