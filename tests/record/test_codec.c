@@ -391,11 +391,21 @@ static void test_wr_blocks(void)
     pk_wr_init(&w, buf, sizeof buf);
     pk_wr_block16(&w, big, SIZE_MAX);
     CHECK_EQ_INT(pk_wr_ok(&w), PK_ERR_SPACE);
-    /* Prefix fits but the body does not. */
+    /* Prefix fits but the body does not: all or nothing, like every write. */
+    memset(buf, 0xee, 8);
     pk_wr_init(&w, buf, 4);
     pk_wr_block8(&w, "abcd", 4);
     CHECK_EQ_INT(pk_wr_ok(&w), PK_ERR_SPACE);
-    CHECK_EQ_INT(w.len, 1);
+    CHECK_EQ_INT(w.len, 0);
+    CHECK_EQ_INT(buf[0], 0xee);
+    pk_wr_init(&w, buf, 5);
+    pk_wr_block16(&w, "abcd", 4);
+    CHECK_EQ_INT(pk_wr_ok(&w), PK_ERR_SPACE);
+    CHECK_EQ_INT(w.len, 0);
+    pk_wr_init(&w, buf, 6);
+    pk_wr_block16(&w, "abcd", 4);
+    CHECK_EQ_INT(pk_wr_ok(&w), PK_OK);
+    CHECK_EQ_INT(w.len, 6);
 }
 
 static void test_put_get(void)

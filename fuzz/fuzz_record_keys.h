@@ -1,0 +1,23 @@
+/*
+ * The fixed keys of the record fuzz target, shared with the seed generator
+ * (gen_seeds.c) so the committed seeds are valid records for the target.
+ * Test keys only.
+ */
+#ifndef PK_FUZZ_RECORD_KEYS_H
+#define PK_FUZZ_RECORD_KEYS_H
+
+#include <stdint.h>
+
+#define FZ_SESSION 0x5a17
+#define FZ_EPOCH   1
+
+/* A -> B */
+static const uint8_t FZ_KEY_AB[16] = {0x6b, 0x65, 0x79, 0x2d, 0x61, 0x2d, 0x74, 0x6f,
+                                      0x2d, 0x62, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x31};
+static const uint8_t FZ_SALT_AB[4] = {0x51, 0x52, 0x53, 0x54};
+/* B -> A */
+static const uint8_t FZ_KEY_BA[16] = {0x6b, 0x65, 0x79, 0x2d, 0x62, 0x2d, 0x74, 0x6f,
+                                      0x2d, 0x61, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x32};
+static const uint8_t FZ_SALT_BA[4] = {0x61, 0x62, 0x63, 0x64};
+
+#endif
