@@ -870,8 +870,9 @@ static void test_beacon(void)
     CHECK_EQ_INT(pk_mk_client_input(&N[0].c, buf, len, 0, now, &o), PK_ERR_DENIED);
     CHECK_EQ_INT(o.n, 0);
     CHECK_EQ_INT(pk_mk_client_sessions(&N[2].c), 0);
-    /* Autostart is bounded by the session slots: a flood of forged beacons
-     * starts at most PK_MK_MAX_SESSIONS authentications. */
+    /* Autostart is rate-limited: a second beacon in the same interval starts
+     * nothing; and bounded by the session slots: a flood of forged beacons
+     * over time starts at most PK_MK_MAX_SESSIONS authentications. */
     unsigned started = 0;
     for (int i = 0; i < 20; i++) {
         char name[16];
@@ -880,11 +881,21 @@ static void test_beacon(void)
         CHECK_EQ_INT(pk_mk_beacon_write(&b, buf, sizeof buf, &len), PK_OK);
         pk_out_init(&o, arena, sizeof arena);
         int rc = pk_mk_client_input(&N[2].c, buf, len, 0, now, &o);
-        started += o.n;
         CHECK(rc == PK_OK || rc == PK_ERR_LIMIT);
+        if (i == 0)
+            CHECK_EQ_INT(o.n, 1);
+        started += o.n;
+        b.id_len = (uint8_t)snprintf(name, sizeof name, "other-%d", i);
+        CHECK_EQ_INT(pk_mk_beacon_write(&b, buf, sizeof buf, &len), PK_OK);
+        pk_out_init(&o, arena, sizeof arena);
+        rc = pk_mk_client_input(&N[2].c, buf, len, 0, now + 199, &o);
+        CHECK(rc == (i < PK_MK_MAX_SESSIONS ? PK_OK : PK_ERR_LIMIT));
+        CHECK_EQ_INT(o.n, 0);
+        now += 200;
     }
     CHECK_EQ_INT(started, PK_MK_MAX_SESSIONS);
     CHECK_EQ_INT(pk_mk_client_timeout(&N[2].c, now + 5000), PK_MK_MAX_SESSIONS);
+    CHECK_EQ_INT(pk_mk_client_sessions(&N[2].c), 0);
     world_clear();
 }
 

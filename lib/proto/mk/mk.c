@@ -19,6 +19,7 @@ void pk_mk_cfg_default(pk_mk_cfg_t *cfg)
     cfg->retry_ms = 30u * 1000u;
     cfg->grace_ms = 30u * 1000u;
     cfg->beacon_autostart = 1;
+    cfg->beacon_interval_ms = 200;
 }
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -648,10 +649,13 @@ static int on_beacon(pk_mk_client_t *c, const uint8_t *buf, size_t len, uint64_t
         return PK_ERR_DENIED;
     if (!c->has_mk || b.mk_id != c->mk_id)
         return PK_ERR_DENIED;
-    if (!c->cfg.beacon_autostart || pk_mk_table_is_fresh(c->table, b.id, b.id_len, now_ms) ||
+    if (!c->cfg.beacon_autostart || now_ms < c->beacon_next_ms ||
+        pk_mk_table_is_fresh(c->table, b.id, b.id_len, now_ms) ||
         sess_by_peer(c, b.id, b.id_len, 1) || sess_by_peer(c, b.id, b.id_len, 0))
         return PK_OK;
     rc = pk_mk_client_start(c, b.id, b.id_len, 0, src, now_ms, out);
+    if (rc == PK_OK)
+        c->beacon_next_ms = now_ms + c->cfg.beacon_interval_ms;
     return rc == PK_ERR_BUSY ? PK_OK : rc;
 }
 

@@ -50,16 +50,18 @@ enum pk_mk_event {
 };
 
 typedef struct pk_mk_cfg {
-    uint64_t ik_lifetime_ms;  /* requested lifetime of a new individual key */
-    uint64_t max_lifetime_ms; /* longest lifetime accepted as responder */
-    uint64_t auth_timeout_ms; /* an unfinished authentication is dropped after this */
-    uint64_t renew_lead_ms;   /* table: renew this long before expiry */
-    uint64_t retry_ms;        /* table: retry a failed renewal after this */
-    uint64_t grace_ms;        /* table: a superseded key lives at most this long */
-    uint8_t beacon_autostart; /* a beacon from a partner without a fresh key starts auth */
+    uint64_t ik_lifetime_ms;     /* requested lifetime of a new individual key */
+    uint64_t max_lifetime_ms;    /* longest lifetime accepted as responder */
+    uint64_t auth_timeout_ms;    /* an unfinished authentication is dropped after this */
+    uint64_t renew_lead_ms;      /* table: renew this long before expiry */
+    uint64_t retry_ms;           /* table: retry a failed renewal after this */
+    uint64_t grace_ms;           /* table: a superseded key lives at most this long */
+    uint8_t beacon_autostart;    /* a beacon from a partner without a fresh key starts auth */
+    uint64_t beacon_interval_ms; /* at most one beacon-triggered START per this interval */
 } pk_mk_cfg_t;
 
-/* Defaults: 1 h keys, 24 h max, 5 s timeout, 5 min lead, 30 s retry, 30 s grace. */
+/* Defaults: 1 h keys, 24 h max, 5 s timeout, 5 min lead, 30 s retry, 30 s grace,
+ * beacon autostart on, at most one beacon-triggered START per 200 ms. */
 void pk_mk_cfg_default(pk_mk_cfg_t *cfg);
 
 enum pk_mk_sess_state {
@@ -98,8 +100,9 @@ typedef struct pk_mk_client {
     pk_mk_sess_t sess[PK_MK_MAX_SESSIONS];
     uint8_t hist[PK_MK_NONCE_HISTORY][PK_MK_NONCE_LEN];
     unsigned hist_pos;
-    pk_mk_table_t *table; /* borrowed */
-    const pk_rng_t *rng;  /* borrowed */
+    uint64_t beacon_next_ms; /* no beacon-triggered START before this */
+    pk_mk_table_t *table;    /* borrowed */
+    const pk_rng_t *rng;     /* borrowed */
 } pk_mk_client_t;
 
 /*
@@ -163,7 +166,10 @@ int pk_mk_client_start(pk_mk_client_t *c, const uint8_t *peer, size_t peer_len, 
  *                   simultaneous-start tie-break (the lower ID's START wins);
  * local: PK_ERR_SPACE (out full), PK_ERR_LIMIT (no session slot or table
  *   full), PK_ERR_EXISTS (key ID collision in our table), PK_ERR_CRYPTO.
- * A beacon returns PK_OK whether or not it started an authentication.
+ * A beacon returns PK_OK whether or not it started an authentication; it
+ * starts one only when autostart is on, the peer has no fresh key and no
+ * exchange in flight, and no other beacon started one within
+ * beacon_interval_ms (bounding what unauthenticated beacons can make us send).
  */
 int pk_mk_client_input(pk_mk_client_t *c, const uint8_t *msg, size_t len, uint64_t src,
                        uint64_t now_ms, pk_out_t *out);
