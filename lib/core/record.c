@@ -149,8 +149,8 @@ int pk_record_peek(const uint8_t *in, size_t inlen, pk_record_hdr_t *hdr)
 int pk_record_seal(pk_record_t *r, uint8_t type, const uint8_t *pt, size_t ptlen, uint8_t *out,
                    size_t cap, size_t *outlen)
 {
-    int ret = PK_ERR_INVAL;
-    uint8_t nonce[PK_AEAD_NONCE_LEN];
+    int ret;
+    uint8_t nonce[PK_AEAD_NONCE_LEN]; /* salt || counter: unique, not secret */
     uint64_t counter;
     pk_wr_t w;
 
@@ -184,25 +184,19 @@ int pk_record_seal(pk_record_t *r, uint8_t type, const uint8_t *pt, size_t ptlen
         pt = out + PK_RECORD_HEADER_LEN; /* a valid pointer for the cipher */
     ret = pk_aead_seal(&r->rc_tx, nonce, out, PK_RECORD_HEADER_LEN, pt, ptlen,
                        out + PK_RECORD_HEADER_LEN, out + PK_RECORD_HEADER_LEN + ptlen);
-    if (ret != PK_OK)
-        goto fail;
+    if (ret != PK_OK) {
+        pk_wipe(out, cap);
+        return PK_ERR_CRYPTO;
+    }
     *outlen = PK_RECORD_LEN(ptlen);
-    ret = PK_OK;
-    goto done;
-
-fail:
-    pk_wipe(out, cap);
-    ret = PK_ERR_CRYPTO;
-done:
-    pk_wipe(nonce, sizeof nonce);
-    return ret;
+    return PK_OK;
 }
 
 int pk_record_open(pk_record_t *r, const uint8_t *in, size_t inlen, uint8_t *type, uint8_t *pt_out,
                    size_t cap, size_t *ptlen)
 {
     int ret;
-    uint8_t nonce[PK_AEAD_NONCE_LEN];
+    uint8_t nonce[PK_AEAD_NONCE_LEN]; /* salt || counter: unique, not secret */
     uint8_t empty[1];
     pk_record_hdr_t h;
     size_t n;
@@ -233,18 +227,13 @@ int pk_record_open(pk_record_t *r, const uint8_t *in, size_t inlen, uint8_t *typ
     ret = pk_aead_open(&r->rc_rx, nonce, in, PK_RECORD_HEADER_LEN, in + PK_RECORD_HEADER_LEN, n,
                        in + PK_RECORD_HEADER_LEN + n, pt_out);
     if (ret != PK_OK) {
-        pk_wipe(pt_out, n);
-        if (ret != PK_ERR_AUTH)
-            ret = PK_ERR_CRYPTO;
-        goto done;
+        pk_wipe(pt_out, n); /* no unauthenticated plaintext, whatever failed */
+        return ret == PK_ERR_AUTH ? PK_ERR_AUTH : PK_ERR_CRYPTO;
     }
 
     /* Authenticated: now, and only now, the state changes. */
     window_mark(r, h.counter);
     *type = h.type;
     *ptlen = n;
-    ret = PK_OK;
-done:
-    pk_wipe(nonce, sizeof nonce);
-    return ret;
+    return PK_OK;
 }
