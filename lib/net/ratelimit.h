@@ -7,10 +7,13 @@
  * Sources are keyed by pk_addr_source_key(): the IPv4 address, or the IPv6
  * /64, never the port. The table holds at most max_entries sources in
  * preallocated memory; an entry idle long enough to have refilled its
- * bucket is indistinguishable from a new one and is garbage-collected (once
- * per second, inside pk_ratelimit_allow(), or by pk_ratelimit_gc()). When
- * the table is full of active sources, packets from new sources are refused:
- * memory stays bounded under a flood of spoofed addresses.
+ * bucket is indistinguishable from a new one and is garbage-collected: by
+ * pk_ratelimit_allow() once per second of now_ms (and, while the table is
+ * full, at most every 100 ms), or by pk_ratelimit_gc(). A sweep visits the
+ * whole table. When the table is full of active sources, packets from new
+ * sources are refused: memory stays bounded under a flood of spoofed
+ * addresses, at the cost of new sources waiting for the flood's entries to
+ * expire (as in WireGuard).
  *
  * Buckets are found by SipHash-2-4 of the source key (OpenSSL's EVP_MAC
  * "SIPHASH") under a 16-byte secret key, so a sender who picks its source

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -168,6 +169,15 @@ static void log_ssl_error(const char *event, const char *what)
     ERR_clear_error();
 }
 
+/* OpenSSL writes to sockets with write(2): a peer that has gone away would
+ * kill the process with SIGPIPE. Ignore it unless the program chose a handler. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
 int pk_tls_ctx_new(pk_tls_ctx_t **out, int role, const char *ca_file, const char *cert_file,
                    const char *key_file)
 {
@@ -175,6 +185,7 @@ int pk_tls_ctx_new(pk_tls_ctx_t **out, int role, const char *ca_file, const char
     int rc = PK_ERR_INVAL;
 
     *out = NULL;
+    ignore_sigpipe();
     if ((role != PK_TLS_SERVER && role != PK_TLS_CLIENT) || ca_file == NULL || cert_file == NULL ||
         key_file == NULL)
         return PK_ERR_INVAL;

@@ -82,6 +82,8 @@ typedef struct pk_tls_cbs {
  * private key (key_file, PEM), and checks that key and certificate match.
  * Returns PK_OK and *out, PK_ERR_INVAL, PK_ERR_IO (a file cannot be read or
  * parsed; the reason is logged), PK_ERR_CRYPTO or PK_ERR_NOMEM.
+ * Side effect: SIGPIPE is set to SIG_IGN if it had its default disposition
+ * (a write to a vanished peer must fail with EPIPE, not kill the daemon).
  */
 int pk_tls_ctx_new(pk_tls_ctx_t **out, int role, const char *ca_file, const char *cert_file,
                    const char *key_file);

@@ -8,7 +8,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -485,7 +484,6 @@ int main(void)
     char crt[400], key[400];
     pk_addr_t a;
 
-    signal(SIGPIPE, SIG_IGN);
     snprintf(tmp, sizeof tmp, "/tmp/pk-tls-test-XXXXXX");
     if (mkdtemp(tmp) == NULL)
         return 1;
