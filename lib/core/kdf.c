@@ -64,7 +64,9 @@ int pk_kdf_derive(pk_kdf_t *k, uint8_t fc, const pk_kdf_param_t *params, size_t 
     if (total <= sizeof s) {
         s[off++] = fc;
         for (size_t i = 0; i < np; i++) {
-            if (params[i].len)
+            if (params[i].len == 16) /* nonces, RAND, UIDs: an inlined copy */
+                memcpy(s + off, params[i].p, 16);
+            else if (params[i].len)
                 memcpy(s + off, params[i].p, params[i].len);
             off += params[i].len;
             s[off++] = (uint8_t)(params[i].len >> 8);

@@ -177,7 +177,7 @@ static void test_limits(void)
 }
 
 /* Reads every "#define PK_FC_<NAME> 0x<hex>" of kdf_fc.h. */
-static size_t read_fc_header(char names[][48], unsigned *fcs, size_t cap)
+static size_t read_fc_header(char names[][64], unsigned *fcs, size_t cap)
 {
     FILE *f = fopen(PK_KDF_FC_HEADER, "r");
     char line[512];
@@ -194,7 +194,7 @@ static size_t read_fc_header(char names[][48], unsigned *fcs, size_t cap)
         while (isspace((unsigned char)*s))
             s++;
         if (sscanf(s, "#define PK_FC_%47[A-Za-z0-9_] 0x%x", name, &v) == 2) {
-            snprintf(names[n], 48, "PK_FC_%s", name);
+            snprintf(names[n], 64, "PK_FC_%s", name);
             fcs[n] = v;
             n++;
         }
@@ -207,7 +207,7 @@ static void test_registry(void)
 {
     size_t n = 0;
     const pk_kdf_entry_t *r = pk_kdf_registry(&n);
-    static char names[64][48];
+    static char names[64][64];
     unsigned fcs[64];
     size_t nh = read_fc_header(names, fcs, 64);
 
@@ -255,7 +255,7 @@ static void test_vectors_cover_registry(void)
 {
     size_t n = 0;
     const pk_kdf_entry_t *r = pk_kdf_registry(&n);
-    static char names[64][48];
+    static char names[64][64];
     unsigned fcs[64];
     size_t nh = read_fc_header(names, fcs, 64);
 
