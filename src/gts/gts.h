@@ -1,0 +1,79 @@
+/*
+ * The gts shell: the trigger server daemon, its store schema and the CLI.
+ *
+ * Store schema (component "gts", version 1):
+ *   bucket gts_dev     dev_no (u32 BE) -> sealed device record (pk_wrap under the
+ *                      KEK, bound to the row; the record holds K1)
+ *   bucket gts_devname dev_no (u32 BE) -> name
+ *   bucket gts_name    name -> dev_no (u32 BE)
+ *   bucket gts_cmd     dev_no (u32 BE) || seq (u64 BE) -> cmd(1) arg   (the queues)
+ *   bucket gts_inbox   seq (u64 BE) -> dev_no (u32 BE)   commands queued since the
+ *                      server last looked (it polls this bucket every 200 ms)
+ *   bucket gts_newdev  dev_no (u32 BE) -> ""             devices added since then
+ *   sequences gts_dev_no, gts_cmd_seq
+ * Only the server writes gts_dev records after provisioning; the CLI only
+ * adds devices and commands, so the two never race on a row.
+ */
+#ifndef PK_SRC_GTS_GTS_H
+#define PK_SRC_GTS_GTS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto/trigger/srv.h"
+#include "store/store.h"
+#include "store/wrap.h"
+
+typedef struct gts_db {
+    pk_store_t *st;
+    uint8_t kek[PK_WRAP_KEK_LEN];
+} gts_db_t;
+
+#define GTS_NAME_MAX 64
+
+/* Opens the store and its KEK (kek_path NULL: "<sqlite path>.kek", or an
+ * ephemeral random KEK for memory:). create: generate the KEK file if absent. */
+int gts_db_open(gts_db_t *db, const char *uri, const char *kek_path, int create);
+void gts_db_close(gts_db_t *db);
+
+/* Provisions count devices named name (count 1) or name-0..name-(count-1),
+ * with random K1 and UID1, in one transaction. For each, writes a line
+ * "name dev_no k1hex uid1hex" to prov (may be NULL). */
+int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, FILE *prov);
+
+/* Queues a command for device name (or every device when name is NULL). */
+int gts_db_send(gts_db_t *db, const char *name, uint8_t cmd, const uint8_t *arg, size_t arglen,
+                uint64_t *seq, unsigned *ndev);
+
+/* Loads every device and its queue into core. */
+int gts_db_load(gts_db_t *db, pk_trig_srv_t *core, uint64_t *max_seq);
+
+/* Opens a sealed gts_dev value of row key (4 bytes). */
+int gts_rec_open(gts_db_t *db, const uint8_t *key, const uint8_t *val, size_t vlen,
+                 uint8_t rec[PK_TRIG_REC_LEN]);
+
+/* Hex helpers. */
+void gts_hex(const uint8_t *b, size_t n, char *out);
+int gts_unhex(const char *s, uint8_t *out, size_t n);
+
+/* The server. */
+typedef struct gts_server gts_server_t;
+typedef struct gts_serve_opts {
+    const char *store, *kek, *listen;
+    int quiet;
+    size_t reserve;
+} gts_serve_opts_t;
+int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);
+int gts_server_run(gts_server_t *s);   /* until stopped */
+void gts_server_stop(gts_server_t *s); /* any thread */
+uint16_t gts_server_port(const gts_server_t *s);
+void gts_server_free(gts_server_t *s);
+size_t gts_server_devices(const gts_server_t *s);
+pk_trig_srv_t *gts_server_core(gts_server_t *s); /* for the bench: provision in place */
+
+int pk_cmd_gts(int argc, char **argv);
+int pk_cmd_device_poll(int argc, char **argv);
+int pk_demo_trigger(int argc, char **argv);
+int pk_bench_suite_gts(int argc, char **argv);
+
+#endif

@@ -1,0 +1,614 @@
+/*
+ * `proxkey gts ...` and `proxkey device poll`: the operator's and the
+ * device's command lines around the trigger protocol.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "core/codec.h"
+#include "core/crypto.h"
+#include "core/log.h"
+#include "gts.h"
+#include "net/addr.h"
+#include "net/loop.h"
+#include "proto/trigger/dev.h"
+
+#define DEFAULT_STORE  "proxkey-gts.db"
+#define DEFAULT_LISTEN "127.0.0.1:7700"
+
+typedef struct common_opts {
+    const char *store, *kek;
+} common_opts_t;
+
+/* Takes --store/--kek out of argv; returns the remaining count. */
+static int take_common(int argc, char **argv, common_opts_t *c)
+{
+    int j = 0;
+    c->store = getenv("PROXKEY_GTS_STORE") ? getenv("PROXKEY_GTS_STORE") : DEFAULT_STORE;
+    c->kek = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            c->store = argv[++i];
+        else if (strcmp(argv[i], "--kek") == 0 && i + 1 < argc)
+            c->kek = argv[++i];
+        else
+            argv[j++] = argv[i];
+    }
+    return j;
+}
+
+static const char *common_help =
+    "  --store URI   store: a SQLite path (default " DEFAULT_STORE ", or $PROXKEY_GTS_STORE),\n"
+    "                sqlite:PATH, postgresql://... or memory:\n"
+    "  --kek FILE    key-encryption key file (default STORE.kek)\n";
+
+/* ---- serve ---- */
+
+static gts_server_t *g_srv;
+
+static int cmd_serve(int argc, char **argv)
+{
+    common_opts_t c;
+    gts_serve_opts_t o = {0};
+    argc = take_common(argc, argv, &c);
+    o.listen = DEFAULT_LISTEN;
+    for (int i = 1; i < argc; i++) {
+        unsigned long long v;
+        if (pk_cli_is_help(argv[i])) {
+            printf(
+                "usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--store URI]\n"
+                "Answers trigger polls on UDP ADDR (default " DEFAULT_LISTEN ").\n%s"
+                "  --reserve N   size the UID index for N devices\n"
+                "  --quiet       no per-delivery log lines\n",
+                common_help);
+            return 0;
+        } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            o.listen = argv[++i];
+        } else if (strcmp(argv[i], "--reserve") == 0 && i + 1 < argc &&
+                   pk_cli_parse_u64(argv[++i], 0, 100000000, &v) == 0) {
+            o.reserve = (size_t)v;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            o.quiet = 1;
+        } else {
+            return pk_cli_usage_error("gts serve", "unknown argument '%s'", argv[i]);
+        }
+    }
+    o.store = c.store;
+    o.kek = c.kek;
+    pk_log_set_role("gts");
+    if (pk_crypto_init() != PK_OK)
+        return 1;
+    int rc = gts_server_new(&g_srv, &o);
+    if (rc != PK_OK)
+        return 1;
+    pk_info("gts_listening", "port=%u devices=%zu store=%s", gts_server_port(g_srv),
+            gts_server_devices(g_srv), o.store);
+    rc = gts_server_run(g_srv);
+    gts_server_free(g_srv);
+    g_srv = NULL;
+    return rc == PK_OK ? 0 : 1;
+}
+
+/* ---- device add / list ---- */
+
+static int cmd_device_add(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    const char *name = NULL, *outpath = NULL;
+    unsigned long long count = 1;
+    unsigned flags = 0;
+    for (int i = 1; i < argc; i++) {
+        if (pk_cli_is_help(argv[i])) {
+            printf("usage: proxkey gts device add NAME [--count N] [--rotate] [--out FILE]\n"
+                   "Provisions a device (or N devices NAME-0..NAME-N-1) with a random trigger key\n"
+                   "K1 and first identity UID1; prints 'name dev_no K1 UID1' per device (hex)\n"
+                   "for the device side (proxkey device poll --state FILE).\n%s"
+                   "  --rotate      rotate the key with every identity (K2 = KDF(K1, ...))\n"
+                   "  --out FILE    write the provisioning lines to FILE (mode 0600)\n",
+                   common_help);
+            return 0;
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &count) != 0)
+                return pk_cli_usage_error("gts device add", "--count wants 1..1000000");
+        } else if (strcmp(argv[i], "--rotate") == 0) {
+            flags |= PK_TRIG_DEV_ROTATE;
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            outpath = argv[++i];
+        } else if (!name && argv[i][0] != '-') {
+            name = argv[i];
+        } else {
+            return pk_cli_usage_error("gts device add", "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (!name)
+        return pk_cli_usage_error("gts device add", "NAME is required");
+    FILE *out = stdout;
+    if (outpath) {
+        int fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        out = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!out) {
+            fprintf(stderr, "proxkey gts device add: %s: %s\n", outpath, strerror(errno));
+            return 1;
+        }
+    }
+    gts_db_t db;
+    int rc = gts_db_open(&db, c.store, c.kek, 1);
+    if (rc == PK_OK) {
+        rc = gts_db_add(&db, name, (unsigned)count, flags, out);
+        gts_db_close(&db);
+    }
+    if (out != stdout && fclose(out) != 0 && rc == PK_OK)
+        rc = PK_ERR_IO;
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts device add: %s%s\n", pk_strerror(rc),
+                rc == PK_ERR_EXISTS ? " (name taken)" : "");
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct list_ctx {
+    gts_db_t *db;
+    pk_txn_t *txn;
+    uint8_t last[4];
+    unsigned n;
+} list_ctx_t;
+
+static void fmt_age(uint32_t last_s, char *buf, size_t n)
+{
+    if (!last_s) {
+        snprintf(buf, n, "never");
+        return;
+    }
+    uint64_t now = pk_now_realtime_ms() / 1000;
+    snprintf(buf, n, "%llus ago", (unsigned long long)(now > last_s ? now - last_s : 0));
+}
+
+static int list_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    list_ctx_t *l = ctx;
+    if (klen != 4)
+        return 0;
+    memcpy(l->last, key, 4);
+    l->n++;
+    uint8_t rec[PK_TRIG_REC_LEN], dv[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
+    size_t dl;
+    pk_trig_srv_info_t in;
+    char seen[32];
+    uint64_t q = 0;
+    memset(&in, 0, sizeof in);
+    int rc = pk_txn_get(l->txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
+    if (rc == PK_OK)
+        rc = gts_rec_open(l->db, key, dv, dl, rec);
+    if (rc == PK_OK)
+        rc = pk_trig_rec_info(rec, sizeof rec, &in);
+    pk_wipe(rec, sizeof rec);
+    (void)pk_txn_count(l->txn, "gts_cmd", key, 4, &q);
+    fmt_age(in.last_seen_s, seen, sizeof seen);
+    printf("%-24.*s dev_no=%-7u %s queued=%llu last_seen=%s exchanges=%u%s\n", (int)vlen,
+           (const char *)val, pk_get_u32(key), rc == PK_OK ? "ok" : pk_strerror(rc),
+           (unsigned long long)q, seen, in.exchanges, in.rotate ? " rotate" : "");
+    return 0;
+}
+
+static int list_fn(pk_txn_t *txn, void *ctx)
+{
+    list_ctx_t *l = ctx;
+    l->txn = txn;
+    int have = 0;
+    for (;;) {
+        unsigned before = l->n;
+        int rc = pk_txn_scan(txn, "gts_devname", NULL, 0, have ? l->last : NULL, have ? 4 : 0, 1000,
+                             list_cb, l);
+        if (rc != PK_OK)
+            return rc;
+        if (l->n == before)
+            return PK_OK;
+        have = 1;
+    }
+}
+
+static int cmd_device_list(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    if (argc > 1 && pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey gts device list [--store URI]\nLists provisioned devices.\n%s",
+               common_help);
+        return 0;
+    }
+    if (argc > 1)
+        return pk_cli_usage_error("gts device list", "unknown argument '%s'", argv[1]);
+    gts_db_t db;
+    if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
+        return 1;
+    list_ctx_t l = {&db, NULL, {0}, 0};
+    int rc = pk_store_run_read(db.st, list_fn, &l, 5);
+    gts_db_close(&db);
+    printf("%u device(s)\n", l.n);
+    return rc == PK_OK ? 0 : 1;
+}
+
+/* ---- send ---- */
+
+static int parse_cmd_arg(uint8_t cmd, const char *arg, uint8_t *buf, size_t *len)
+{
+    *len = 0;
+    if (cmd == PK_TRIG_CMD_POLL_FASTER || cmd == PK_TRIG_CMD_POLL_SLOWER) {
+        unsigned long long s;
+        if (!arg || pk_cli_parse_u64(arg, PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S, &s) != 0)
+            return -1;
+        pk_put_u32(buf, (uint32_t)s);
+        *len = 4;
+    } else if (arg) {
+        size_t n = strlen(arg);
+        if (n > PK_TRIG_ARG_MAX)
+            return -1;
+        memcpy(buf, arg, n);
+        *len = n;
+    }
+    return pk_trig_cmd_check(cmd, buf, *len) == PK_OK ? 0 : -1;
+}
+
+static int cmd_send(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    if (argc > 1 && pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey gts send DEVICE|--all COMMAND [ARG]\n"
+               "Queues a command; it goes out on a later poll and counts as delivered\n"
+               "when the device's next identity is seen. Commands:\n"
+               "  none                 no update\n"
+               "  update URL           an update is available at URL\n"
+               "  poll-faster SECONDS  poll more often: the new interval\n"
+               "  poll-slower SECONDS  poll less often: the new interval\n"
+               "  keygen               generate new keys on board\n"
+               "  ota-https URL        open HTTPS to the OTA server at URL\n"
+               "  app PAYLOAD          an opaque application payload (up to %d bytes)\n%s",
+               PK_TRIG_ARG_MAX, common_help);
+        return 0;
+    }
+    if (argc < 3 || argc > 4)
+        return pk_cli_usage_error("gts send", "usage: proxkey gts send DEVICE|--all COMMAND [ARG]");
+    const char *dev = strcmp(argv[1], "--all") == 0 ? NULL : argv[1];
+    int cmd = pk_trig_cmd_parse(argv[2]);
+    uint8_t arg[PK_TRIG_ARG_MAX];
+    size_t arglen;
+    if (cmd < 0)
+        return pk_cli_usage_error("gts send", "unknown command '%s'", argv[2]);
+    if (parse_cmd_arg((uint8_t)cmd, argc == 4 ? argv[3] : NULL, arg, &arglen) != 0)
+        return pk_cli_usage_error("gts send", "bad or missing argument for '%s'", argv[2]);
+    gts_db_t db;
+    if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
+        return 1;
+    uint64_t seq;
+    unsigned n;
+    int rc = gts_db_send(&db, dev, (uint8_t)cmd, arg, arglen, &seq, &n);
+    gts_db_close(&db);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts send: %s%s\n", pk_strerror(rc),
+                rc == PK_ERR_NOTFOUND ? " (no such device)"
+                : rc == PK_ERR_LIMIT  ? " (queue full)"
+                                      : "");
+        return 1;
+    }
+    printf("queued %s for %u device(s) (last seq %llu)\n", argv[2], n, (unsigned long long)seq);
+    return 0;
+}
+
+/* ---- status ---- */
+
+typedef struct status_ctx {
+    gts_db_t *db;
+    const char *name;
+    int found;
+    pk_txn_t *txn;
+} status_ctx_t;
+
+static int status_cmd_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
+                         size_t vlen)
+{
+    (void)ctx;
+    if (klen != 12 || vlen < 1)
+        return 0;
+    const char *nm = pk_trig_cmd_name(val[0]);
+    printf("  queued seq=%llu %s", (unsigned long long)pk_get_u64(key + 4), nm ? nm : "?");
+    if (val[0] == PK_TRIG_CMD_POLL_FASTER || val[0] == PK_TRIG_CMD_POLL_SLOWER) {
+        if (vlen == 5)
+            printf(" %us", pk_get_u32(val + 1));
+    } else if (vlen > 1) {
+        printf(" %.*s", (int)(vlen - 1 > 80 ? 80 : vlen - 1), (const char *)val + 1);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int status_fn(pk_txn_t *txn, void *ctx)
+{
+    status_ctx_t *s = ctx;
+    uint8_t key[4], dv[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD], rec[PK_TRIG_REC_LEN];
+    size_t kl, dl;
+    pk_trig_srv_info_t in;
+    int rc = pk_txn_get(txn, "gts_name", (const uint8_t *)s->name, strlen(s->name), key, sizeof key,
+                        &kl);
+    if (rc != PK_OK)
+        return rc;
+    s->found = 1;
+    rc = pk_txn_get(txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
+    if (rc == PK_OK)
+        rc = gts_rec_open(s->db, key, dv, dl, rec);
+    if (rc == PK_OK)
+        rc = pk_trig_rec_info(rec, sizeof rec, &in);
+    pk_wipe(rec, sizeof rec);
+    if (rc != PK_OK)
+        return rc;
+    char uid[33], seen[32];
+    gts_hex(in.uid1, 16, uid);
+    fmt_age(in.last_seen_s, seen, sizeof seen);
+    printf("device %s (dev_no %u)\n", s->name, pk_get_u32(key));
+    printf("  identity UID1=%s%s\n", uid, in.rotate ? " (key rotation on)" : "");
+    printf("  last seen %s; valid polls %u, exchanges completed %u\n", seen, in.polls,
+           in.exchanges);
+    if (in.pending)
+        printf("  exchange pending: Sent=%u, highest try %u%s\n", in.sent, in.try_max,
+               in.bound ? ", carrying the queue head" : "");
+    /* Loss estimate: the device sent `tries` polls in completed exchanges
+     * (highest try of each); we answered `polls`; one response per exchange
+     * got through. */
+    uint32_t done_polls = in.polls - (in.pending && in.polls >= in.sent ? in.sent : 0);
+    if (in.exchanges > 0 && in.tries > 0) {
+        double up = in.tries > done_polls ? 1.0 - (double)done_polls / in.tries : 0.0;
+        double down = done_polls > in.exchanges ? 1.0 - (double)in.exchanges / done_polls : 0.0;
+        printf("  loss estimate from Sent/try: polls lost %.0f%%, responses lost %.0f%%\n",
+               up * 100, down * 100);
+    }
+    uint64_t q = 0;
+    (void)pk_txn_count(txn, "gts_cmd", key, 4, &q);
+    printf("  %llu command(s) queued\n", (unsigned long long)q);
+    return pk_txn_scan(txn, "gts_cmd", key, 4, NULL, 0, PK_TRIG_QUEUE_MAX, status_cmd_cb, s);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    if (argc > 1 && pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey gts status DEVICE [--store URI]\n"
+               "Shows a device's identity, its command queue, when it was last seen and\n"
+               "the loss estimate from Sent (as of the server's last durable write).\n%s",
+               common_help);
+        return 0;
+    }
+    if (argc != 2)
+        return pk_cli_usage_error("gts status", "usage: proxkey gts status DEVICE");
+    gts_db_t db;
+    if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
+        return 1;
+    status_ctx_t s = {&db, argv[1], 0, NULL};
+    int rc = pk_store_run_read(db.st, status_fn, &s, 5);
+    gts_db_close(&db);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts status: %s: %s\n", argv[1],
+                rc == PK_ERR_NOTFOUND ? "no such device" : pk_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_device(int argc, char **argv)
+{
+    if (argc < 2 || pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey gts device add|list ...  (--help on each)\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "add") == 0)
+        return cmd_device_add(argc - 1, argv + 1);
+    if (strcmp(argv[1], "list") == 0)
+        return cmd_device_list(argc - 1, argv + 1);
+    return pk_cli_usage_error("gts device", "unknown subcommand '%s'", argv[1]);
+}
+
+static const pk_cmd_t gts_cmds[] = {
+    {"serve", cmd_serve, "run the trigger server (UDP)"},
+    {"device", cmd_device, "provision (add) or list devices"},
+    {"send", cmd_send, "queue a command for a device"},
+    {"status", cmd_status, "show a device's queue, last poll and loss estimate"},
+    {NULL, NULL, NULL},
+};
+
+int pk_cmd_gts(int argc, char **argv)
+{
+    if (argc < 2 || pk_cli_is_help(argv[1])) {
+        printf("usage: proxkey gts COMMAND ...\n"
+               "The trigger server of the Thales method: sleeping devices poll it with a\n"
+               "one-time identity; it answers with an encrypted, signed command.\n\n");
+        pk_cli_list(gts_cmds);
+        return argc < 2 ? 2 : 0;
+    }
+    const pk_cmd_t *c = pk_cli_find(gts_cmds, "proxkey gts", argv[1]);
+    if (!c)
+        return 2;
+    return c->fn(argc - 1, argv + 1);
+}
+
+/* ---- device poll ---- */
+
+/* State file: one line "name dev_no K1hex UIDhex [interval_s]". Rewritten
+ * (temp file, fsync, rename) with the new identity before it is used. */
+typedef struct dev_file {
+    char name[GTS_NAME_MAX + 1];
+    unsigned dev_no;
+    uint8_t k[16], uid[16];
+    unsigned interval;
+} dev_file_t;
+
+static int dev_file_read(const char *path, dev_file_t *f)
+{
+    FILE *fp = fopen(path, "r");
+    char kh[64], uh[64];
+    int ok = 0;
+    if (!fp)
+        return PK_ERR_IO;
+    f->interval = 60;
+    int n = fscanf(fp, "%64s %u %63s %63s %u", f->name, &f->dev_no, kh, uh, &f->interval);
+    if (n >= 4 && gts_unhex(kh, f->k, 16) == PK_OK && gts_unhex(uh, f->uid, 16) == PK_OK)
+        ok = 1;
+    fclose(fp);
+    pk_wipe(kh, sizeof kh);
+    return ok ? PK_OK : PK_ERR_MALFORMED;
+}
+
+static int dev_file_write(const char *path, const dev_file_t *f)
+{
+    char tmp[4096], kh[33], uh[33];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return PK_ERR_IO;
+    gts_hex(f->k, 16, kh);
+    gts_hex(f->uid, 16, uh);
+    char line[256];
+    int n =
+        snprintf(line, sizeof line, "%s %u %s %s %u\n", f->name, f->dev_no, kh, uh, f->interval);
+    pk_wipe(kh, sizeof kh);
+    int ok = n > 0 && write(fd, line, (size_t)n) == n && fsync(fd) == 0;
+    pk_wipe(line, sizeof line);
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0)
+        return PK_ERR_IO;
+    return PK_OK;
+}
+
+static void print_msg(const char *name, const pk_trig_dev_msg_t *m)
+{
+    const char *nm = pk_trig_cmd_name(m->cmd);
+    printf("%s: %s", name, nm ? nm : "?");
+    if (m->cmd == PK_TRIG_CMD_POLL_FASTER || m->cmd == PK_TRIG_CMD_POLL_SLOWER)
+        printf(" interval=%us", m->interval_s);
+    else if (m->arglen)
+        printf(" %.*s", (int)m->arglen, (const char *)m->arg);
+    printf(" (Sent=%u Resend_Counter=%u%s)\n", m->sent, m->resend,
+           m->rotated ? " key rotated" : "");
+    fflush(stdout);
+}
+
+int pk_cmd_device_poll(int argc, char **argv)
+{
+    const char *server = DEFAULT_LISTEN, *state = NULL;
+    unsigned long long count = 1, timeout = 1000, resend = 5, wait_max = 0;
+    for (int i = 1; i < argc; i++) {
+        if (pk_cli_is_help(argv[i])) {
+            printf("usage: proxkey device poll --state FILE [--server ADDR] [--count N]\n"
+                   "          [--timeout-ms MS] [--max-resend N] [--wait-max-ms MS]\n"
+                   "Polls the trigger server as a device: sends its one-time identity, waits,\n"
+                   "retransmits (Resend_Counter) on timeout, verifies the response, stores the\n"
+                   "next identity in FILE (fsync + rename) before using it, prints the command.\n"
+                   "FILE holds a line from 'proxkey gts device add'.\n"
+                   "  --count N        polls to make (default 1); between polls the device\n"
+                   "                   waits its interval, capped at --wait-max-ms (default 0)\n");
+            return 0;
+        } else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) {
+            server = argv[++i];
+        } else if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) {
+            state = argv[++i];
+        } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &count))
+                return pk_cli_usage_error("device poll", "--count wants 1..1000000");
+        } else if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 600000, &timeout))
+                return pk_cli_usage_error("device poll", "--timeout-ms wants 1..600000");
+        } else if (strcmp(argv[i], "--max-resend") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 0, 254, &resend))
+                return pk_cli_usage_error("device poll", "--max-resend wants 0..254");
+        } else if (strcmp(argv[i], "--wait-max-ms") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 0, 86400000, &wait_max))
+                return pk_cli_usage_error("device poll", "--wait-max-ms wants 0..86400000");
+        } else {
+            return pk_cli_usage_error("device poll", "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (!state)
+        return pk_cli_usage_error("device poll", "--state FILE is required");
+    pk_addr_t to;
+    const char *why = NULL;
+    if (pk_addr_parse(server, &to, &why) != PK_OK)
+        return pk_cli_usage_error("device poll", "--server %s: %s", server, why ? why : "bad");
+    dev_file_t f;
+    if (dev_file_read(state, &f) != PK_OK) {
+        fprintf(stderr, "proxkey device poll: cannot read %s\n", state);
+        return 1;
+    }
+    int fd = socket(to.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&to.ss, to.len) != 0) {
+        fprintf(stderr, "proxkey device poll: socket: %s\n", strerror(errno));
+        return 1;
+    }
+    pk_trig_dev_cfg_t cfg = {(uint32_t)timeout, (uint8_t)resend, 1, PK_TRIG_INTERVAL_MAX_S};
+    pk_trig_dev_t d;
+    static pk_trig_dev_msg_t msg;
+    int failures = 0;
+    pk_trig_dev_init(&d, &cfg, f.k, f.uid, f.interval, pk_now_mono_ms());
+    for (unsigned long long n = 0; n < count; n++) {
+        uint8_t pl[PK_TRIG_POLL_LEN], buf[PK_TRIG_RESP_MAX + 1];
+        uint64_t now = pk_now_mono_ms();
+        if (n > 0) {
+            uint64_t w = (uint64_t)d.interval_s * 1000;
+            if (w > wait_max)
+                w = wait_max;
+            struct timespec ts = {(time_t)(w / 1000), (long)(w % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+            now = pk_now_mono_ms();
+        }
+        (void)pk_trig_dev_poll(&d, now, pl);
+        (void)send(fd, pl, sizeof pl, 0);
+        int done = 0;
+        while (!done) {
+            now = pk_now_mono_ms();
+            uint64_t dl = pk_trig_dev_next_deadline(&d);
+            int wait = dl > now ? (int)(dl - now) : 0;
+            struct pollfd pfd = {fd, POLLIN, 0};
+            int pr = poll(&pfd, 1, wait);
+            now = pk_now_mono_ms();
+            if (pr > 0) {
+                ssize_t r = recv(fd, buf, sizeof buf, 0);
+                if (r > 0 && pk_trig_dev_input(&d, buf, (size_t)r, now, &msg) == PK_OK) {
+                    memcpy(f.uid, d.uid, 16);
+                    memcpy(f.k, d.key, 16);
+                    f.interval = d.interval_s;
+                    if (dev_file_write(state, &f) != PK_OK) {
+                        fprintf(stderr, "proxkey device poll: cannot save %s\n", state);
+                        close(fd);
+                        return 1; /* never use an identity we could not store */
+                    }
+                    (void)pk_trig_dev_saved(&d, now);
+                    print_msg(f.name, &msg);
+                    done = 1;
+                }
+            } else {
+                int snd = 0;
+                int rc = pk_trig_dev_timeout(&d, now, pl, &snd);
+                if (snd)
+                    (void)send(fd, pl, sizeof pl, 0);
+                if (rc == PK_ERR_TIMEOUT) {
+                    fprintf(stderr, "%s: no answer after %u retransmissions\n", f.name,
+                            (unsigned)resend);
+                    failures++;
+                    done = 1;
+                }
+            }
+        }
+    }
+    close(fd);
+    pk_trig_dev_clear(&d);
+    pk_wipe(&f, sizeof f);
+    return failures ? 1 : 0;
+}
