@@ -85,6 +85,8 @@ static inline uint32_t pk_rd_u32(pk_rd_t *r)
 
 static inline uint64_t pk_rd_u64(pk_rd_t *r)
 {
+    if (!pk_rd_need(r, 8))
+        return 0;
     uint64_t hi = pk_rd_u32(r);
     uint64_t lo = pk_rd_u32(r);
     return hi << 32 | lo;
@@ -199,8 +201,10 @@ static inline void pk_wr_u32(pk_wr_t *w, uint32_t v)
 
 static inline void pk_wr_u64(pk_wr_t *w, uint64_t v)
 {
-    pk_wr_u32(w, (uint32_t)(v >> 32));
-    pk_wr_u32(w, (uint32_t)v);
+    uint8_t *d = pk_wr_reserve(w, 8);
+    if (d)
+        for (int i = 0; i < 8; i++)
+            d[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
 static inline void pk_wr_bytes(pk_wr_t *w, const void *src, size_t n)
@@ -210,10 +214,11 @@ static inline void pk_wr_bytes(pk_wr_t *w, const void *src, size_t n)
         memcpy(d, src, n);
 }
 
-/* Writes a u8/u16 length then the bytes; fails if n does not fit the prefix. */
+/* Writes a u8/u16 length then the bytes, all or nothing; fails if n does not
+ * fit the prefix or the buffer. */
 static inline void pk_wr_block8(pk_wr_t *w, const void *src, size_t n)
 {
-    if (n > 0xff) {
+    if (n > 0xff || w->err != PK_OK || w->cap - w->len < 1 + n) {
         w->err = PK_ERR_SPACE;
         return;
     }
@@ -223,7 +228,7 @@ static inline void pk_wr_block8(pk_wr_t *w, const void *src, size_t n)
 
 static inline void pk_wr_block16(pk_wr_t *w, const void *src, size_t n)
 {
-    if (n > 0xffff) {
+    if (n > 0xffff || w->err != PK_OK || w->cap - w->len < 2 + n) {
         w->err = PK_ERR_SPACE;
         return;
     }
