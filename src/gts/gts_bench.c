@@ -268,7 +268,7 @@ static long rss_kb(void)
 
 int pk_bench_suite_gts(int argc, char **argv)
 {
-    int json = 0;
+    int json = 0, skip_echo = 0;
     unsigned long long ndev = 10000, memdev = 1000000, rounds = 3;
     double seconds = 2.0;
     for (int i = 1; i < argc; i++) {
@@ -280,6 +280,8 @@ int pk_bench_suite_gts(int argc, char **argv)
                    "beside a bare batched UDP echo server; bytes per poll and response;\n"
                    "index memory per device with --mem-devices devices (default 1000000).\n");
             return 0;
+        } else if (strcmp(argv[i], "--skip-echo") == 0) {
+            skip_echo = 1; /* for profiling the gts alone */
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--devices") == 0 && i + 1 < argc &&
@@ -303,7 +305,9 @@ int pk_bench_suite_gts(int argc, char **argv)
     size_t resp_bytes = 0;
     int rc = 0;
     for (unsigned r = 0; r < rounds; r++) {
-        rc |= run_one(1, (uint32_t)ndev, seconds, &echo[r], NULL);
+        echo[r] = 0;
+        if (!skip_echo)
+            rc |= run_one(1, (uint32_t)ndev, seconds, &echo[r], NULL);
         rc |= run_one(0, (uint32_t)ndev, seconds, &gts[r], &resp_bytes);
     }
     for (unsigned i = 0; i < rounds; i++)
