@@ -53,5 +53,6 @@ int pk_bench_run_pair(pk_bench_fn fa, void *ca, pk_bench_fn fb, void *cb, unsign
 /* ---- suites ---- */
 int pk_bench_suite_kdf(const pk_bench_opts_t *o);  /* bench_crypto.c */
 int pk_bench_suite_aead(const pk_bench_opts_t *o); /* bench_crypto.c */
+int pk_bench_suite_record(const pk_bench_opts_t *o); /* bench_record.c */
 
 #endif

@@ -14,7 +14,8 @@
 #define PK_FC_KD_SESS 0x7F /* TS 33.536: K_D-sess = KDF(K_D, Nonce_1(16), Nonce_2(16)) */
 #define PK_FC_PEK_PIK 0x7E /* TS 33.536: PEK/PIK = KDF(K_D-sess, type(1): 0x00 enc 0x01 int,  \
                               algorithm identity(1)); 128-bit key = last 16 bytes */
-#define PK_FC_PTK 0x4A     /* TS 33.303: PTK = KDF(PGK, group member id, PTK ID(4), PGK ID(4)) */
+#define PK_FC_PTK 0x4A     /* TS 33.303 A.3: PTK = KDF(PGK, group member identity(3), \
+                              PTK identity(2), group identity(3)) */
 
 /* proxkey: registration (device key K at the kms) */
 #define PK_FC_REG_AUTN 0xE0 /* MAC-A = KDF(K, RAND(16), nonce_d(16), node id); AUTN = first 16 */
@@ -24,8 +25,11 @@
                                AES-128 key = last 16, nonce salt = first 4 */
 #define PK_FC_KD2D 0xE4     /* K_d2d = KDF(K_reg, node id) (serving-node key issue) */
 #define PK_FC_KSERV 0xE5    /* K_serv = KDF(K_d2d, nonce(16), id A, id B, area(4)) */
-#define PK_FC_LINK_REC 0xE6 /* direct-link record key = KDF(PEK, direction(1): 0x00 initiator-> \
-                               responder, 0x01 back); AES-128 key = last 16, salt = first 4 */
+#define PK_FC_LINK_REC 0xE6 /* direct-link record key = KDF(PEK or individual key, direction(1): \
+                               0x00 initiator->responder, 0x01 back); AES-128 key = last 16, \
+                               salt = first 4 */
+#define PK_FC_POOL_LINK 0xEB /* option-2 link root key = KDF(pool key, param(16), id initiator, \
+                                id responder): binds a pool key to one pair */
 #define PK_FC_PK_SESS 0xE7  /* public-key mode: K_D-sess = KDF(X25519 shared(32), Nonce_1(16), \
                                Nonce_2(16), id initiator, id responder) */
 

@@ -73,6 +73,7 @@ SAMPLES = {
     "KSERV": [("K_serv", seq(0x50, 32), [N1, DEV_A, DEV_B, AREA])],
     "LINK_REC": [("link record key i->r", seq(0x60, 32), [b"\x00"]),
                  ("link record key r->i", seq(0x60, 32), [b"\x01"])],
+    "POOL_LINK": [("pool link key", seq(0x68, 32), [N1, DEV_A, DEV_B])],
     "PK_SESS": [("K_D-sess public-key mode", seq(0x70, 32), [N1, N2, DEV_A, DEV_B])],
     "IK": [("individual key", seq(0x80, 32), [N1, N2, DEV_A, DEV_B, MK_ID])],
     "MK_AUTH": [("K_auth", seq(0x80, 32), [MK_ID])],

@@ -238,6 +238,19 @@ static const pk_kdf_vector_t pk_kdf_vectors[] = {
         "18396a921b69054318021b5bcca8d1ba8359d5f20691d61b633db327b2ae4c5d",
     },
     {
+        "pool link key",
+        "PK_FC_POOL_LINK",
+        0xEB,
+        "68696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f8081828384858687",
+        3,
+        {
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf",
+            "6465766963652d30303031",
+            "6465766963652d30303032",
+        },
+        "5de401004d7fd020814b49ef6d8ba5c6164db4e43ae0fa6b436d554dd2ceaa90",
+    },
+    {
         "UID2",
         "PK_FC_UID2",
         0xEC,

@@ -1,6 +1,6 @@
 /*
  * Master-key client: mutual authentication of two clients with the domain's
- * master key and the individual key they derive (mk.h, docs/master-keys.md).
+ * master key and the individual key they derive (mk.h, docs/protocol.md ("Master keys and individual keys")).
  */
 #include "proto/mk/mk.h"
 

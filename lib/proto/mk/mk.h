@@ -1,7 +1,7 @@
 /*
  * Master keys and individual keys, client side (Toshiba US 9,294,269;
  * DESIGN §3.6; wire formats in messages.h; the whole method, with its
- * state-machine table, in docs/master-keys.md).
+ * state-machine table, in docs/protocol.md ("Master keys and individual keys")).
  *
  * A client holds the domain's master key MK (ID, expiry) delivered by
  * registration. Two clients of the domain authenticate each other with it

@@ -3,7 +3,7 @@
  * expiry, key-sharing partner. Pure and embeddable: a fixed-capacity array
  * owned by the caller, no allocation, no I/O, no clock (now_ms comes in).
  *
- * Semantics (docs/master-keys.md §5):
+ * Semantics (docs/protocol.md, "Master keys and individual keys" §5):
  *  - expiry of every key <= the expiry of the master key it was made under;
  *    pk_mk_table_add() clamps it and refuses keys already expired;
  *  - key IDs are unique in a table, and so are their low 16 bits (the record

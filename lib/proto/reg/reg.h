@@ -35,15 +35,13 @@
 
 #include "core/crypto.h"
 #include "core/out.h"
+#include "core/kdf_fc.h"
 #include "core/record.h"
 #include "proto/reg/messages.h"
 
-/* Requested FC allocation (not yet in core/kdf_fc.h): the per-link root key
- * derived from a pool key and the node's fresh parameter, so a device that
- * holds the same pool key but was not given the parameter cannot derive it. */
-#ifndef PK_FC_POOL_LINK
-#define PK_FC_POOL_LINK 0xEB
-#endif
+/* Option 2's per-link root key is derived from a pool key and the node's
+ * fresh parameter (PK_FC_POOL_LINK, core/kdf_fc.h), so a device that holds the
+ * same pool key but was not given the parameter cannot derive it. */
 
 /* Event codes (pk_act_t.code of PK_ACT_EVENT). */
 enum pk_reg_event {
