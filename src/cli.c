@@ -11,7 +11,7 @@ const pk_cmd_t *pk_cli_find(const pk_cmd_t *table, const char *prog, const char 
     for (const pk_cmd_t *c = table; c->name; c++)
         if (strcmp(c->name, name) == 0)
             return c;
-    fprintf(stderr, "proxkey: %s: unknown command '%s' (try '%s --help')\n", prog, name, prog);
+    fprintf(stderr, "%s: unknown command '%s' (try '%s --help')\n", prog, name, prog);
     return NULL;
 }
 

@@ -12,7 +12,7 @@ static int cmd_help(int argc, char **argv);
 static const pk_cmd_t commands[] = {
     PK_COMMANDS /* the role subcommands, from commands.h */
     {"demo", pk_cmd_demo, "run the whole system on loopback and show what happens"},
-    {"bench", pk_bench_main, "run the benchmarks (proxkey bench --help)"},
+    {"bench", pk_cmd_bench, "run the benchmarks (proxkey bench --help)"},
     {"version", cmd_version, "print the version"},
     {"help", cmd_help, "this help"},
     {NULL, NULL, NULL},

@@ -71,14 +71,14 @@ static int cmd_init(int argc, char **argv)
                 return 2;
             }
         } else if (argv[i][0] == '-' || dir != NULL) {
-            fprintf(stderr, "proxkey ca init: unexpected argument '%s'\n%s", argv[i], usage);
+            fprintf(stderr, "proxkey ca init: unexpected argument '%s'\n", argv[i]);
             return 2;
         } else {
             dir = argv[i];
         }
     }
     if (dir == NULL) {
-        fprintf(stderr, "proxkey ca init: missing DIR\n%s", usage);
+        fprintf(stderr, "proxkey ca init: missing DIR (try 'proxkey ca --help')\n");
         return 2;
     }
     int rc = pk_ca_create_opts(dir, &o);
@@ -104,7 +104,7 @@ static int cmd_issue(int argc, char **argv)
                 return 2;
             }
         } else if (argv[i][0] == '-' || (dir != NULL && name != NULL)) {
-            fprintf(stderr, "proxkey ca issue: unexpected argument '%s'\n%s", argv[i], usage);
+            fprintf(stderr, "proxkey ca issue: unexpected argument '%s'\n", argv[i]);
             return 2;
         } else if (dir == NULL) {
             dir = argv[i];
@@ -113,7 +113,7 @@ static int cmd_issue(int argc, char **argv)
         }
     }
     if (dir == NULL || name == NULL) {
-        fprintf(stderr, "proxkey ca issue: missing %s\n%s", dir == NULL ? "DIR" : "NAME", usage);
+        fprintf(stderr, "proxkey ca issue: missing %s (try 'proxkey ca --help')\n", dir == NULL ? "DIR" : "NAME");
         return 2;
     }
     if (!pk_ca_name_valid(name)) {
@@ -150,6 +150,6 @@ int pk_cmd_ca(int argc, char **argv)
         return cmd_init(argc - 2, argv + 2);
     if (strcmp(argv[1], "issue") == 0)
         return cmd_issue(argc - 2, argv + 2);
-    fprintf(stderr, "proxkey ca: unknown subcommand '%s'\n%s", argv[1], usage);
+    fprintf(stderr, "proxkey ca: unknown subcommand '%s' (try 'proxkey ca --help')\n", argv[1]);
     return 2;
 }
