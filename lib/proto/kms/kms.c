@@ -1,0 +1,961 @@
+/* The kms core: node requests, caches, group commit (see kms.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/kms/kms_impl.h"
+#include "proto/reg/reg.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+size_t kms_blk(uint8_t *out, const pk_reg_id_t *id)
+{
+    out[0] = id->len;
+    memcpy(out + 1, id->b, id->len);
+    return (size_t)id->len + 1;
+}
+
+size_t kms_pair(uint8_t out[PAIR_MAX], const pk_reg_id_t *a, const pk_reg_id_t *b)
+{
+    uint8_t x[BLK_MAX], y[BLK_MAX];
+    size_t xl = kms_blk(x, a), yl = kms_blk(y, b);
+    size_t m = xl < yl ? xl : yl;
+    int c = memcmp(x, y, m);
+    if (c > 0 || (c == 0 && xl > yl)) {
+        memcpy(out, y, yl);
+        memcpy(out + yl, x, xl);
+    } else {
+        memcpy(out, x, xl);
+        memcpy(out + xl, y, yl);
+    }
+    return xl + yl;
+}
+
+int kms_dev_get(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *id, int with_key, kms_dev_t *d)
+{
+    uint8_t key[BLK_MAX], val[DEV_VAL_MAX];
+    size_t kl = kms_blk(key, id), vl = 0;
+    memset(d, 0, sizeof *d);
+    int rc = pk_txn_get(txn, B_DEV, key, kl, val, sizeof val, &vl);
+    if (rc == PK_ERR_SPACE)
+        return PK_ERR_MALFORMED;
+    if (rc != PK_OK)
+        return rc;
+    pk_rd_t r;
+    pk_rd_init(&r, val, vl);
+    uint8_t ver = pk_rd_u8(&r);
+    d->mode = pk_rd_u8(&r);
+    d->created_ms = pk_rd_u64(&r);
+    pk_rd_t p = pk_rd_block8(&r, PK_REG_ID_MAX);
+    if (r.err != PK_OK || ver != 1 || r.left <= PK_WRAP_OVERHEAD || r.left - PK_WRAP_OVERHEAD > 32)
+        return PK_ERR_MALFORMED;
+    if (p.left > 0 && pk_reg_id_set(&d->pool, p.p, p.left) != PK_OK)
+        return PK_ERR_MALFORMED;
+    d->klen = (uint8_t)(r.left - PK_WRAP_OVERHEAD);
+    if (with_key) {
+        size_t ol = 0;
+        rc = pk_wrap_ctx_open(&k->wrap, B_DEV, key, kl, r.p, r.left, d->k, sizeof d->k, &ol);
+        if (rc != PK_OK || (ol != 16 && ol != 32)) {
+            pk_wipe(d, sizeof *d);
+            return rc != PK_OK ? rc : PK_ERR_MALFORMED;
+        }
+    }
+    return PK_OK;
+}
+
+/* Collects the identities that follow a fixed prefix in the keys of a
+ * bucket (prefix || blk(id)), page by page. */
+struct idcol {
+    size_t plen;
+    pk_reg_id_t *out;
+    size_t n, max;
+    uint8_t last[2 * BLK_MAX];
+    size_t lastl;
+    size_t seen;
+};
+
+static int idcol_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    struct idcol *c = ctx;
+    (void)val;
+    (void)vlen;
+    if (klen > sizeof c->last)
+        return PK_ERR_MALFORMED;
+    memcpy(c->last, key, klen);
+    c->lastl = klen;
+    c->seen++;
+    if (klen <= c->plen + 1 || key[c->plen] != klen - c->plen - 1)
+        return PK_ERR_MALFORMED;
+    if (c->n >= c->max)
+        return 1;
+    if (pk_reg_id_set(&c->out[c->n], key + c->plen + 1, klen - c->plen - 1) != PK_OK)
+        return PK_ERR_MALFORMED;
+    c->n++;
+    return 0;
+}
+
+/* Appends to out[*n..max) the ids under prefix in bucket. */
+int kms_scan_ids(pk_txn_t *txn, const char *bucket, const uint8_t *prefix, size_t plen,
+                 pk_reg_id_t *out, size_t *n, size_t max)
+{
+    struct idcol c = {.plen = plen, .out = out, .n = *n, .max = max};
+    for (unsigned page = 0; page < 4096 && c.n < max; page++) {
+        c.seen = 0;
+        int rc = pk_txn_scan(txn, bucket, prefix, plen, c.lastl ? c.last : NULL, c.lastl, 256,
+                             idcol_cb, &c);
+        if (rc != PK_OK)
+            return rc;
+        if (c.seen < 256)
+            break;
+    }
+    *n = c.n;
+    return PK_OK;
+}
+
+int kms_allowed(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b)
+{
+    uint8_t pk[PAIR_MAX], key[2 * BLK_MAX];
+    size_t pl = kms_pair(pk, a, b), vl = 0;
+    pk_reg_id_t groups[64];
+    if (pk_reg_id_eq(a, b))
+        return 0;
+    int rc = pk_txn_get(txn, B_ALLOW, pk, pl, NULL, 0, &vl);
+    if (rc == PK_OK)
+        return 1;
+    if (rc != PK_ERR_NOTFOUND)
+        return rc;
+    /* the groups of a (at most 64 are considered), then b in one of them */
+    uint8_t pre[BLK_MAX];
+    size_t prl = kms_blk(pre, a), ng = 0;
+    if ((rc = kms_scan_ids(txn, B_GRPM, pre, prl, groups, &ng, 64)) != PK_OK)
+        return rc;
+    for (size_t i = 0; i < ng; i++) {
+        size_t kl = kms_blk(key, &groups[i]);
+        kl += kms_blk(key + kl, b);
+        rc = pk_txn_get(txn, B_GRP, key, kl, NULL, 0, &vl);
+        if (rc == PK_OK)
+            return 1;
+        if (rc != PK_ERR_NOTFOUND)
+            return rc;
+    }
+    return 0;
+}
+
+static int id_cmp(const void *x, const void *y)
+{
+    const pk_reg_id_t *a = x, *b = y;
+    if (a->len != b->len) /* blk order: the length byte first */
+        return a->len < b->len ? -1 : 1;
+    return memcmp(a->b, b->b, a->len);
+}
+
+int kms_peers(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *dev, size_t *n)
+{
+    pk_reg_id_t groups[64];
+    uint8_t pre[BLK_MAX];
+    size_t prl = kms_blk(pre, dev), ng = 0, np = 0;
+    int rc = kms_scan_ids(txn, B_PEER, pre, prl, k->peers, &np, PEERS_MAX);
+    if (rc == PK_OK)
+        rc = kms_scan_ids(txn, B_GRPM, pre, prl, groups, &ng, 64);
+    for (size_t i = 0; rc == PK_OK && i < ng; i++) {
+        uint8_t gp[BLK_MAX];
+        size_t gl = kms_blk(gp, &groups[i]);
+        rc = kms_scan_ids(txn, B_GRP, gp, gl, k->peers, &np, PEERS_MAX);
+    }
+    if (rc != PK_OK)
+        return rc;
+    qsort(k->peers, np, sizeof k->peers[0], id_cmp);
+    size_t w = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (pk_reg_id_eq(&k->peers[i], dev))
+            continue;
+        if (w > 0 && pk_reg_id_eq(&k->peers[w - 1], &k->peers[i]))
+            continue;
+        k->peers[w++] = k->peers[i];
+    }
+    *n = w;
+    return PK_OK;
+}
+
+int kms_revoke_if_unallowed(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b)
+{
+    uint8_t pk[PAIR_MAX];
+    int rc = kms_allowed(txn, a, b);
+    if (rc != 0)
+        return rc < 0 ? rc : PK_OK;
+    size_t pl = kms_pair(pk, a, b);
+    rc = pk_txn_del(txn, B_ROOT, pk, pl);
+    return rc == PK_ERR_NOTFOUND ? PK_OK : rc;
+}
+
+static void fill_audit(pk_kms_audit_t *a, uint8_t what, uint64_t now_ms, uint32_t ksi,
+                       uint16_t count, const pk_reg_id_t *node, const pk_reg_id_t *dev,
+                       const pk_reg_id_t *peer)
+{
+    memset(a, 0, sizeof *a);
+    a->what = what;
+    a->at_ms = now_ms;
+    a->ksi = ksi;
+    a->count = count;
+    if (node)
+        a->node = *node;
+    if (dev)
+        a->device = *dev;
+    if (peer)
+        a->peer = *peer;
+}
+
+int kms_audit_append(pk_txn_t *txn, uint8_t what, uint64_t now_ms, uint32_t ksi, uint16_t count,
+                     const pk_reg_id_t *node, const pk_reg_id_t *dev, const pk_reg_id_t *peer)
+{
+    pk_kms_audit_t a;
+    uint8_t buf[PK_KMS_AUDIT_MAX];
+    size_t len = 0;
+    fill_audit(&a, what, now_ms, ksi, count, node, dev, peer);
+    int rc = pk_kms_audit_encode(&a, buf, sizeof buf, &len);
+    if (rc == PK_OK)
+        rc = pk_txn_append(txn, PK_KMS_AUDIT_LOG, buf, len, NULL);
+    return rc;
+}
+
+/* Queues an issuance record for the group commit. */
+static int queue_audit(pk_kms_t *k, uint8_t what, uint64_t now_ms, uint32_t ksi, uint16_t count,
+                       const pk_reg_id_t *node, const pk_reg_id_t *dev, const pk_reg_id_t *peer)
+{
+    pk_kms_audit_t a;
+    size_t len = 0;
+    if (k->qn >= k->qmax)
+        return PK_ERR_LIMIT;
+    fill_audit(&a, what, now_ms, ksi, count, node, dev, peer);
+    int rc = pk_kms_audit_encode(&a, k->q + k->qn * PK_KMS_AUDIT_MAX, PK_KMS_AUDIT_MAX, &len);
+    if (rc != PK_OK)
+        return rc;
+    k->qlen[k->qn++] = (uint16_t)len;
+    return PK_OK;
+}
+
+/* ------------------------------------------------------------------ cache */
+
+static size_t slot_of(const pk_kms_t *k, const pk_reg_id_t *id)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: ids are public, chosen by the admin */
+    for (size_t i = 0; i < id->len; i++)
+        h = (h ^ id->b[i]) * 1099511628211ull;
+    return (size_t)(h % k->nslots);
+}
+
+void kms_cache_drop(pk_kms_t *k, const pk_reg_id_t *id)
+{
+    struct kms_cache_ent *e = &k->cache[slot_of(k, id)];
+    if (e->used && pk_reg_id_eq(&e->id, id))
+        pk_wipe(e, sizeof *e);
+}
+
+struct devread {
+    pk_kms_t *k;
+    const pk_reg_id_t *id;
+    kms_dev_t d;
+};
+
+static int read_dev_fn(pk_txn_t *txn, void *ctx)
+{
+    struct devread *r = ctx;
+    return kms_dev_get(r->k, txn, r->id, 1, &r->d);
+}
+
+/* The device's key and mode, through the cache. The entry is borrowed until
+ * the next call. */
+static int dev_cached(pk_kms_t *k, const pk_reg_id_t *id, uint64_t now_ms,
+                      const struct kms_cache_ent **out)
+{
+    struct kms_cache_ent *e = &k->cache[slot_of(k, id)];
+    if (e->used && pk_reg_id_eq(&e->id, id) && now_ms >= e->loaded_ms &&
+        now_ms - e->loaded_ms < k->ttl_ms) {
+        k->stats.cache_hits++;
+        *out = e;
+        return PK_OK;
+    }
+    k->stats.cache_misses++;
+    struct devread r = {.k = k, .id = id};
+    int rc = pk_store_run_read(k->st, read_dev_fn, &r, STORE_TRIES);
+    if (rc != PK_OK) {
+        pk_wipe(&r.d, sizeof r.d);
+        if (rc == PK_ERR_NOTFOUND)
+            kms_cache_drop(k, id);
+        return rc;
+    }
+    pk_wipe(e, sizeof *e); /* eviction wipes */
+    e->used = 1;
+    e->mode = r.d.mode;
+    e->klen = r.d.klen;
+    e->loaded_ms = now_ms;
+    e->id = *id;
+    e->pool = r.d.pool;
+    memcpy(e->k, r.d.k, r.d.klen);
+    pk_wipe(&r.d, sizeof r.d);
+    *out = e;
+    return PK_OK;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int migrate_v1(pk_txn_t *txn)
+{
+    (void)txn; /* buckets, sequences and logs exist on first use */
+    return PK_OK;
+}
+
+static const pk_migration_t kms_migrations[] = {{1, "kms data model v1", migrate_v1}};
+
+int pk_kms_new(const pk_kms_cfg_t *cfg, pk_kms_t **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->store || !cfg->kek)
+        return PK_ERR_INVAL;
+    pk_kms_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return PK_ERR_NOMEM;
+    k->st = cfg->store;
+    k->rng = cfg->rng ? cfg->rng : &pk_rng_system;
+    k->nslots = cfg->cache_slots ? cfg->cache_slots : 4096;
+    k->ttl_ms = cfg->cache_ttl_ms ? cfg->cache_ttl_ms : 5000;
+    k->qmax = cfg->audit_max ? cfg->audit_max : 8192;
+    k->gen = 1;
+    k->cache = calloc(k->nslots, sizeof *k->cache);
+    k->q = malloc(k->qmax * PK_KMS_AUDIT_MAX);
+    k->qlen = malloc(k->qmax * sizeof *k->qlen);
+    k->peers = malloc(PEERS_MAX * sizeof *k->peers);
+    int rc = PK_ERR_NOMEM;
+    if (!k->cache || !k->q || !k->qlen || !k->peers)
+        goto fail;
+    if ((rc = pk_wrap_ctx_init(&k->wrap, cfg->kek)) != PK_OK)
+        goto fail;
+    rc = pk_store_migrate(k->st, "kms", kms_migrations,
+                          sizeof kms_migrations / sizeof kms_migrations[0]);
+    if (rc != PK_OK)
+        goto fail;
+    *out = k;
+    return PK_OK;
+fail:
+    pk_kms_free(k);
+    return rc;
+}
+
+void pk_kms_free(pk_kms_t *k)
+{
+    if (!k)
+        return;
+    if (k->cache) {
+        pk_wipe(k->cache, k->nslots * sizeof *k->cache);
+        free(k->cache);
+    }
+    free(k->q);
+    free(k->qlen);
+    free(k->peers);
+    pk_wrap_ctx_clear(&k->wrap);
+    free(k);
+}
+
+const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k)
+{
+    return &k->stats;
+}
+
+/* ------------------------------------------------------------ requests */
+
+uint8_t pk_kms_status_of(int err)
+{
+    switch (err) {
+    case PK_OK: return PK_REG_ST_OK;
+    case PK_ERR_MALFORMED: return PK_KMS_ST_MALFORMED;
+    case PK_ERR_DENIED: return PK_REG_ST_DENIED;
+    case PK_ERR_NOTFOUND: return PK_REG_ST_UNKNOWN;
+    case PK_ERR_LIMIT:
+    case PK_ERR_BUSY:
+    case PK_ERR_IO:
+    case PK_ERR_TIMEOUT: return PK_KMS_ST_BUSY;
+    case PK_ERR_EXPIRED: return PK_KMS_ST_EXHAUSTED;
+    default: return PK_KMS_ST_ERROR;
+    }
+}
+
+size_t pk_kms_err_frame(int err, uint8_t req_type, size_t req_len, uint8_t *resp, size_t cap)
+{
+    if (req_len < PK_KMS_REQ_MIN || cap < PK_KMS_ERR_LEN)
+        return 0;
+    resp[0] = PK_KMS_T_ERR;
+    resp[1] = pk_kms_status_of(err);
+    resp[2] = req_type;
+    return PK_KMS_ERR_LEN;
+}
+
+static int do_vec(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, uint64_t now_ms,
+                  uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    const struct kms_cache_ent *e = NULL;
+    pk_reg_net_t r;
+    int rc;
+    if (!pk_reg_id_eq(node, &m->a))
+        return PK_ERR_DENIED; /* a node asks only in its own name */
+    if (k->qn >= k->qmax)
+        return PK_ERR_LIMIT;
+    if ((rc = dev_cached(k, &m->b, now_ms, &e)) != PK_OK)
+        return rc;
+    memset(&r, 0, sizeof r);
+    r.type = PK_REG_T_KMS_VEC_RESP;
+    r.status = PK_REG_ST_OK;
+    rc = pk_reg_kms_vector(e->k, e->klen, k->rng, m->nonce_d, &m->b, node, &r.vec);
+    if (rc == PK_OK)
+        rc = pk_reg_net_encode(&r, resp, cap, resp_len);
+    if (rc == PK_OK)
+        rc = queue_audit(k, PK_KMS_A_VECTOR, now_ms, 0, 1, node, &m->b, NULL);
+    if (rc == PK_OK)
+        k->stats.vectors++;
+    pk_wipe(&r, sizeof r);
+    return rc;
+}
+
+/* ---- KEYS ---- */
+
+struct keys_ctx {
+    pk_kms_t *k;
+    const pk_reg_id_t *dev, *node;
+    uint64_t now_ms;
+    int write;
+    pk_reg_keyset_t ks;
+    pk_reg_id_t pool;
+};
+
+/* Fills ks with the device's root keys per pair; creates missing ones when
+ * c->write (else returns NEED_WRITE). */
+static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
+{
+    pk_kms_t *k = c->k;
+    size_t np = 0;
+    int rc = kms_peers(k, txn, c->dev, &np);
+    if (rc != PK_OK)
+        return rc;
+    c->ks.mode = PK_REG_MODE_PAIRS;
+    for (size_t i = 0; i < np && c->ks.n < PK_REG_MAX_KEYS; i++) {
+        kms_dev_t pd;
+        rc = kms_dev_get(k, txn, &k->peers[i], 0, &pd);
+        if (rc == PK_ERR_NOTFOUND || (rc == PK_OK && pd.mode != PK_REG_MODE_PAIRS))
+            continue; /* a peer not (yet) a device in mode pairs gets no key */
+        if (rc != PK_OK)
+            return rc;
+        uint8_t pk[PAIR_MAX], val[4 + 8 + SEALED_KEY];
+        size_t pl = kms_pair(pk, c->dev, &k->peers[i]), vl = 0;
+        rc = pk_txn_get(txn, B_ROOT, pk, pl, val, sizeof val, &vl);
+        if (rc == PK_ERR_NOTFOUND) {
+            if (!c->write)
+                return NEED_WRITE;
+            uint64_t id = 0;
+            uint8_t kd[KEY_LEN];
+            size_t sl = 0;
+            if ((rc = pk_txn_next_id(txn, S_KSI, &id)) != PK_OK)
+                return rc;
+            if (id > UINT32_MAX)
+                return PK_ERR_LIMIT;
+            rc = pk_rng_fill(k->rng, kd, KEY_LEN);
+            pk_put_u32(val, (uint32_t)id);
+            pk_put_u64(val + 4, c->now_ms);
+            if (rc == PK_OK)
+                rc = pk_wrap_ctx_seal(&k->wrap, k->rng, B_ROOT, pk, pl, kd, KEY_LEN, val + 12,
+                                      SEALED_KEY, &sl);
+            pk_wipe(kd, sizeof kd);
+            if (rc == PK_OK)
+                rc = pk_txn_insert(txn, B_ROOT, pk, pl, val, 12 + sl);
+            if (rc != PK_OK)
+                return rc;
+            vl = 12 + sl;
+            k->stats.root_keys_created++;
+        } else if (rc != PK_OK) {
+            return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
+        }
+        if (vl != 12 + SEALED_KEY)
+            return PK_ERR_MALFORMED;
+        pk_reg_key_t *e = &c->ks.k[c->ks.n];
+        size_t ol = 0;
+        rc = pk_wrap_ctx_open(&k->wrap, B_ROOT, pk, pl, val + 12, SEALED_KEY, e->key, KEY_LEN, &ol);
+        if (rc != PK_OK)
+            return rc;
+        e->ksi = pk_get_u32(val);
+        e->peer = k->peers[i];
+        c->ks.n++;
+    }
+    return PK_OK;
+}
+
+/* Pool keys collected page by page. */
+struct poolcol {
+    size_t plen;
+    uint32_t ksi[64];
+    uint8_t sealed[64][SEALED_KEY];
+    size_t n;
+    uint8_t last[BLK_MAX + 4];
+    size_t lastl, seen;
+};
+
+static int poolcol_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    struct poolcol *c = ctx;
+    if (klen != c->plen + 4 || vlen != SEALED_KEY || c->n >= 64)
+        return PK_ERR_MALFORMED;
+    memcpy(c->last, key, klen);
+    c->lastl = klen;
+    c->seen++;
+    c->ksi[c->n] = pk_get_u32(key + c->plen);
+    memcpy(c->sealed[c->n], val, vlen);
+    c->n++;
+    return 0;
+}
+
+static int keys_pool(struct keys_ctx *c, pk_txn_t *txn, const pk_reg_id_t *pool)
+{
+    pk_kms_t *k = c->k;
+    struct poolcol pc;
+    uint8_t pre[BLK_MAX];
+    size_t prl = kms_blk(pre, pool);
+    int rc = PK_OK;
+    c->ks.mode = PK_REG_MODE_POOL;
+    memset(&pc, 0, sizeof pc);
+    pc.plen = prl;
+    for (unsigned page = 0; page < 4096 && c->ks.n < PK_REG_MAX_KEYS; page++) {
+        pc.n = pc.seen = 0;
+        rc = pk_txn_scan(txn, B_POOLKEY, pre, prl, pc.lastl ? pc.last : NULL, pc.lastl, 64,
+                         poolcol_cb, &pc);
+        for (size_t i = 0; rc == PK_OK && i < pc.n && c->ks.n < PK_REG_MAX_KEYS; i++) {
+            uint8_t ak[4];
+            size_t vl = 0;
+            pk_put_u32(ak, pc.ksi[i]);
+            rc = pk_txn_get(txn, B_ALLOC, ak, 4, NULL, 0, &vl);
+            if (rc == PK_OK || rc == PK_ERR_SPACE) {
+                rc = PK_OK; /* allocated to a pair: never handed out again */
+                continue;
+            }
+            if (rc != PK_ERR_NOTFOUND)
+                break;
+            uint8_t rk[BLK_MAX + 4];
+            memcpy(rk, pre, prl);
+            pk_put_u32(rk + prl, pc.ksi[i]);
+            pk_reg_key_t *e = &c->ks.k[c->ks.n];
+            size_t ol = 0;
+            rc = pk_wrap_ctx_open(&k->wrap, B_POOLKEY, rk, prl + 4, pc.sealed[i], SEALED_KEY,
+                                  e->key, KEY_LEN, &ol);
+            if (rc != PK_OK)
+                break;
+            e->ksi = pc.ksi[i];
+            c->ks.n++;
+        }
+        if (rc != PK_OK || pc.seen < 64)
+            break;
+    }
+    pk_wipe(&pc, sizeof pc);
+    if (rc != PK_OK)
+        return rc;
+    if (c->ks.n == 0)
+        return PK_ERR_EXPIRED; /* the pool is used up */
+    /* the window the device now holds */
+    uint8_t dk[BLK_MAX], win[8], old[8];
+    size_t dl = kms_blk(dk, c->dev), ol = 0;
+    pk_put_u32(win, c->ks.k[0].ksi);
+    pk_put_u32(win + 4, c->ks.k[c->ks.n - 1].ksi);
+    rc = pk_txn_get(txn, B_WIN, dk, dl, old, sizeof old, &ol);
+    if (rc == PK_OK && ol == 8 && memcmp(old, win, 8) == 0)
+        return PK_OK;
+    if (rc != PK_OK && rc != PK_ERR_NOTFOUND && rc != PK_ERR_SPACE)
+        return rc;
+    if (!c->write)
+        return NEED_WRITE;
+    return pk_txn_put(txn, B_WIN, dk, dl, win, 8);
+}
+
+static int keys_fn(pk_txn_t *txn, void *ctx)
+{
+    struct keys_ctx *c = ctx;
+    kms_dev_t d;
+    pk_wipe(&c->ks, sizeof c->ks);
+    int rc = kms_dev_get(c->k, txn, c->dev, 0, &d);
+    if (rc != PK_OK)
+        return rc;
+    c->pool = d.pool;
+    if (d.mode == PK_REG_MODE_PAIRS)
+        rc = keys_pairs(c, txn);
+    else if (d.mode == PK_REG_MODE_POOL)
+        rc = keys_pool(c, txn, &d.pool);
+    else
+        rc = PK_ERR_MALFORMED;
+    if (rc != PK_OK)
+        return rc;
+    /* the directory: this node now serves the device */
+    uint8_t dk[BLK_MAX], val[BLK_MAX + 8];
+    size_t dl = kms_blk(dk, c->dev), vl = 0;
+    rc = pk_txn_get(txn, B_DIR, dk, dl, val, sizeof val, &vl);
+    if (rc == PK_OK && vl == (size_t)c->node->len + 1 + 8 && val[0] == c->node->len &&
+        memcmp(val + 1, c->node->b, c->node->len) == 0)
+        return PK_OK;
+    if (rc != PK_OK && rc != PK_ERR_NOTFOUND && rc != PK_ERR_SPACE)
+        return rc;
+    if (!c->write)
+        return NEED_WRITE;
+    vl = kms_blk(val, c->node);
+    pk_put_u64(val + vl, c->now_ms);
+    return pk_txn_put(txn, B_DIR, dk, dl, val, vl + 8);
+}
+
+static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, uint64_t now_ms,
+                   uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    struct keys_ctx *c = calloc(1, sizeof *c);
+    pk_reg_net_t *r = calloc(1, sizeof *r);
+    int rc = PK_ERR_NOMEM;
+    if (!c || !r)
+        goto out;
+    c->k = k;
+    c->dev = &m->a;
+    c->node = node;
+    c->now_ms = now_ms;
+    rc = pk_store_run_read(k->st, keys_fn, c, STORE_TRIES);
+    if (rc == NEED_WRITE) {
+        c->write = 1;
+        rc = pk_store_run(k->st, keys_fn, c, STORE_TRIES);
+    }
+    if (rc != PK_OK)
+        goto out;
+    unsigned nrec = c->ks.mode == PK_REG_MODE_PAIRS ? c->ks.n : 1;
+    if (k->qmax - k->qn < nrec) {
+        rc = PK_ERR_LIMIT;
+        goto out;
+    }
+    r->type = PK_REG_T_KMS_KEYS_RESP;
+    r->status = PK_REG_ST_OK;
+    r->keys = c->ks;
+    if ((rc = pk_reg_net_encode(r, resp, cap, resp_len)) != PK_OK)
+        goto out;
+    if (c->ks.mode == PK_REG_MODE_PAIRS) {
+        for (unsigned i = 0; i < c->ks.n; i++)
+            (void)queue_audit(k, PK_KMS_A_ROOT_KEY, now_ms, c->ks.k[i].ksi, 1, node, &m->a,
+                              &c->ks.k[i].peer);
+        k->stats.root_keys_issued += c->ks.n;
+    } else {
+        (void)queue_audit(k, PK_KMS_A_POOL_KEYS, now_ms, c->ks.k[0].ksi, c->ks.n, node, &m->a,
+                          &c->pool);
+        k->stats.pool_keys_issued += c->ks.n;
+    }
+out:
+    if (c)
+        pk_wipe(c, sizeof *c);
+    if (r)
+        pk_wipe(r, sizeof *r);
+    free(c);
+    free(r);
+    if (rc != PK_OK)
+        *resp_len = 0;
+    return rc;
+}
+
+/* ---- ALLOC ---- */
+
+struct alloc_ctx {
+    pk_kms_t *k;
+    const pk_reg_id_t *a, *b, *node;
+    uint64_t now_ms;
+    uint32_t ksi;
+};
+
+static int get_win(pk_txn_t *txn, const pk_reg_id_t *dev, uint32_t *lo, uint32_t *hi)
+{
+    uint8_t dk[BLK_MAX], w[8];
+    size_t dl = kms_blk(dk, dev), wl = 0;
+    int rc = pk_txn_get(txn, B_WIN, dk, dl, w, sizeof w, &wl);
+    if (rc == PK_ERR_NOTFOUND)
+        return PK_ERR_EXPIRED; /* no keys fetched yet */
+    if (rc != PK_OK || wl != 8)
+        return rc != PK_OK ? rc : PK_ERR_MALFORMED;
+    *lo = pk_get_u32(w);
+    *hi = pk_get_u32(w + 4);
+    return PK_OK;
+}
+
+static int alloc_fn(pk_txn_t *txn, void *ctx)
+{
+    struct alloc_ctx *c = ctx;
+    pk_kms_t *k = c->k;
+    kms_dev_t da, db;
+    uint32_t alo, ahi, blo, bhi;
+    uint8_t pk[PAIR_MAX], v[PAIR_MAX + 8];
+    size_t pl = kms_pair(pk, c->a, c->b), vl = 0;
+    int rc;
+
+    if (pk_reg_id_eq(c->a, c->b))
+        return PK_ERR_DENIED;
+    if ((rc = kms_dev_get(k, txn, c->a, 0, &da)) != PK_OK ||
+        (rc = kms_dev_get(k, txn, c->b, 0, &db)) != PK_OK)
+        return rc;
+    if (da.mode != PK_REG_MODE_POOL || db.mode != PK_REG_MODE_POOL ||
+        !pk_reg_id_eq(&da.pool, &db.pool))
+        return PK_ERR_DENIED;
+    if ((rc = kms_allowed(txn, c->a, c->b)) != 1)
+        return rc < 0 ? rc : PK_ERR_DENIED;
+    if ((rc = get_win(txn, c->a, &alo, &ahi)) != PK_OK ||
+        (rc = get_win(txn, c->b, &blo, &bhi)) != PK_OK)
+        return rc;
+    uint32_t lo = alo > blo ? alo : blo, hi = ahi < bhi ? ahi : bhi;
+    if (lo > hi)
+        return PK_ERR_EXPIRED;
+    /* the pair's current KSI, if both devices still hold it */
+    uint8_t cur[4];
+    rc = pk_txn_get(txn, B_PAIRALLOC, pk, pl, cur, sizeof cur, &vl);
+    if (rc == PK_OK && vl == 4 && pk_get_u32(cur) >= lo && pk_get_u32(cur) <= hi) {
+        c->ksi = pk_get_u32(cur);
+        return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a,
+                                c->b);
+    }
+    if (rc != PK_OK && rc != PK_ERR_NOTFOUND)
+        return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
+    /* the pool's keys in [lo, hi], lowest first: claim the first one free */
+    struct poolcol *pc = calloc(1, sizeof *pc);
+    uint8_t pre[BLK_MAX];
+    if (!pc)
+        return PK_ERR_NOMEM;
+    size_t prl = kms_blk(pre, &da.pool);
+    pc->plen = prl;
+    memcpy(pc->last, pre, prl);
+    pk_put_u32(pc->last + prl, lo - 1); /* lo >= 1: KSIs start at 1 */
+    pc->lastl = prl + 4;
+    int claimed = 0, past = 0;
+    rc = PK_OK;
+    for (unsigned page = 0; page < 4096 && rc == PK_OK && !claimed && !past; page++) {
+        pc->n = pc->seen = 0;
+        rc = pk_txn_scan(txn, B_POOLKEY, pre, prl, pc->last, pc->lastl, 64, poolcol_cb, pc);
+        for (size_t i = 0; rc == PK_OK && i < pc->n; i++) {
+            uint8_t ak[4];
+            if (pc->ksi[i] > hi) {
+                past = 1;
+                break;
+            }
+            pk_put_u32(ak, pc->ksi[i]);
+            memcpy(v, pk, pl);
+            pk_put_u64(v + pl, c->now_ms);
+            rc = pk_txn_insert(txn, B_ALLOC, ak, 4, v, pl + 8);
+            if (rc == PK_ERR_EXISTS) {
+                rc = PK_OK; /* allocated to another pair: never reused */
+                continue;
+            }
+            if (rc == PK_OK) {
+                c->ksi = pc->ksi[i];
+                claimed = 1;
+            }
+            break;
+        }
+        if (pc->seen < 64)
+            break;
+    }
+    pk_wipe(pc, sizeof *pc);
+    free(pc);
+    if (rc != PK_OK)
+        return rc;
+    if (!claimed)
+        return PK_ERR_EXPIRED;
+    pk_put_u32(cur, c->ksi);
+    if ((rc = pk_txn_put(txn, B_PAIRALLOC, pk, pl, cur, 4)) != PK_OK)
+        return rc;
+    return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a, c->b);
+}
+
+static int do_alloc(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, uint64_t now_ms,
+                    uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    struct alloc_ctx c = {.k = k, .a = &m->a, .b = &m->b, .node = node, .now_ms = now_ms};
+    pk_reg_net_t r;
+    memset(&r, 0, sizeof r);
+    int rc = pk_store_run(k->st, alloc_fn, &c, STORE_TRIES);
+    if (rc != PK_OK)
+        return rc;
+    r.type = PK_REG_T_KMS_ALLOC_RESP;
+    r.status = PK_REG_ST_OK;
+    r.ksi = c.ksi;
+    rc = pk_rng_fill(k->rng, r.param, PK_REG_PARAM_LEN);
+    if (rc == PK_OK)
+        rc = pk_reg_net_encode(&r, resp, cap, resp_len);
+    if (rc == PK_OK)
+        k->stats.allocs++;
+    return rc;
+}
+
+/* ---- DIR ---- */
+
+struct dir_ctx {
+    const pk_reg_id_t *dev;
+    pk_reg_id_t node;
+};
+
+static int dir_fn(pk_txn_t *txn, void *ctx)
+{
+    struct dir_ctx *c = ctx;
+    uint8_t dk[BLK_MAX], val[BLK_MAX + 8];
+    size_t dl = kms_blk(dk, c->dev), vl = 0;
+    int rc = pk_txn_get(txn, B_DIR, dk, dl, val, sizeof val, &vl);
+    if (rc != PK_OK)
+        return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
+    if (vl < 2 + 8 || val[0] != vl - 9)
+        return PK_ERR_MALFORMED;
+    return pk_reg_id_set(&c->node, val + 1, val[0]);
+}
+
+static int do_dir(pk_kms_t *k, const pk_kms_msg_t *m, uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    struct dir_ctx c = {.dev = &m->id};
+    int rc = pk_store_run_read(k->st, dir_fn, &c, STORE_TRIES);
+    if (rc != PK_OK)
+        return rc;
+    pk_kms_msg_t r = {.type = PK_KMS_T_DIR_RESP, .status = PK_REG_ST_OK, .id = c.node};
+    rc = pk_kms_msg_encode(&r, resp, cap, resp_len);
+    if (rc == PK_OK)
+        k->stats.dir_lookups++;
+    return rc;
+}
+
+int pk_kms_handle(pk_kms_t *k, const char *node_cn, const uint8_t *req, size_t len, uint64_t now_ms,
+                  uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    pk_reg_id_t node;
+    pk_reg_net_t *m = NULL;
+    int rc;
+    uint8_t type = len > 0 && req ? req[0] : 0;
+
+    *resp_len = 0;
+    if (!k || !node_cn || !resp || cap < PK_KMS_RESP_MAX)
+        return PK_ERR_INVAL;
+    if (!req || len < PK_KMS_REQ_MIN || len > PK_REG_NET_MAX) {
+        rc = PK_ERR_MALFORMED;
+        goto out;
+    }
+    if (pk_reg_id_set(&node, node_cn, strlen(node_cn)) != PK_OK) {
+        rc = PK_ERR_DENIED;
+        goto out;
+    }
+    if (type == PK_KMS_T_DIR_REQ) {
+        pk_kms_msg_t dm;
+        rc = pk_kms_msg_decode(req, len, &dm);
+        if (rc == PK_OK)
+            rc = do_dir(k, &dm, resp, cap, resp_len);
+        goto out;
+    }
+    if (type != PK_REG_T_KMS_VEC_REQ && type != PK_REG_T_KMS_KEYS_REQ &&
+        type != PK_REG_T_KMS_ALLOC_REQ) {
+        rc = PK_ERR_MALFORMED;
+        goto out;
+    }
+    if (!(m = malloc(sizeof *m))) {
+        rc = PK_ERR_NOMEM;
+        goto out;
+    }
+    if ((rc = pk_reg_net_decode(req, len, m)) != PK_OK)
+        goto out;
+    switch (type) {
+    case PK_REG_T_KMS_VEC_REQ: rc = do_vec(k, &node, m, now_ms, resp, cap, resp_len); break;
+    case PK_REG_T_KMS_KEYS_REQ: rc = do_keys(k, &node, m, now_ms, resp, cap, resp_len); break;
+    default: rc = do_alloc(k, &node, m, now_ms, resp, cap, resp_len); break;
+    }
+out:
+    if (m) {
+        pk_wipe(m, sizeof *m);
+        free(m);
+    }
+    if (rc != PK_OK) {
+        pk_wipe(resp, cap < PK_KMS_RESP_MAX ? cap : PK_KMS_RESP_MAX);
+        *resp_len = pk_kms_err_frame(rc, type, len, resp, cap);
+        k->stats.refused++;
+    }
+    return rc;
+}
+
+/* ----------------------------------------------------------- group commit */
+
+struct pk_kms_batch {
+    uint64_t number;
+    size_t n;
+    uint16_t *len;
+    uint8_t *rec;
+};
+
+size_t pk_kms_pending(const pk_kms_t *k)
+{
+    return k->qn;
+}
+uint64_t pk_kms_batch_gen(const pk_kms_t *k)
+{
+    return k->gen;
+}
+uint64_t pk_kms_batch_number(const pk_kms_batch_t *b)
+{
+    return b->number;
+}
+size_t pk_kms_batch_count(const pk_kms_batch_t *b)
+{
+    return b->n;
+}
+
+int pk_kms_batch_take(pk_kms_t *k, pk_kms_batch_t **out)
+{
+    *out = NULL;
+    if (k->qn == 0)
+        return PK_OK;
+    pk_kms_batch_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return PK_ERR_NOMEM;
+    b->len = malloc(k->qn * sizeof *b->len);
+    b->rec = malloc(k->qn * PK_KMS_AUDIT_MAX);
+    if (!b->len || !b->rec) {
+        pk_kms_batch_free(b);
+        return PK_ERR_NOMEM;
+    }
+    b->n = k->qn;
+    b->number = k->gen++;
+    memcpy(b->len, k->qlen, k->qn * sizeof *b->len);
+    memcpy(b->rec, k->q, k->qn * PK_KMS_AUDIT_MAX);
+    k->qn = 0;
+    k->stats.batches++;
+    k->stats.batched_records += b->n;
+    *out = b;
+    return PK_OK;
+}
+
+static int commit_fn(pk_txn_t *txn, void *ctx)
+{
+    const pk_kms_batch_t *b = ctx;
+    for (size_t i = 0; i < b->n; i++) {
+        int rc =
+            pk_txn_append(txn, PK_KMS_AUDIT_LOG, b->rec + i * PK_KMS_AUDIT_MAX, b->len[i], NULL);
+        if (rc != PK_OK)
+            return rc;
+    }
+    return PK_OK;
+}
+
+int pk_kms_batch_commit(pk_store_t *s, const pk_kms_batch_t *b)
+{
+    if (!s || !b)
+        return PK_ERR_INVAL;
+    return pk_store_run(s, commit_fn, (void *)b, STORE_TRIES);
+}
+
+void pk_kms_batch_free(pk_kms_batch_t *b)
+{
+    if (!b)
+        return;
+    free(b->len);
+    free(b->rec);
+    free(b);
+}
+
+int pk_kms_flush(pk_kms_t *k)
+{
+    pk_kms_batch_t *b = NULL;
+    int rc = pk_kms_batch_take(k, &b);
+    if (rc != PK_OK || !b)
+        return rc;
+    rc = pk_kms_batch_commit(k->st, b);
+    pk_kms_batch_free(b);
+    return rc;
+}

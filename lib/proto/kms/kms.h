@@ -1,0 +1,290 @@
+/*
+ * The kms core: the key management server's logic (NEC "3rd party" server,
+ * seed [0054]-[0088]) over an injected store, an injected rng and now_ms.
+ * No sockets, no clock, no globals; the daemon shell (src/kms), the simulator
+ * and the tests all call these functions.
+ *
+ * ---- Data model (component "kms", schema version 1) -------------------------
+ *
+ * Identities (device, node, group, pool names) are 1..64 bytes of UTF-8
+ * (pk_reg_id_valid). In keys, "blk(x)" is len(1) || x, so prefixes never
+ * collide. A pair key is blk(lo) || blk(hi) with lo < hi in memcmp order of
+ * the blk() encodings, so (a, b) and (b, a) name one pair.
+ *
+ *   bucket kms_dev      blk(device) -> ver(1)=1 mode(1) created_ms(8) blk(pool|"")
+ *                                      sealed(K)   (K 16 or 32 bytes; pk_wrap
+ *                                      bound to ("kms_dev", blk(device)))
+ *   bucket kms_allow    pair -> ""                 explicitly allowed pairs
+ *   bucket kms_peer     blk(a) || blk(b) -> ""     the same, indexed both ways
+ *   bucket kms_grp      blk(group) || blk(member) -> ""
+ *   bucket kms_grpm     blk(member) || blk(group) -> ""   (index)
+ *                      a group allows every pair of two of its members
+ *   bucket kms_root     pair -> ksi(4) created_ms(8) sealed(K_D, 32)
+ *                                      created once (pk_txn_insert claim);
+ *                                      sealed bound to ("kms_root", pair)
+ *   bucket kms_pool     blk(pool) -> n(4) created_ms(8)
+ *   bucket kms_poolkey  blk(pool) || ksi(4) -> sealed(key, 32)
+ *                                      bound to ("kms_poolkey", that key)
+ *   bucket kms_win      blk(device) -> lo_ksi(4) hi_ksi(4)
+ *                                      the pool keys the device was last given
+ *   bucket kms_alloc    ksi(4) -> pair || at_ms(8)  exclusive, never deleted:
+ *                                      a KSI allocated once is never reused
+ *   bucket kms_pairalloc pair -> ksi(4)            the pair's current allocation
+ *   bucket kms_dir      blk(device) -> blk(node) at_ms(8)   node directory
+ *   sequence kms_ksi    every KSI (root keys and pool keys: one namespace)
+ *   log kms_audit       audit records (format below)
+ *
+ * Secrets (K, K_D, pool keys) are only ever stored sealed under the KEK with
+ * the row's identity as associated data (store/wrap.h).
+ *
+ * ---- Audit record (log kms_audit), never a key value ------------------------
+ *
+ *   ver(1)=1 what(1) at_ms(8) ksi(4) count(2) blk(node) blk(device) blk(peer)
+ *
+ *   what (enum pk_kms_audit_what): VECTOR (an authentication vector for
+ *   device to node), ROOT_KEY (option 1: root key ksi of pair (device, peer)
+ *   to node), POOL_KEYS (option 2: count pool keys from ksi (the window's
+ *   lowest) to node for device; peer = the pool name), POOL_ALLOC (ksi
+ *   allocated to the pair (device = initiator, peer) for node), and admin
+ *   events with node = "admin": DEVICE_ADD, DEVICE_REMOVE, ALLOW, DENY,
+ *   GROUP_ADD, GROUP_REMOVE (device = member, peer = group), POOL_CREATE
+ *   (peer = pool, count = keys, ksi = first KSI).
+ *
+ * ---- Durability and group commit --------------------------------------------
+ *
+ * Issuance records (VECTOR, ROOT_KEY, POOL_KEYS) are queued in memory by
+ * pk_kms_handle() and committed together by pk_kms_flush() (or, in a shell
+ * with a committer thread, pk_kms_batch_take() + pk_kms_batch_commit()).
+ * CONTRACT: a response produced by pk_kms_handle() may leave the kms only
+ * after the batch that was open when it was made (pk_kms_batch_gen()) has
+ * committed; so no key or vector is ever sent whose audit record is not
+ * durable. If that commit fails, the caller sends KMS_ERR(BUSY) instead
+ * (pk_kms_err_frame()). Everything else commits before pk_kms_handle()
+ * returns: new root keys, pool allocations (with their audit record, in the
+ * same transaction), directory and window updates, and all admin operations.
+ *
+ * ---- Caches ------------------------------------------------------------------
+ *
+ * Unwrapped device keys are cached (direct-mapped, cfg.cache_slots entries,
+ * each valid cfg.cache_ttl_ms); an evicted or expired entry is wiped. Admin
+ * calls through this pk_kms_t invalidate at once; a change made by another
+ * kms instance or process is seen within the TTL.
+ *
+ * Thread safety: none; one pk_kms_t per thread (it owns no thread). The store
+ * belongs to the pk_kms_t's thread too; pk_kms_batch_commit() takes its own.
+ */
+#ifndef PK_PROTO_KMS_KMS_H
+#define PK_PROTO_KMS_KMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/crypto.h"
+#include "proto/kms/messages.h"
+#include "proto/reg/messages.h"
+#include "store/store.h"
+#include "store/wrap.h"
+
+#define PK_KMS_SCHEMA_VERSION 1
+#define PK_KMS_AUDIT_LOG      "kms_audit"
+#define PK_KMS_ADMIN_NODE     "admin"
+#define PK_KMS_POOL_MAX_KEYS  100000 /* keys one pool_create may make */
+#define PK_KMS_AUDIT_MAX      (1 + 1 + 8 + 4 + 2 + 3 * (1 + PK_REG_ID_MAX)) /* 211 */
+#define PK_KMS_RESP_MAX       PK_REG_NET_MAX /* largest response pk_kms_handle writes */
+
+enum pk_kms_audit_what {
+    PK_KMS_A_VECTOR = 1,
+    PK_KMS_A_ROOT_KEY = 2,
+    PK_KMS_A_POOL_KEYS = 3,
+    PK_KMS_A_POOL_ALLOC = 4,
+    PK_KMS_A_DEVICE_ADD = 16,
+    PK_KMS_A_DEVICE_REMOVE = 17,
+    PK_KMS_A_ALLOW = 18,
+    PK_KMS_A_DENY = 19,
+    PK_KMS_A_GROUP_ADD = 20,
+    PK_KMS_A_GROUP_REMOVE = 21,
+    PK_KMS_A_POOL_CREATE = 22,
+};
+
+/* A decoded audit record. */
+typedef struct pk_kms_audit {
+    uint64_t seqno; /* log position (pk_kms_audit_list) */
+    uint8_t what;   /* enum pk_kms_audit_what */
+    uint64_t at_ms;
+    uint32_t ksi;
+    uint16_t count;
+    pk_reg_id_t node, device, peer; /* len 0 when absent */
+} pk_kms_audit_t;
+
+/* "vector", "root_key", ... ("?" for unknown). */
+const char *pk_kms_audit_what_name(uint8_t what);
+/* Encodes/decodes one record (exact size). PK_ERR_MALFORMED / PK_ERR_SPACE. */
+int pk_kms_audit_encode(const pk_kms_audit_t *a, uint8_t *buf, size_t cap, size_t *len);
+int pk_kms_audit_decode(const uint8_t *buf, size_t len, pk_kms_audit_t *a);
+
+typedef struct pk_kms_cfg {
+    pk_store_t *store;     /* borrowed for the kms's life */
+    const uint8_t *kek;    /* PK_WRAP_KEK_LEN bytes; copied (and wiped at free) */
+    const pk_rng_t *rng;   /* borrowed; NULL = pk_rng_system */
+    size_t cache_slots;    /* device-key cache size; 0 = 4096 */
+    uint64_t cache_ttl_ms; /* 0 = 5000 */
+    size_t audit_max;      /* queued audit records before PK_ERR_LIMIT; 0 = 8192 */
+} pk_kms_cfg_t;
+
+/* Counters (for logs and tests). */
+typedef struct pk_kms_stats {
+    uint64_t vectors, root_keys_issued, pool_keys_issued, allocs, dir_lookups;
+    uint64_t root_keys_created;
+    uint64_t refused; /* requests answered with KMS_ERR or nothing */
+    uint64_t cache_hits, cache_misses;
+    uint64_t batches, batched_records;
+} pk_kms_stats_t;
+
+typedef struct pk_kms pk_kms_t;
+
+/*
+ * Creates a kms over cfg->store and brings the store's "kms" schema to
+ * PK_KMS_SCHEMA_VERSION (pk_store_migrate). PK_OK and *out, or PK_ERR_INVAL,
+ * PK_ERR_NOMEM, PK_ERR_VERSION (store from a newer proxkey), PK_ERR_BUSY,
+ * PK_ERR_IO, PK_ERR_CRYPTO.
+ */
+int pk_kms_new(const pk_kms_cfg_t *cfg, pk_kms_t **out);
+
+/* Wipes caches and the KEK, drops unflushed audit records (their responses
+ * must not have been sent), frees. The store is not closed. NULL ok. */
+void pk_kms_free(pk_kms_t *k);
+
+const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
+
+/*
+ * Handles one request frame req[0..len) from the node whose TLS certificate
+ * CN is node_cn (NUL-terminated), at wall time now_ms (audit timestamps,
+ * cache TTL). Writes the answer to resp[0..cap) (cap >= PK_KMS_RESP_MAX is
+ * always enough) and sets *resp_len (0: send nothing, close the connection).
+ *
+ *   KMS_VEC_REQ   node_id must equal node_cn. A vector from the device's K
+ *                 (RAND from the rng) -> KMS_VEC_RESP; audit VECTOR queued.
+ *   KMS_KEYS_REQ  option 1 (device mode pairs): the root key of every
+ *                 allowed pair of the device whose peer exists in mode pairs
+ *                 (at most PK_REG_MAX_KEYS, lowest peer ids first), each
+ *                 created once and the same for both devices and any node;
+ *                 option 2 (mode pool): the first PK_REG_MAX_KEYS
+ *                 unallocated keys of the device's pool (its window, stored).
+ *                 The directory records node_cn as the device's node.
+ *                 -> KMS_KEYS_RESP; audit ROOT_KEY per key / POOL_KEYS queued.
+ *   KMS_ALLOC_REQ initiator and peer both in mode pool, one pool, allowed:
+ *                 the pair's KSI if both still hold it, else the lowest
+ *                 KSI in both windows never allocated, claimed in one
+ *                 transaction with its audit record; a fresh param (rng).
+ *                 -> KMS_ALLOC_RESP.
+ *   KMS_DIR_REQ   -> KMS_DIR_RESP with the device's node.
+ *
+ * Returns PK_OK, or an error with the refusal in resp (KMS_ERR, when len >=
+ * PK_KMS_REQ_MIN, else *resp_len = 0):
+ *   PK_ERR_MALFORMED (ST_MALFORMED: truncated, oversized, unknown or response
+ *     type, bad id), PK_ERR_DENIED (ST_DENIED: node id differs from node_cn,
+ *     pair not allowed, wrong mode), PK_ERR_NOTFOUND (ST_UNKNOWN: unknown
+ *     device or no directory entry), PK_ERR_LIMIT (ST_BUSY: too many queued
+ *     audit records - flush, then retry), PK_ERR_EXPIRED (ST_EXHAUSTED),
+ *     PK_ERR_BUSY / PK_ERR_IO (ST_BUSY), others (ST_ERROR).
+ * A refused request changes no state and queues no audit record.
+ * resp holds keys on success: the caller wipes it after sending.
+ */
+int pk_kms_handle(pk_kms_t *k, const char *node_cn, const uint8_t *req, size_t len, uint64_t now_ms,
+                  uint8_t *resp, size_t cap, size_t *resp_len);
+
+/* Writes KMS_ERR(status for err, req_type) into resp (>= 3 bytes) and
+ * returns its length (3), or 0 when req_len < PK_KMS_REQ_MIN. */
+size_t pk_kms_err_frame(int err, uint8_t req_type, size_t req_len, uint8_t *resp, size_t cap);
+
+/* The status byte KMS_ERR carries for an error code. */
+uint8_t pk_kms_status_of(int err);
+
+/* ---- group commit ---- */
+
+/* Audit records queued and not yet taken. */
+size_t pk_kms_pending(const pk_kms_t *k);
+/* The number of the open batch (starts at 1): the batch that records queued
+ * now go into. A response made now may be sent once batch gen committed. */
+uint64_t pk_kms_batch_gen(const pk_kms_t *k);
+
+typedef struct pk_kms_batch pk_kms_batch_t;
+
+/* Detaches the queued records as a batch (owned by the caller) and opens
+ * batch gen + 1. *out is NULL when nothing was queued (gen does not move).
+ * PK_OK or PK_ERR_NOMEM (nothing detached). */
+int pk_kms_batch_take(pk_kms_t *k, pk_kms_batch_t **out);
+/* The batch's number (the gen its responses wait for) and record count. */
+uint64_t pk_kms_batch_number(const pk_kms_batch_t *b);
+size_t pk_kms_batch_count(const pk_kms_batch_t *b);
+/* Appends the batch's records to kms_audit in one transaction on store s
+ * (any store over the same database; may be another thread's), retrying on
+ * PK_ERR_BUSY. PK_OK once durable, else the store's error. */
+int pk_kms_batch_commit(pk_store_t *s, const pk_kms_batch_t *b);
+void pk_kms_batch_free(pk_kms_batch_t *b);
+
+/* take + commit on the kms's own store + free; PK_OK when nothing queued.
+ * On error the records are dropped (their responses must not be sent). */
+int pk_kms_flush(pk_kms_t *k);
+
+/* ---- admin operations (each one committed transaction, audited) ---- */
+
+typedef struct pk_kms_device_info {
+    pk_reg_id_t id;
+    uint8_t mode; /* enum pk_reg_keymode */
+    uint8_t klen; /* 16 or 32 */
+    uint64_t created_ms;
+    pk_reg_id_t pool; /* mode pool */
+    pk_reg_id_t node; /* directory: serving node (len 0: none yet) */
+    uint32_t npairs;  /* allowed peers (explicit and through groups) */
+} pk_kms_device_info_t;
+
+/*
+ * Adds device id (1..64 bytes) with the long-term key key[0..klen) (16 or
+ * 32), or a new random 32-byte key when key is NULL, copied to gen_key
+ * (32 bytes; may be NULL) for provisioning the device. mode pool needs pool
+ * (existing); mode pairs needs pool NULL. PK_ERR_EXISTS, PK_ERR_INVAL,
+ * PK_ERR_NOTFOUND (no such pool), store errors.
+ */
+int pk_kms_device_add(pk_kms_t *k, const char *id, const uint8_t *key, size_t klen, uint8_t mode,
+                      const char *pool, uint64_t now_ms, uint8_t gen_key[32]);
+/* Removes the device, its explicit allows, group memberships, directory
+ * entry and window, and the root keys of pairs no longer allowed.
+ * PK_ERR_NOTFOUND. */
+int pk_kms_device_remove(pk_kms_t *k, const char *id, uint64_t now_ms);
+/* Reads a device's public facts (never its key). PK_ERR_NOTFOUND. */
+int pk_kms_device_show(pk_kms_t *k, const char *id, pk_kms_device_info_t *info);
+/* Calls cb for each device in id order, starting after `after` (NULL: from
+ * the first), at most limit; cb returns 0 to go on. */
+typedef int (*pk_kms_device_cb)(void *ctx, const pk_kms_device_info_t *info);
+int pk_kms_device_list(pk_kms_t *k, const char *after, size_t limit, pk_kms_device_cb cb,
+                       void *ctx);
+
+/* Allows pair (a, b), a != b (devices need not exist yet). PK_ERR_EXISTS
+ * when already explicitly allowed. */
+int pk_kms_allow(pk_kms_t *k, const char *a, const char *b, uint64_t now_ms);
+/* Removes the explicit allow; if no group still allows the pair, its root
+ * key is deleted (a later allow makes a new one; issuance stops at once).
+ * *still_allowed (may be NULL) = 1 when a group still allows it.
+ * PK_ERR_NOTFOUND when not explicitly allowed. */
+int pk_kms_deny(pk_kms_t *k, const char *a, const char *b, uint64_t now_ms, int *still_allowed);
+/* 1 when the pair is allowed (explicitly or through a group), 0 when not,
+ * or a negative error. */
+int pk_kms_is_allowed(pk_kms_t *k, const char *a, const char *b);
+/* Adds member to group (created implicitly). PK_ERR_EXISTS. */
+int pk_kms_group_add(pk_kms_t *k, const char *group, const char *member, uint64_t now_ms);
+/* Removes member from group (member NULL: every member, i.e. the group);
+ * root keys of pairs no longer allowed are deleted. PK_ERR_NOTFOUND. */
+int pk_kms_group_remove(pk_kms_t *k, const char *group, const char *member, uint64_t now_ms);
+/* Creates pool name with n (1..PK_KMS_POOL_MAX_KEYS) random keys, KSIs from
+ * the kms_ksi sequence; *first_ksi (may be NULL) the first. PK_ERR_EXISTS. */
+int pk_kms_pool_create(pk_kms_t *k, const char *name, uint32_t n, uint64_t now_ms,
+                       uint32_t *first_ksi);
+/* Unallocated and total keys of a pool. PK_ERR_NOTFOUND. */
+int pk_kms_pool_info(pk_kms_t *k, const char *name, uint32_t *total, uint32_t *allocated);
+
+/* Calls cb for audit records numbered from `from` (>= 1), at most limit. */
+typedef int (*pk_kms_audit_cb)(void *ctx, const pk_kms_audit_t *a);
+int pk_kms_audit_list(pk_kms_t *k, uint64_t from, size_t limit, pk_kms_audit_cb cb, void *ctx);
+
+#endif

@@ -1,0 +1,79 @@
+/* Internals shared by kms.c (node requests) and admin.c (admin operations). */
+#ifndef PK_PROTO_KMS_IMPL_H
+#define PK_PROTO_KMS_IMPL_H
+
+#include "proto/kms/kms.h"
+
+#define B_DEV       "kms_dev"
+#define B_ALLOW     "kms_allow"
+#define B_PEER      "kms_peer"
+#define B_GRP       "kms_grp"
+#define B_GRPM      "kms_grpm"
+#define B_ROOT      "kms_root"
+#define B_POOL      "kms_pool"
+#define B_POOLKEY   "kms_poolkey"
+#define B_WIN       "kms_win"
+#define B_ALLOC     "kms_alloc"
+#define B_PAIRALLOC "kms_pairalloc"
+#define B_DIR       "kms_dir"
+#define S_KSI       "kms_ksi"
+
+#define BLK_MAX     (1 + PK_REG_ID_MAX)
+#define PAIR_MAX    (2 * BLK_MAX)
+#define KEY_LEN     PK_REG_ROOT_KEY_LEN
+#define SEALED_KEY  (KEY_LEN + PK_WRAP_OVERHEAD)
+#define DEV_VAL_MAX (1 + 1 + 8 + BLK_MAX + 32 + PK_WRAP_OVERHEAD)
+#define PEERS_MAX   4096 /* allowed peers gathered for one device */
+#define STORE_TRIES 16
+#define NEED_WRITE  1 /* internal: a read transaction found work for a write one */
+
+struct kms_cache_ent {
+    uint8_t used, mode, klen;
+    uint64_t loaded_ms;
+    pk_reg_id_t id, pool;
+    uint8_t k[32];
+};
+
+struct pk_kms {
+    pk_store_t *st;
+    pk_wrap_ctx_t wrap;
+    const pk_rng_t *rng;
+    struct kms_cache_ent *cache;
+    size_t nslots;
+    uint64_t ttl_ms;
+    uint8_t *q;     /* qmax x PK_KMS_AUDIT_MAX */
+    uint16_t *qlen; /* qmax */
+    size_t qn, qmax;
+    uint64_t gen;
+    pk_reg_id_t *peers; /* PEERS_MAX scratch */
+    pk_kms_stats_t stats;
+};
+
+/* A device record, decoded. */
+typedef struct kms_dev {
+    uint8_t mode, klen;
+    uint64_t created_ms;
+    pk_reg_id_t pool;
+    uint8_t k[32];
+} kms_dev_t;
+
+size_t kms_blk(uint8_t *out, const pk_reg_id_t *id);
+size_t kms_pair(uint8_t out[PAIR_MAX], const pk_reg_id_t *a, const pk_reg_id_t *b);
+/* Reads device id in txn; with_key also unwraps K (wipe d). PK_ERR_NOTFOUND. */
+int kms_dev_get(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *id, int with_key, kms_dev_t *d);
+/* Appends to out[*n..max) the identities x of the keys prefix || blk(x). */
+int kms_scan_ids(pk_txn_t *txn, const char *bucket, const uint8_t *prefix, size_t plen,
+                 pk_reg_id_t *out, size_t *n, size_t max);
+/* 1 allowed, 0 not, < 0 error. */
+int kms_allowed(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b);
+/* Gathers the allowed peers of dev (explicit and through groups), sorted by
+ * blk order and unique, into k->peers; *n their count. */
+int kms_peers(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *dev, size_t *n);
+/* Deletes the pair's root key unless the pair is still allowed. */
+int kms_revoke_if_unallowed(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b);
+/* Appends an audit record in txn. */
+int kms_audit_append(pk_txn_t *txn, uint8_t what, uint64_t now_ms, uint32_t ksi, uint16_t count,
+                     const pk_reg_id_t *node, const pk_reg_id_t *dev, const pk_reg_id_t *peer);
+void kms_cache_drop(pk_kms_t *k, const pk_reg_id_t *id);
+
+#endif

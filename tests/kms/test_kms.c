@@ -1,0 +1,901 @@
+/*
+ * The kms core against every backend: memory and SQLite always, PostgreSQL
+ * when PK_TEST_PG is set (scripts/pg-harness.sh run sets it).
+ *
+ *   test_kms [--require-pg] [memory|sqlite|pg ...]
+ *
+ * Device names carry a per-run tag, so the suite may run again on a
+ * PostgreSQL database that keeps old data.
+ */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/crypto.h"
+#include "proto/kms/kms.h"
+#include "proto/reg/reg.h"
+#include "store/store.h"
+
+static struct {
+    const char *name;
+    int persistent;
+    char dir[256];
+    char uri[512];
+    char path[512]; /* sqlite file */
+    char tag[24];
+    unsigned ndb;
+} B;
+
+static const char *pg_uri;
+static uint8_t kek[32];
+static uint64_t now = 1700000000000ull;
+
+/* "<tag>-<base>" (static rotating buffers). */
+static const char *nm(const char *base)
+{
+    static char buf[16][80];
+    static unsigned i;
+    char *b = buf[i++ % 16];
+    snprintf(b, 80, "%s-%s", B.tag, base);
+    return b;
+}
+
+static void fresh_db(void)
+{
+    if (strcmp(B.name, "sqlite") == 0) {
+        snprintf(B.path, sizeof B.path, "%s/k%u.db", B.dir, B.ndb++);
+        snprintf(B.uri, sizeof B.uri, "sqlite:%s", B.path);
+    } else if (strcmp(B.name, "pg") == 0) {
+        snprintf(B.uri, sizeof B.uri, "%s", pg_uri);
+    } else {
+        snprintf(B.uri, sizeof B.uri, "memory:");
+    }
+}
+
+typedef struct env {
+    pk_store_t *st;
+    pk_kms_t *k;
+} env_t;
+
+static int env_open(env_t *e)
+{
+    pk_kms_cfg_t cfg = {.kek = kek, .cache_ttl_ms = 1000};
+    memset(e, 0, sizeof *e);
+    int rc = pk_store_open(B.uri, &e->st);
+    if (rc != PK_OK)
+        return rc;
+    cfg.store = e->st;
+    rc = pk_kms_new(&cfg, &e->k);
+    if (rc != PK_OK) {
+        pk_store_close(e->st);
+        e->st = NULL;
+    }
+    return rc;
+}
+
+static void env_close(env_t *e)
+{
+    pk_kms_free(e->k);
+    pk_store_close(e->st);
+    memset(e, 0, sizeof *e);
+}
+
+static void set_id(pk_reg_id_t *id, const char *s)
+{
+    CHECK_EQ_INT(pk_reg_id_set(id, s, strlen(s)), PK_OK);
+}
+
+/* Sends one request; returns handle's rc; decodes a reg response into *r. */
+static int call(env_t *e, const char *node, const pk_reg_net_t *q, pk_reg_net_t *r, uint8_t *raw,
+                size_t *rawlen)
+{
+    uint8_t req[PK_REG_NET_MAX], resp[PK_KMS_RESP_MAX];
+    size_t qlen = 0, rlen = 0;
+    CHECK_EQ_INT(pk_reg_net_encode(q, req, sizeof req, &qlen), PK_OK);
+    int rc = pk_kms_handle(e->k, node, req, qlen, now, resp, sizeof resp, &rlen);
+    if (r) {
+        memset(r, 0, sizeof *r);
+        if (rc == PK_OK)
+            CHECK_EQ_INT(pk_reg_net_decode(resp, rlen, r), PK_OK);
+    }
+    if (rc != PK_OK) { /* a refusal: KMS_ERR no longer than the request */
+        CHECK(rlen == PK_KMS_ERR_LEN && rlen <= qlen);
+        CHECK_EQ_INT(resp[0], PK_KMS_T_ERR);
+        CHECK_EQ_INT(resp[1], pk_kms_status_of(rc));
+        CHECK_EQ_INT(resp[2], q->type);
+    }
+    if (raw) {
+        memcpy(raw, resp, rlen);
+        *rawlen = rlen;
+    }
+    pk_wipe(resp, sizeof resp);
+    return rc;
+}
+
+static int keys(env_t *e, const char *node, const char *dev, pk_reg_keyset_t *ks)
+{
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_KEYS_REQ}, r;
+    set_id(&q.a, dev);
+    int rc = call(e, node, &q, &r, NULL, NULL);
+    *ks = r.keys;
+    if (rc == PK_OK)
+        CHECK_EQ_INT(r.type, PK_REG_T_KMS_KEYS_RESP);
+    pk_wipe(&r, sizeof r);
+    return rc;
+}
+
+static int alloc(env_t *e, const char *node, const char *a, const char *b, uint32_t *ksi)
+{
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_ALLOC_REQ}, r;
+    set_id(&q.a, a);
+    set_id(&q.b, b);
+    int rc = call(e, node, &q, &r, NULL, NULL);
+    *ksi = r.ksi;
+    return rc;
+}
+
+static const pk_reg_key_t *find_peer(const pk_reg_keyset_t *ks, const char *peer)
+{
+    for (unsigned i = 0; i < ks->n; i++)
+        if (ks->k[i].peer.len == strlen(peer) &&
+            memcmp(ks->k[i].peer.b, peer, ks->k[i].peer.len) == 0)
+            return &ks->k[i];
+    return NULL;
+}
+
+static const pk_reg_key_t *find_ksi(const pk_reg_keyset_t *ks, uint32_t ksi)
+{
+    for (unsigned i = 0; i < ks->n; i++)
+        if (ks->k[i].ksi == ksi)
+            return &ks->k[i];
+    return NULL;
+}
+
+/* ---- option 1: root keys per pair ---- */
+
+static void test_root_keys_per_pair(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *d1 = nm("r1"), *d2 = nm("r2"), *d3 = nm("r3");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d1, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d2, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d3, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d3, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL),
+                 PK_ERR_EXISTS);
+    CHECK_EQ_INT(pk_kms_allow(e.k, d1, d2, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, d2, d1, now), PK_ERR_EXISTS); /* one pair, either order */
+    CHECK_EQ_INT(pk_kms_allow(e.k, d3, d1, now), PK_OK);
+
+    pk_reg_keyset_t k1, k1b, k2, k3;
+    CHECK_EQ_INT(keys(&e, "node-a", d1, &k1), PK_OK);
+    CHECK_EQ_INT(k1.mode, PK_REG_MODE_PAIRS);
+    CHECK_EQ_INT(k1.n, 2);
+    CHECK_EQ_INT(keys(&e, "node-b", d2, &k2), PK_OK);
+    CHECK_EQ_INT(k2.n, 1); /* d2-d3 is not allowed: nothing for it */
+    CHECK(find_peer(&k2, d3) == NULL);
+    CHECK_EQ_INT(keys(&e, "node-c", d3, &k3), PK_OK);
+    CHECK_EQ_INT(k3.n, 1);
+    /* the same key and KSI for both devices of a pair, whichever node asks */
+    const pk_reg_key_t *a = find_peer(&k1, d2), *b = find_peer(&k2, d1);
+    CHECK(a && b);
+    if (a && b) {
+        CHECK_EQ_INT(a->ksi, b->ksi);
+        CHECK_MEM(a->key, b->key, 32);
+    }
+    a = find_peer(&k1, d3);
+    b = find_peer(&k3, d1);
+    CHECK(a && b);
+    if (a && b) {
+        CHECK_EQ_INT(a->ksi, b->ksi);
+        CHECK_MEM(a->key, b->key, 32);
+        CHECK(a->ksi != find_peer(&k1, d2)->ksi);
+    }
+    CHECK_EQ_INT(keys(&e, "node-z", d1, &k1b), PK_OK);
+    CHECK_EQ_INT(k1b.n, k1.n);
+    CHECK_MEM(&k1b, &k1, sizeof k1);
+    CHECK_EQ_INT(pk_kms_stats(e.k)->root_keys_created, 2);
+    /* the directory follows the last node that fetched the keys */
+    pk_kms_device_info_t info;
+    CHECK_EQ_INT(pk_kms_device_show(e.k, d1, &info), PK_OK);
+    CHECK_EQ_INT(info.node.len, 6);
+    CHECK(memcmp(info.node.b, "node-z", 6) == 0);
+    CHECK_EQ_INT(info.npairs, 2);
+    pk_wipe(&k1, sizeof k1);
+    pk_wipe(&k1b, sizeof k1b);
+    pk_wipe(&k2, sizeof k2);
+    pk_wipe(&k3, sizeof k3);
+    env_close(&e);
+}
+
+static void test_deny_revokes(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *d1 = nm("y1"), *d2 = nm("y2");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d1, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d2, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    pk_reg_keyset_t ks, ks2;
+    CHECK_EQ_INT(keys(&e, "n1", d1, &ks), PK_OK);
+    CHECK_EQ_INT(ks.n, 0); /* nothing allowed yet */
+    CHECK_EQ_INT(pk_kms_allow(e.k, d1, d2, now), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", d1, &ks), PK_OK);
+    CHECK_EQ_INT(ks.n, 1);
+    int still = -1;
+    CHECK_EQ_INT(pk_kms_deny(e.k, d2, d1, now, &still), PK_OK);
+    CHECK_EQ_INT(still, 0);
+    CHECK_EQ_INT(pk_kms_deny(e.k, d2, d1, now, &still), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(keys(&e, "n1", d1, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 0);
+    CHECK_EQ_INT(keys(&e, "n2", d2, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 0);
+    /* allowed again: a new root key, never the revoked one */
+    CHECK_EQ_INT(pk_kms_allow(e.k, d1, d2, now), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", d1, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 1);
+    CHECK(ks2.k[0].ksi != ks.k[0].ksi);
+    CHECK(memcmp(ks2.k[0].key, ks.k[0].key, 32) != 0);
+
+    /* groups allow every pair inside them */
+    const char *g = nm("grp"), *m1 = nm("g1"), *m2 = nm("g2"), *m3 = nm("g3");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, m1, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, m2, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, m3, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, g, m1, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, g, m2, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, g, m3, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, g, m3, now), PK_ERR_EXISTS);
+    CHECK_EQ_INT(pk_kms_is_allowed(e.k, m1, m3), 1);
+    CHECK_EQ_INT(pk_kms_is_allowed(e.k, m1, d1), 0);
+    CHECK_EQ_INT(keys(&e, "n1", m1, &ks), PK_OK);
+    CHECK_EQ_INT(ks.n, 2);
+    CHECK_EQ_INT(pk_kms_allow(e.k, m1, m2, now), PK_OK); /* explicit too */
+    CHECK_EQ_INT(pk_kms_group_remove(e.k, g, m3, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_is_allowed(e.k, m1, m3), 0);
+    CHECK_EQ_INT(keys(&e, "n1", m1, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 1);
+    CHECK(find_peer(&ks2, m2) && find_peer(&ks, m2) &&
+          find_peer(&ks2, m2)->ksi == find_peer(&ks, m2)->ksi);
+    CHECK_EQ_INT(pk_kms_deny(e.k, m1, m2, now, &still), PK_OK);
+    CHECK_EQ_INT(still, 1); /* the group still allows it */
+    CHECK_EQ_INT(pk_kms_group_remove(e.k, g, NULL, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_is_allowed(e.k, m1, m2), 0);
+    CHECK_EQ_INT(keys(&e, "n1", m1, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 0);
+    CHECK_EQ_INT(pk_kms_group_remove(e.k, g, NULL, now), PK_ERR_NOTFOUND);
+
+    /* device removal: gone for vectors and keys, its pairs revoked */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, d2, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, d2, now), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(keys(&e, "n1", d2, &ks2), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(keys(&e, "n1", d1, &ks2), PK_OK);
+    CHECK_EQ_INT(ks2.n, 0);
+    CHECK_EQ_INT(pk_kms_is_allowed(e.k, d1, d2), 0);
+    pk_wipe(&ks, sizeof ks);
+    pk_wipe(&ks2, sizeof ks2);
+    env_close(&e);
+}
+
+/* ---- vectors ---- */
+
+static void test_vectors(void)
+{
+    env_t e;
+    uint8_t key[32], gen[32];
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    for (int i = 0; i < 32; i++)
+        key[i] = (uint8_t)(0xA0 + i);
+    const char *d = nm("v1"), *d16 = nm("v16");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d, key, 32, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d16, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, gen), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, nm("bad"), key, 20, PK_REG_MODE_PAIRS, NULL, now, NULL),
+                 PK_ERR_INVAL);
+    CHECK_EQ_INT(
+        pk_kms_device_add(e.k, nm("bad"), key, 32, PK_REG_MODE_POOL, nm("nopool"), now, NULL),
+        PK_ERR_NOTFOUND);
+
+    for (int round = 0; round < 3; round++) { /* miss, then cache hits */
+        pk_reg_net_t q = {.type = PK_REG_T_KMS_VEC_REQ}, r;
+        set_id(&q.a, "node-a");
+        set_id(&q.b, round == 2 ? d16 : d);
+        memset(q.nonce_d, 0x11 * (round + 1), 16);
+        CHECK_EQ_INT(call(&e, "node-a", &q, &r, NULL, NULL), PK_OK);
+        CHECK_EQ_INT(r.type, PK_REG_T_KMS_VEC_RESP);
+        CHECK_EQ_INT(r.status, PK_REG_ST_OK);
+        uint8_t autn[16], res[16], kreg[32];
+        CHECK_EQ_INT(pk_reg_derive(round == 2 ? gen : key, 32, r.vec.rand, q.nonce_d, &q.a, &q.b,
+                                   autn, res, kreg),
+                     PK_OK);
+        CHECK_MEM(autn, r.vec.autn, 16);
+        CHECK_MEM(res, r.vec.xres, 16);
+        CHECK_MEM(kreg, r.vec.k_reg, 32);
+        pk_wipe(&r, sizeof r);
+    }
+    CHECK(pk_kms_stats(e.k)->cache_hits >= 1);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 3);
+    uint64_t g = pk_kms_batch_gen(e.k);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 0);
+    CHECK_EQ_INT(pk_kms_batch_gen(e.k), g + 1);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK); /* nothing queued: no new batch */
+    CHECK_EQ_INT(pk_kms_batch_gen(e.k), g + 1);
+
+    /* a node asking in another node's name, an unknown device */
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_VEC_REQ};
+    set_id(&q.a, "node-b");
+    set_id(&q.b, d);
+    CHECK_EQ_INT(call(&e, "node-a", &q, NULL, NULL, NULL), PK_ERR_DENIED);
+    set_id(&q.a, "node-a");
+    set_id(&q.b, nm("nobody"));
+    CHECK_EQ_INT(call(&e, "node-a", &q, NULL, NULL, NULL), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 0);
+
+    /* removal drops the cached key at once */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, d, now), PK_OK);
+    set_id(&q.b, d);
+    CHECK_EQ_INT(call(&e, "node-a", &q, NULL, NULL, NULL), PK_ERR_NOTFOUND);
+    pk_wipe(key, sizeof key);
+    env_close(&e);
+}
+
+/* ---- option 2: pools ---- */
+
+static void test_pool(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *pool = nm("pool"), *p1 = nm("p1"), *p2 = nm("p2"), *p3 = nm("p3"), *p4 = nm("p4");
+    uint32_t first = 0, total = 0, used = 0;
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 40, now, &first), PK_OK);
+    CHECK(first >= 1);
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 5, now, NULL), PK_ERR_EXISTS);
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, nm("zero"), 0, now, NULL), PK_ERR_INVAL);
+    const char *ps[4] = {p1, p2, p3, p4};
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(pk_kms_device_add(e.k, ps[i], NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
+                     PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, p1, p2, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, p3, p4, now), PK_OK);
+    uint32_t k12 = 0, k34 = 0, again = 0, x = 0;
+    CHECK_EQ_INT(alloc(&e, "n1", p1, p2, &x), PK_ERR_EXPIRED); /* no keys fetched yet */
+    pk_reg_keyset_t ks[4];
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(keys(&e, "n1", ps[i], &ks[i]), PK_OK);
+        CHECK_EQ_INT(ks[i].mode, PK_REG_MODE_POOL);
+        CHECK_EQ_INT(ks[i].n, PK_REG_MAX_KEYS);
+        CHECK_EQ_INT(ks[i].k[0].ksi, first);
+    }
+    CHECK_MEM(&ks[0], &ks[1], sizeof ks[0]); /* one pool, same keys */
+    CHECK_EQ_INT(alloc(&e, "n1", p1, p2, &k12), PK_OK);
+    CHECK_EQ_INT(alloc(&e, "n2", p4, p3, &k34), PK_OK);
+    CHECK(k12 != k34);
+    CHECK(find_ksi(&ks[0], k12) && find_ksi(&ks[1], k12));
+    CHECK_EQ_INT(alloc(&e, "n1", p2, p1, &again), PK_OK); /* the pair keeps its KSI */
+    CHECK_EQ_INT(again, k12);
+    CHECK_EQ_INT(alloc(&e, "n1", p1, p3, &x), PK_ERR_DENIED); /* not allowed */
+    CHECK_EQ_INT(alloc(&e, "n1", p1, p1, &x), PK_ERR_DENIED); /* a device with itself */
+    CHECK_EQ_INT(alloc(&e, "n1", p1, nm("nobody"), &x), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_kms_pool_info(e.k, pool, &total, &used), PK_OK);
+    CHECK_EQ_INT(total, 40);
+    CHECK_EQ_INT(used, 2);
+    /* a device fetching keys later never gets an allocated one */
+    pk_reg_keyset_t late;
+    CHECK_EQ_INT(keys(&e, "n3", p3, &late), PK_OK);
+    CHECK(find_ksi(&late, k12) == NULL && find_ksi(&late, k34) == NULL);
+    CHECK_EQ_INT(late.n, PK_REG_MAX_KEYS);
+    /* p3 re-fetched: its window no longer holds k34, so the pair gets a new KSI */
+    uint32_t k34b = 0;
+    CHECK_EQ_INT(alloc(&e, "n2", p3, p4, &k34b), PK_OK);
+    CHECK(k34b != k34 && k34b != k12);
+    /* option 1 and option 2 do not mix */
+    const char *o1 = nm("o1");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, o1, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, o1, p1, now), PK_OK);
+    CHECK_EQ_INT(alloc(&e, "n1", p1, o1, &x), PK_ERR_DENIED);
+    pk_reg_keyset_t ko;
+    CHECK_EQ_INT(keys(&e, "n1", o1, &ko), PK_OK);
+    CHECK_EQ_INT(ko.n, 0); /* p1 is a pool device: no pair key for it */
+
+    /* exhaustion: a small pool runs out and says so */
+    const char *sp = nm("small"), *s1 = nm("s1"), *s2 = nm("s2"), *s3 = nm("s3");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, sp, 1, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, s1, NULL, 0, PK_REG_MODE_POOL, sp, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, s2, NULL, 0, PK_REG_MODE_POOL, sp, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, s3, NULL, 0, PK_REG_MODE_POOL, sp, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, s1, s2, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, s1, s3, now), PK_OK);
+    pk_reg_keyset_t t;
+    CHECK_EQ_INT(keys(&e, "n1", s1, &t), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", s2, &t), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", s3, &t), PK_OK);
+    CHECK_EQ_INT(alloc(&e, "n1", s1, s2, &x), PK_OK);
+    CHECK_EQ_INT(alloc(&e, "n1", s1, s3, &x), PK_ERR_EXPIRED);
+    CHECK_EQ_INT(keys(&e, "n1", s3, &t), PK_ERR_EXPIRED);
+    /* the directory lookup */
+    {
+        uint8_t req[80], resp[PK_KMS_RESP_MAX];
+        size_t ql = 0, rl = 0;
+        pk_kms_msg_t m = {.type = PK_KMS_T_DIR_REQ}, r;
+        set_id(&m.id, p4);
+        CHECK_EQ_INT(pk_kms_msg_encode(&m, req, sizeof req, &ql), PK_OK);
+        CHECK_EQ_INT(pk_kms_handle(e.k, "n9", req, ql, now, resp, sizeof resp, &rl), PK_OK);
+        CHECK_EQ_INT(pk_kms_msg_decode(resp, rl, &r), PK_OK);
+        CHECK_EQ_INT(r.type, PK_KMS_T_DIR_RESP);
+        CHECK(r.id.len == 2 && memcmp(r.id.b, "n1", 2) == 0);
+        set_id(&m.id, nm("nobody"));
+        CHECK_EQ_INT(pk_kms_msg_encode(&m, req, sizeof req, &ql), PK_OK);
+        CHECK_EQ_INT(pk_kms_handle(e.k, "n9", req, ql, now, resp, sizeof resp, &rl),
+                     PK_ERR_NOTFOUND);
+        CHECK(rl == 3 && resp[0] == PK_KMS_T_ERR && resp[1] == PK_REG_ST_UNKNOWN);
+    }
+    for (int i = 0; i < 4; i++)
+        pk_wipe(&ks[i], sizeof ks[i]);
+    env_close(&e);
+}
+
+/* ---- restart, secrets at rest, audit ---- */
+
+struct audit_acc {
+    unsigned n, vectors, root, pool_alloc, pool_keys;
+};
+
+static int audit_cb(void *ctx, const pk_kms_audit_t *a)
+{
+    struct audit_acc *c = ctx;
+    c->n++;
+    c->vectors += a->what == PK_KMS_A_VECTOR;
+    c->root += a->what == PK_KMS_A_ROOT_KEY;
+    c->pool_alloc += a->what == PK_KMS_A_POOL_ALLOC;
+    c->pool_keys += a->what == PK_KMS_A_POOL_KEYS;
+    return 0;
+}
+
+struct rawscan {
+    const uint8_t *needle[8];
+    size_t nneedle;
+    unsigned hits, records;
+};
+
+static int raw_cb(void *ctx, uint64_t seqno, const uint8_t *val, size_t vlen)
+{
+    struct rawscan *c = ctx;
+    (void)seqno;
+    c->records++;
+    for (size_t i = 0; i < c->nneedle; i++)
+        if (memmem(val, vlen, c->needle[i], 16))
+            c->hits++;
+    return 0;
+}
+
+static int raw_fn(pk_txn_t *txn, void *ctx)
+{
+    return pk_txn_log_scan(txn, PK_KMS_AUDIT_LOG, 1, PK_STORE_SCAN_MAX, raw_cb, ctx);
+}
+
+static void test_restart_audit_at_rest(void)
+{
+    env_t e;
+    uint8_t dk[32];
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    for (int i = 0; i < 32; i++)
+        dk[i] = (uint8_t)(0x5C ^ (i * 7));
+    const char *a = nm("ra"), *b = nm("rb"), *pool = nm("rpool"), *x = nm("rx"), *y = nm("ry");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, a, dk, 32, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 8, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, x, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, y, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, x, y, now), PK_OK);
+    pk_reg_keyset_t ka, kx, ka2, kx2;
+    uint32_t ksi = 0, ksi2 = 0;
+    CHECK_EQ_INT(keys(&e, "n1", a, &ka), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", x, &kx), PK_OK);
+    CHECK_EQ_INT(keys(&e, "n1", y, &kx2), PK_OK);
+    CHECK_EQ_INT(alloc(&e, "n1", x, y, &ksi), PK_OK);
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_VEC_REQ};
+    set_id(&q.a, "n1");
+    set_id(&q.b, a);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(call(&e, "n1", &q, NULL, NULL, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+
+    if (B.persistent) {
+        env_close(&e);
+        CHECK_EQ_INT(env_open(&e), PK_OK);
+        CHECK_EQ_INT(keys(&e, "n2", a, &ka2), PK_OK);
+        CHECK_MEM(&ka2, &ka, sizeof ka);
+        CHECK_EQ_INT(alloc(&e, "n2", y, x, &ksi2), PK_OK);
+        CHECK_EQ_INT(ksi2, ksi); /* the allocation and both windows survived */
+        /* an allocated KSI is never handed out again, also after a restart */
+        const char *z = nm("rz");
+        CHECK_EQ_INT(pk_kms_device_add(e.k, z, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+        CHECK_EQ_INT(keys(&e, "n2", z, &kx2), PK_OK);
+        CHECK_EQ_INT(kx2.n, 7);
+        CHECK(find_ksi(&kx2, ksi) == NULL);
+        CHECK_MEM(&kx2.k[0], &kx.k[1], sizeof kx.k[0]); /* the same pool keys as before */
+        CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+    }
+    /* audit: every issuance is there */
+    struct audit_acc acc = {0};
+    CHECK_EQ_INT(pk_kms_audit_list(e.k, 1, PK_STORE_SCAN_MAX, audit_cb, &acc), PK_OK);
+    CHECK(acc.vectors >= 5);
+    CHECK(acc.root >= 1);
+    CHECK(acc.pool_alloc >= 1);
+    CHECK(acc.pool_keys >= 2);
+    /* and no key bytes: not the device key, a root key, a pool key */
+    struct rawscan rs = {.needle = {dk, ka.k[0].key, kx.k[0].key, kx.k[1].key}, .nneedle = 4};
+    CHECK_EQ_INT(pk_store_run_read(e.st, raw_fn, &rs, 1), PK_OK);
+    CHECK_EQ_INT(rs.hits, 0);
+    CHECK_EQ_INT(rs.records, acc.n);
+
+    if (strcmp(B.name, "sqlite") == 0) {
+        /* secrets are not in the clear in the database file (nor its WAL) */
+        env_close(&e);
+        const char *suffix[2] = {"", "-wal"};
+        for (int f = 0; f < 2; f++) {
+            char p[600];
+            snprintf(p, sizeof p, "%s%s", B.path, suffix[f]);
+            FILE *fp = fopen(p, "rb");
+            if (!fp) {
+                CHECK(f == 1);
+                continue;
+            }
+            static uint8_t buf[8 << 20];
+            size_t n = fread(buf, 1, sizeof buf, fp);
+            fclose(fp);
+            CHECK(n > 0);
+            CHECK(memmem(buf, n, dk, 16) == NULL);
+            CHECK(memmem(buf, n, ka.k[0].key, 16) == NULL);
+            CHECK(memmem(buf, n, kx.k[0].key, 16) == NULL);
+            /* the test itself can fail: a known public string is found */
+            CHECK(memmem(buf, n, a, strlen(a)) != NULL || f == 1);
+        }
+        CHECK_EQ_INT(env_open(&e), PK_OK);
+    }
+    pk_wipe(&ka, sizeof ka);
+    pk_wipe(&ka2, sizeof ka2);
+    pk_wipe(&kx, sizeof kx);
+    pk_wipe(&kx2, sizeof kx2);
+    pk_wipe(dk, sizeof dk);
+    env_close(&e);
+}
+
+/* ---- hostile requests change nothing ---- */
+
+static const char *const buckets[] = {"kms_dev",  "kms_allow", "kms_peer",      "kms_grp",
+                                      "kms_grpm", "kms_root",  "kms_pool",      "kms_poolkey",
+                                      "kms_win",  "kms_alloc", "kms_pairalloc", "kms_dir"};
+
+struct digest {
+    uint64_t count[12];
+    uint64_t audit;
+};
+
+static int count_rec(void *ctx, uint64_t seqno, const uint8_t *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    *(uint64_t *)ctx = seqno;
+    return 0;
+}
+
+static int digest_fn(pk_txn_t *txn, void *ctx)
+{
+    struct digest *d = ctx;
+    for (int i = 0; i < 12; i++) {
+        int rc = pk_txn_count(txn, buckets[i], NULL, 0, &d->count[i]);
+        if (rc != PK_OK)
+            return rc;
+    }
+    d->audit = 0;
+    return pk_txn_log_scan(txn, PK_KMS_AUDIT_LOG, 1, PK_STORE_SCAN_MAX, count_rec, &d->audit);
+}
+
+static void test_hostile(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *d = nm("h1"), *pool = nm("hpool"), *h2 = nm("h2"), *h3 = nm("h3");
+    CHECK_EQ_INT(pk_kms_device_add(e.k, d, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 4, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, h2, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, h3, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    pk_reg_keyset_t ks;
+    CHECK_EQ_INT(keys(&e, "n1", h2, &ks), PK_OK);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+
+    struct digest before, after;
+    memset(&before, 0, sizeof before);
+    CHECK_EQ_INT(pk_store_run_read(e.st, digest_fn, &before, 4), PK_OK);
+    CHECK(before.count[0] >= 3 && before.audit > 0);
+
+    uint8_t good[PK_REG_NET_MAX], resp[PK_KMS_RESP_MAX], big[PK_REG_NET_MAX + 8];
+    size_t glen = 0, rl = 0;
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_VEC_REQ};
+    set_id(&q.a, "n1");
+    set_id(&q.b, d);
+    CHECK_EQ_INT(pk_reg_net_encode(&q, good, sizeof good, &glen), PK_OK);
+    /* truncated at every length */
+    for (size_t n = 0; n < glen; n++) {
+        int rc = pk_kms_handle(e.k, "n1", good, n, now, resp, sizeof resp, &rl);
+        CHECK_EQ_INT(rc, PK_ERR_MALFORMED);
+        CHECK(rl <= n);
+    }
+    /* one byte too many, oversized */
+    memcpy(big, good, glen);
+    big[glen] = 0;
+    CHECK_EQ_INT(pk_kms_handle(e.k, "n1", big, glen + 1, now, resp, sizeof resp, &rl),
+                 PK_ERR_MALFORMED);
+    memset(big, 0x42, sizeof big);
+    big[0] = PK_REG_T_KMS_KEYS_REQ;
+    CHECK_EQ_INT(pk_kms_handle(e.k, "n1", big, sizeof big, now, resp, sizeof resp, &rl),
+                 PK_ERR_MALFORMED);
+    /* response types and unknown types are not requests */
+    uint8_t t[PK_REG_NET_MAX];
+    memcpy(t, good, glen);
+    const uint8_t types[] = {PK_REG_T_KMS_VEC_RESP,
+                             PK_REG_T_KMS_KEYS_RESP,
+                             PK_REG_T_KMS_ALLOC_RESP,
+                             PK_REG_T_NODE_LINK_IND,
+                             PK_KMS_T_DIR_RESP,
+                             PK_KMS_T_ERR,
+                             0x00,
+                             0xFF};
+    for (size_t i = 0; i < sizeof types; i++) {
+        t[0] = types[i];
+        CHECK(pk_kms_handle(e.k, "n1", t, glen, now, resp, sizeof resp, &rl) != PK_OK);
+        CHECK(rl <= glen);
+    }
+    /* node mismatch, bad node CN, unknown device, disallowed alloc */
+    CHECK_EQ_INT(pk_kms_handle(e.k, "n2", good, glen, now, resp, sizeof resp, &rl), PK_ERR_DENIED);
+    CHECK_EQ_INT(pk_kms_handle(e.k, "", good, glen, now, resp, sizeof resp, &rl), PK_ERR_DENIED);
+    uint32_t x;
+    CHECK_EQ_INT(alloc(&e, "n1", h2, h3, &x), PK_ERR_DENIED);
+    pk_reg_net_t kq = {.type = PK_REG_T_KMS_KEYS_REQ};
+    set_id(&kq.a, nm("ghost"));
+    CHECK_EQ_INT(call(&e, "n1", &kq, NULL, NULL, NULL), PK_ERR_NOTFOUND);
+    /* random bytes */
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    unsigned ok = 0;
+    for (int i = 0; i < 3000; i++) {
+        uint8_t r[128];
+        size_t n = (size_t)(s % sizeof r);
+        for (size_t j = 0; j < n; j++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            r[j] = (uint8_t)s;
+        }
+        if (n > 0 && i % 3 == 0) /* a plausible type byte */
+            r[0] = (uint8_t)(0x40 + s % 16);
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int rc = pk_kms_handle(e.k, "n1", r, n, now, resp, sizeof resp, &rl);
+        if (rc == PK_OK)
+            ok++;
+        else
+            CHECK(rl <= n);
+    }
+    CHECK_EQ_INT(ok, 0);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 0);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+    memset(&after, 0, sizeof after);
+    CHECK_EQ_INT(pk_store_run_read(e.st, digest_fn, &after, 4), PK_OK);
+    CHECK_MEM(&before, &after, sizeof before);
+    /* the test can fail: a good request does change the state */
+    CHECK_EQ_INT(pk_kms_handle(e.k, "n1", good, glen, now, resp, sizeof resp, &rl), PK_OK);
+    CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
+    CHECK_EQ_INT(pk_store_run_read(e.st, digest_fn, &after, 4), PK_OK);
+    CHECK_EQ_INT(after.audit, before.audit + 1);
+    pk_wipe(resp, sizeof resp);
+    pk_wipe(&ks, sizeof ks);
+    env_close(&e);
+}
+
+/* ---- two kms instances allocating from one pool at once ---- */
+
+#define PROCS    2
+#define PER_PROC 60
+
+static void test_concurrent_alloc(void)
+{
+    if (strcmp(B.name, "memory") == 0)
+        return; /* a memory store is private to its process */
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *pool = nm("cpool");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, PROCS * PER_PROC + 40, now, NULL), PK_OK);
+    /* every pair's devices, with keys fetched, made up front */
+    for (int p = 0; p < PROCS; p++)
+        for (int i = 0; i < PER_PROC; i++) {
+            char a[64], b[64];
+            snprintf(a, sizeof a, "%s-c%d-%d-a", B.tag, p, i);
+            snprintf(b, sizeof b, "%s-c%d-%d-b", B.tag, p, i);
+            CHECK_EQ_INT(pk_kms_device_add(e.k, a, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
+                         PK_OK);
+            CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
+                         PK_OK);
+            CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+        }
+    env_close(&e);
+
+    int fds[PROCS][2];
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        CHECK_EQ_INT(pipe(fds[p]), 0);
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            close(fds[p][0]);
+            env_t c;
+            int bad = 0;
+            if (env_open(&c) != PK_OK)
+                _exit(3);
+            for (int i = 0; i < PER_PROC; i++) {
+                char a[64], b[64];
+                pk_reg_keyset_t ks;
+                uint32_t ksi = 0;
+                snprintf(a, sizeof a, "%s-c%d-%d-a", B.tag, p, i);
+                snprintf(b, sizeof b, "%s-c%d-%d-b", B.tag, p, i);
+                int r1 = keys(&c, "nx", a, &ks);
+                int r2 = keys(&c, "ny", b, &ks);
+                int r3 = alloc(&c, "nx", a, b, &ksi);
+                if (r1 != PK_OK || r2 != PK_OK || r3 != PK_OK) {
+                    fprintf(stderr, "proc %d pair %d: %d %d %d\n", p, i, r1, r2, r3);
+                    bad++;
+                    ksi = 0;
+                }
+                if (write(fds[p][1], &ksi, sizeof ksi) != sizeof ksi)
+                    bad++;
+                pk_wipe(&ks, sizeof ks);
+            }
+            bad += pk_kms_flush(c.k) != PK_OK;
+            env_close(&c);
+            _exit(bad ? 1 : 0);
+        }
+        close(fds[p][1]);
+    }
+    uint32_t all[PROCS * PER_PROC];
+    size_t n = 0;
+    for (int p = 0; p < PROCS; p++) {
+        uint32_t v;
+        while (read(fds[p][0], &v, sizeof v) == sizeof v && n < PROCS * PER_PROC)
+            all[n++] = v;
+        close(fds[p][0]);
+        int st = 0;
+        waitpid(pids[p], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_EQ_INT(n, PROCS * PER_PROC);
+    unsigned dups = 0, zeros = 0;
+    for (size_t i = 0; i < n; i++) {
+        zeros += all[i] == 0;
+        for (size_t j = i + 1; j < n; j++)
+            dups += all[i] == all[j] && all[i] != 0;
+    }
+    CHECK_EQ_INT(zeros, 0);
+    CHECK_EQ_INT(dups, 0);
+    /* and the store agrees */
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    uint32_t total = 0, used = 0;
+    CHECK_EQ_INT(pk_kms_pool_info(e.k, pool, &total, &used), PK_OK);
+    CHECK_EQ_INT(used, PROCS * PER_PROC);
+    env_close(&e);
+}
+
+static void test_codecs(void)
+{
+    pk_kms_audit_t a = {.what = PK_KMS_A_ROOT_KEY, .at_ms = 42, .ksi = 7, .count = 1}, b;
+    uint8_t buf[PK_KMS_AUDIT_MAX];
+    size_t n = 0;
+    set_id(&a.node, "node-1");
+    set_id(&a.device, "dev-1");
+    CHECK_EQ_INT(pk_kms_audit_encode(&a, buf, sizeof buf, &n), PK_OK);
+    CHECK_EQ_INT(n, 1 + 1 + 8 + 4 + 2 + 7 + 6 + 1);
+    CHECK_EQ_INT(pk_kms_audit_decode(buf, n, &b), PK_OK);
+    CHECK(b.what == a.what && b.ksi == 7 && b.at_ms == 42 && pk_reg_id_eq(&b.node, &a.node) &&
+          b.peer.len == 0);
+    CHECK_EQ_INT(pk_kms_audit_decode(buf, n - 1, &b), PK_ERR_MALFORMED);
+    buf[0] = 2;
+    CHECK_EQ_INT(pk_kms_audit_decode(buf, n, &b), PK_ERR_MALFORMED);
+    pk_kms_msg_t m = {.type = PK_KMS_T_ERR, .status = 4, .req_type = 0x40}, m2;
+    CHECK_EQ_INT(pk_kms_msg_encode(&m, buf, sizeof buf, &n), PK_OK);
+    CHECK_EQ_INT(n, 3);
+    const uint8_t want[3] = {0x4F, 4, 0x40};
+    CHECK_MEM(buf, want, 3);
+    CHECK_EQ_INT(pk_kms_msg_decode(buf, n, &m2), PK_OK);
+    CHECK_EQ_INT(pk_kms_msg_decode(buf, 2, &m2), PK_ERR_MALFORMED);
+    m.type = PK_KMS_T_DIR_REQ;
+    set_id(&m.id, "d");
+    CHECK_EQ_INT(pk_kms_msg_encode(&m, buf, sizeof buf, &n), PK_OK);
+    const uint8_t want2[3] = {0x46, 1, 'd'};
+    CHECK_EQ_INT(n, 3);
+    CHECK_MEM(buf, want2, 3);
+    buf[1] = 2;
+    CHECK_EQ_INT(pk_kms_msg_decode(buf, n, &m2), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(pk_kms_err_frame(PK_ERR_DENIED, 0x42, 3, buf, sizeof buf), 3);
+    CHECK_EQ_INT(buf[1], PK_REG_ST_DENIED);
+    CHECK_EQ_INT(pk_kms_err_frame(PK_ERR_DENIED, 0x42, 2, buf, sizeof buf), 0);
+}
+
+static void run_backend(const char *name)
+{
+    memset(&B, 0, sizeof B);
+    B.name = name;
+    B.persistent = strcmp(name, "memory") != 0;
+    snprintf(B.tag, sizeof B.tag, "t%lx%x", (unsigned long)time(NULL) & 0xffffff,
+             (unsigned)getpid() & 0xffff);
+    if (strcmp(name, "sqlite") == 0) {
+        snprintf(B.dir, sizeof B.dir, "/tmp/pk-kms-test-XXXXXX");
+        if (!mkdtemp(B.dir)) {
+            perror("mkdtemp");
+            exit(1);
+        }
+    }
+    fprintf(stderr, "== backend %s\n", name);
+    RUN(test_root_keys_per_pair);
+    RUN(test_deny_revokes);
+    RUN(test_vectors);
+    RUN(test_pool);
+    RUN(test_restart_audit_at_rest);
+    RUN(test_hostile);
+    RUN(test_concurrent_alloc);
+    if (B.dir[0]) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", B.dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", B.dir);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *which[8];
+    int n = 0, require_pg = 0;
+    pg_uri = getenv("PK_TEST_PG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--require-pg") == 0)
+            require_pg = 1;
+        else if (n < 8 && (strcmp(argv[i], "memory") == 0 || strcmp(argv[i], "sqlite") == 0 ||
+                           strcmp(argv[i], "pg") == 0))
+            which[n++] = argv[i];
+        else {
+            fprintf(stderr, "usage: %s [--require-pg] [memory|sqlite|pg ...]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (require_pg && !pg_uri) {
+        fprintf(stderr, "PK_TEST_PG is not set: no PostgreSQL to test against\n");
+        return 1;
+    }
+    if (pk_random(kek, sizeof kek) != PK_OK)
+        return 1;
+    RUN(test_codecs);
+    if (n == 0) {
+        which[n++] = "memory";
+        which[n++] = "sqlite";
+        if (pg_uri)
+            which[n++] = "pg";
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(which[i], "pg") == 0 && !pg_uri) {
+            fprintf(stderr, "pg requested but PK_TEST_PG is not set\n");
+            return 1;
+        }
+        run_backend(which[i]);
+    }
+    return check_report();
+}
