@@ -125,6 +125,26 @@ void pk_aead_clear(pk_aead_t *a)
     a->keylen = 0;
 }
 
+int pk_aead_rekey(pk_aead_t *a, const uint8_t *key, size_t keylen)
+{
+    if (!a || !key || (keylen != 16 && keylen != 32))
+        return PK_ERR_INVAL;
+    if (!a->enc || !a->dec || a->keylen != keylen) {
+        /* First key or another AES key size: a fresh pair of contexts (the
+         * old ones are freed, which cleanses their key schedules). */
+        pk_aead_clear(a);
+        return pk_aead_init(a, key, keylen);
+    }
+    /* Same cipher: NULL cipher keeps the provider context and overwrites
+     * its key schedule and GHASH key in place; the IV is set per message. */
+    if (EVP_EncryptInit_ex2(a->enc, NULL, key, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex2(a->dec, NULL, key, NULL, NULL) != 1) {
+        pk_aead_clear(a);
+        return PK_ERR_CRYPTO;
+    }
+    return PK_OK;
+}
+
 int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
                  size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct,
                  uint8_t tag[PK_AEAD_TAG_LEN])

@@ -20,14 +20,14 @@
 
 #define PK_MUST_CHECK __attribute__((warn_unused_result))
 
-#define PK_AEAD_NONCE_LEN 12
-#define PK_AEAD_TAG_LEN 16
-#define PK_HMAC_LEN 32
-#define PK_SHA256_LEN 32
-#define PK_ED25519_PK_LEN 32
-#define PK_ED25519_SK_LEN 32
+#define PK_AEAD_NONCE_LEN  12
+#define PK_AEAD_TAG_LEN    16
+#define PK_HMAC_LEN        32
+#define PK_SHA256_LEN      32
+#define PK_ED25519_PK_LEN  32
+#define PK_ED25519_SK_LEN  32
 #define PK_ED25519_SIG_LEN 64
-#define PK_X25519_LEN 32
+#define PK_X25519_LEN      32
 
 /* Fetches the algorithms once; idempotent and thread-safe. Every other
  * function calls it implicitly, but daemons call it at start to fail early. */
@@ -73,6 +73,17 @@ int pk_aead_init(pk_aead_t *a, const uint8_t *key, size_t keylen);
 /* Wipes the key schedule and frees the context. */
 void pk_aead_clear(pk_aead_t *a);
 
+/*
+ * Sets a new key on an existing context (hot paths with a key per peer: one
+ * context, many keys). The old key schedule is overwritten in place (same key
+ * size) or wiped with the OpenSSL objects (size change: the context is set up
+ * again). A zero-initialised or cleared context is set up as by
+ * pk_aead_init(). keylen 16 or 32. On any error the context is cleared (no
+ * key, safe to clear again or to rekey): PK_ERR_INVAL, PK_ERR_NOMEM,
+ * PK_ERR_CRYPTO.
+ */
+int pk_aead_rekey(pk_aead_t *a, const uint8_t *key, size_t keylen);
+
 /* Encrypts ptlen bytes from pt into ct (which may equal pt) and writes the
  * 16-byte tag. The caller guarantees the nonce is never reused with the key. */
 int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
@@ -82,8 +93,8 @@ int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uin
 /* Decrypts and verifies. On PK_ERR_AUTH the output is wiped, so no
  * unauthenticated plaintext is ever left for the caller. pt may equal ct. */
 int pk_aead_open(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
-                 size_t aadlen, const uint8_t *ct, size_t ctlen,
-                 const uint8_t tag[PK_AEAD_TAG_LEN], uint8_t *pt) PK_MUST_CHECK;
+                 size_t aadlen, const uint8_t *ct, size_t ctlen, const uint8_t tag[PK_AEAD_TAG_LEN],
+                 uint8_t *pt) PK_MUST_CHECK;
 
 /* ---- HMAC-SHA-256 on a re-keyable context ---- */
 

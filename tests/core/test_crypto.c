@@ -252,6 +252,78 @@ static void test_gcm_vectors(void)
     }
 }
 
+/* One vector through a context that may have held other keys before. */
+static void gcm_check_vec(pk_aead_t *a, const struct gcm_vec *v)
+{
+    uint8_t key[32], iv[12], pt[128], aad[64], ct[128], tag[16], out[128], otag[16];
+    size_t kl = unhex(v->key, key, sizeof key);
+    unhex(v->iv, iv, sizeof iv);
+    size_t pl = unhex(v->pt, pt, sizeof pt);
+    size_t al = unhex(v->aad, aad, sizeof aad);
+    size_t cl = unhex(v->ct, ct, sizeof ct);
+    unhex(v->tag, tag, sizeof tag);
+
+    CHECK_EQ_INT(pk_aead_rekey(a, key, kl), PK_OK);
+    CHECK_EQ_INT(a->keylen, kl);
+    memset(out, 0xEE, sizeof out);
+    CHECK_EQ_INT(
+        pk_aead_seal(a, iv, al ? aad : NULL, al, pl ? pt : NULL, pl, pl ? out : NULL, otag), PK_OK);
+    if (memcmp(out, ct, cl) || memcmp(otag, tag, 16))
+        fprintf(stderr, "  vector after rekey: %s\n", v->src);
+    CHECK_MEM(out, ct, cl);
+    CHECK_MEM(otag, tag, 16);
+    memset(out, 0xEE, sizeof out);
+    CHECK_EQ_INT(pk_aead_open(a, iv, al ? aad : NULL, al, cl ? ct : NULL, cl, tag, cl ? out : NULL),
+                 PK_OK);
+    CHECK_MEM(out, pt, pl);
+}
+
+/* pk_aead_rekey: every vector through one context, in order, reversed and
+ * alternating between two keys (including AES-128 <-> AES-256 switches);
+ * a message sealed under the old key no longer opens after the rekey. */
+static void test_gcm_rekey(void)
+{
+    const size_t nv = sizeof gcm_vecs / sizeof gcm_vecs[0];
+    size_t i16 = nv, i32 = nv;
+    pk_aead_t a = {0};
+
+    for (size_t i = 0; i < nv; i++) { /* a cleared context is set up by rekey */
+        gcm_check_vec(&a, &gcm_vecs[i]);
+        if (strlen(gcm_vecs[i].key) == 32 && i16 == nv)
+            i16 = i;
+        if (strlen(gcm_vecs[i].key) == 64 && i32 == nv)
+            i32 = i;
+    }
+    for (size_t i = nv; i-- > 0;)
+        gcm_check_vec(&a, &gcm_vecs[i]);
+    CHECK(i16 < nv && i32 < nv);
+    for (int rep = 0; rep < 6; rep++) { /* 16 <-> 32 <-> 16 ... and 16 <-> 16 */
+        gcm_check_vec(&a, &gcm_vecs[i16]);
+        gcm_check_vec(&a, &gcm_vecs[rep % 2 ? i32 : (i16 + 1) % nv]);
+    }
+
+    /* old key's ciphertext is refused after a rekey to another key */
+    uint8_t k1[16], k2[16], iv[12] = {0}, pt[20] = "twenty bytes of text", ct[20], tag[16], out[20];
+    memset(k1, 0x11, sizeof k1);
+    memset(k2, 0x22, sizeof k2);
+    CHECK_EQ_INT(pk_aead_rekey(&a, k1, 16), PK_OK);
+    CHECK_EQ_INT(pk_aead_seal(&a, iv, NULL, 0, pt, sizeof pt, ct, tag), PK_OK);
+    CHECK_EQ_INT(pk_aead_rekey(&a, k2, 16), PK_OK);
+    CHECK_EQ_INT(pk_aead_open(&a, iv, NULL, 0, ct, sizeof ct, tag, out), PK_ERR_AUTH);
+    CHECK_EQ_INT(pk_aead_rekey(&a, k1, 16), PK_OK);
+    CHECK_EQ_INT(pk_aead_open(&a, iv, NULL, 0, ct, sizeof ct, tag, out), PK_OK);
+    CHECK_MEM(out, pt, sizeof pt);
+
+    /* bad sizes and arguments: refused, and the context is left usable or cleared */
+    CHECK_EQ_INT(pk_aead_rekey(&a, k1, 24), PK_ERR_INVAL);
+    CHECK_EQ_INT(pk_aead_rekey(&a, NULL, 16), PK_ERR_INVAL);
+    CHECK_EQ_INT(pk_aead_rekey(NULL, k1, 16), PK_ERR_INVAL);
+    CHECK_EQ_INT(pk_aead_open(&a, iv, NULL, 0, ct, sizeof ct, tag, out), PK_OK);
+    pk_aead_clear(&a);
+    CHECK(a.enc == NULL && a.dec == NULL);
+    pk_aead_clear(&a);
+}
+
 /* Flips each kind of input in turn; every one must fail with PK_ERR_AUTH
  * and leave the output buffer wiped. */
 static void test_gcm_tamper(void)
@@ -542,6 +614,7 @@ int main(void)
     RUN(test_hmac_rekey);
     RUN(test_sha256);
     RUN(test_gcm_vectors);
+    RUN(test_gcm_rekey);
     RUN(test_gcm_tamper);
     RUN(test_gcm_args);
     RUN(test_ed25519);

@@ -93,6 +93,40 @@ static void test_vectors_rekeyed_context(void)
     pk_kdf_clear(&k);
 }
 
+/* Alternating rekeys between two vectors with 16- and 32-byte keys (and
+ * back), the pattern of a server deriving for one device after another. */
+static void test_rekey_alternating(void)
+{
+    static struct decoded d16, d32;
+    size_t i16 = NVEC, i32 = NVEC;
+    uint8_t out[32];
+    pk_kdf_t k = {0};
+
+    for (size_t i = 0; i < NVEC; i++) {
+        size_t kl = strlen(pk_kdf_vectors[i].key) / 2;
+        if (kl == 16 && i16 == NVEC)
+            i16 = i;
+        if (kl == 32 && i32 == NVEC)
+            i32 = i;
+    }
+    CHECK(i16 < NVEC && i32 < NVEC);
+    if (i16 == NVEC || i32 == NVEC)
+        return;
+    decode(&pk_kdf_vectors[i16], &d16);
+    decode(&pk_kdf_vectors[i32], &d32);
+    for (int rep = 0; rep < 8; rep++) {
+        const struct decoded *d = rep % 2 ? &d32 : &d16;
+        size_t vi = rep % 2 ? i32 : i16;
+        /* rekey of a zeroed context sets it up */
+        CHECK_EQ_INT(pk_kdf_rekey(&k, d->key, d->keylen), PK_OK);
+        memset(out, 0, sizeof out);
+        CHECK_EQ_INT(pk_kdf_derive(&k, (uint8_t)pk_kdf_vectors[vi].fc, d->params, d->np, out),
+                     PK_OK);
+        CHECK_MEM(out, d->want, 32);
+    }
+    pk_kdf_clear(&k);
+}
+
 /* A changed FC, parameter byte, parameter split or key changes the output:
  * the length fields make (P0="ab", P1="c") differ from (P0="a", P1="bc"). */
 static void test_domain_separation(void)
@@ -282,6 +316,7 @@ int main(void)
 {
     RUN(test_vectors_oneoff);
     RUN(test_vectors_rekeyed_context);
+    RUN(test_rekey_alternating);
     RUN(test_domain_separation);
     RUN(test_limits);
     RUN(test_registry);
