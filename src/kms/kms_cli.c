@@ -1,0 +1,603 @@
+/*
+ * `proxkey kms ...`: init, serve, and the admin commands over the same core
+ * functions the simulator and the tests call. Exit status: 0 ok, 1 failure,
+ * 2 usage error (one line on stderr).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "conf.h"
+#include "core/log.h"
+#include "kms_shell.h"
+#include "net/loop.h"
+#include "store/wrap.h"
+
+static const char usage_text[] =
+    "usage: proxkey kms COMMAND [options]\n"
+    "\n"
+    "The key management server: device keys, the allowed lists, root keys per pair\n"
+    "(option 1), root-key pools (option 2), the node directory and the audit log.\n"
+    "\n"
+    "  init                            create the KEK file (0600) and the store\n"
+    "  serve                           serve nodes over mutual TLS 1.3\n"
+    "  device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX]\n"
+    "                                  add a device; without --device-key a 256-bit key is\n"
+    "                                  generated and printed once (for provisioning)\n"
+    "  device list [--after ID] [--limit N]\n"
+    "  device show ID\n"
+    "  device remove ID\n"
+    "  allow A B                       allow the pair (A, B)\n"
+    "  deny A B                        withdraw it (its root key is revoked)\n"
+    "  group add GROUP MEMBER...       a group allows every pair of its members\n"
+    "  group remove GROUP [MEMBER...]  remove members (none given: the whole group)\n"
+    "  pool create NAME N              a pool of N root keys (option 2)\n"
+    "  pool show NAME\n"
+    "  audit [--from N] [--limit N]    the audit log (never key values)\n"
+    "\n"
+    "Common options: --db URI (default kms.db: SQLite; postgresql://... for PostgreSQL),\n"
+    "--kek FILE (default kms.kek, mode 0600), --log-level LEVEL, --config FILE.\n"
+    "Each command takes --help.\n";
+
+static int usage_err(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_err(const char *what, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "proxkey kms %s: ", what);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static int is_help(const char *a)
+{
+    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
+}
+
+/* ---- options ---- */
+
+#define COMMON_KEYS                                                                                \
+    {"db", "store URI: a SQLite path, sqlite:PATH or postgresql://...", KMS_DEFAULT_DB, 0},        \
+        {"kek", "key-encryption key file (32 bytes or 64 hex digits, mode 0600)", KMS_DEFAULT_KEK, \
+         0},                                                                                       \
+    {                                                                                              \
+        "log-level", "error, warn, info or debug", "info", 0                                       \
+    }
+
+static const pk_conf_key_t keys_common[] = {COMMON_KEYS};
+static const pk_conf_key_t keys_serve[] = {
+    COMMON_KEYS,
+    {"listen", "ADDR:PORT to serve nodes on (port 0: any free port)", KMS_DEFAULT_LISTEN, 0},
+    {"ca", "CA certificate (PEM) that node certificates must chain to", NULL, 0},
+    {"cert", "this kms's certificate (PEM)", NULL, 0},
+    {"key", "this kms's private key (PEM)", NULL, 0},
+    {"port-file", "write the bound port to this file once listening", NULL, 0},
+    {"cache-ttl-ms", "how long an unwrapped device key stays cached (ms)", "5000", 0},
+    {"max-conns", "most node connections at once", "1024", 0},
+};
+static const pk_conf_key_t keys_dev_add[] = {
+    COMMON_KEYS,
+    {"mode", "root keys: pairs (option 1) or pool (option 2)", "pairs", 0},
+    {"pool", "the pool of a mode-pool device", NULL, 0},
+    {"device-key", "the device's long-term key, 32 or 64 hex digits (default: generate)", NULL, 0},
+};
+static const pk_conf_key_t keys_dev_list[] = {
+    COMMON_KEYS,
+    {"after", "list devices after this ID", NULL, 0},
+    {"limit", "at most this many", "1000", 0},
+};
+static const pk_conf_key_t keys_audit[] = {
+    COMMON_KEYS,
+    {"from", "first record number", "1", 0},
+    {"limit", "at most this many records", "1000", 0},
+};
+
+typedef struct cmdenv {
+    pk_conf_t conf;
+    char *pos[16];
+    int npos;
+    pk_store_t *st;
+    pk_kms_t *kms;
+} cmdenv_t;
+
+static int parse(cmdenv_t *e, const char *what, const pk_conf_key_t *keys, size_t n, int argc,
+                 char **argv, const char *help)
+{
+    pk_conf_init(&e->conf, keys, n);
+    for (int i = 1; i < argc; i++)
+        if (is_help(argv[i])) {
+            printf("usage: proxkey kms %s\n\nOptions:\n", help);
+            pk_conf_help(&e->conf);
+            return 1;
+        }
+    if (pk_conf_args(&e->conf, argc, argv, e->pos, 16, &e->npos) != 0)
+        return usage_err(what, "%s", e->conf.err);
+    int lvl = pk_log_level_parse(pk_conf_get(&e->conf, "log-level"));
+    if (lvl < 0)
+        return usage_err(what, "unknown log level '%s' (error, warn, info, debug)",
+                         pk_conf_get(&e->conf, "log-level"));
+    pk_log_set_level(lvl);
+    pk_log_set_role("kms");
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int unhex(const char *s, uint8_t *out, size_t *n)
+{
+    size_t l = strlen(s);
+    if (l != 32 && l != 64)
+        return -1;
+    for (size_t i = 0; i < l / 2; i++) {
+        unsigned v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = s[2 * i + (size_t)j];
+            v <<= 4;
+            if (c >= '0' && c <= '9')
+                v |= (unsigned)(c - '0');
+            else if (c >= 'a' && c <= 'f')
+                v |= (unsigned)(c - 'a' + 10);
+            else if (c >= 'A' && c <= 'F')
+                v |= (unsigned)(c - 'A' + 10);
+            else
+                return -1;
+        }
+        out[i] = (uint8_t)v;
+    }
+    *n = l / 2;
+    return 0;
+}
+
+/* Opens KEK, store and core for an admin command. */
+static int open_env(cmdenv_t *e, const char *what)
+{
+    uint8_t kek[PK_WRAP_KEK_LEN];
+    char why[256] = "";
+    const char *kp = pk_conf_get(&e->conf, "kek"), *db = pk_conf_get(&e->conf, "db");
+    int rc = pk_kek_load(kp, kek, why, sizeof why);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey kms %s: KEK %s: %s%s%s\n", what, kp, pk_strerror(rc),
+                why[0] ? ": " : "", why);
+        if (rc == PK_ERR_IO)
+            fprintf(stderr, "  (run: proxkey kms init --db %s --kek %s)\n", db, kp);
+        return 1;
+    }
+    rc = pk_store_open(db, &e->st);
+    if (rc == PK_OK) {
+        pk_kms_cfg_t cfg = {.store = e->st, .kek = kek};
+        rc = pk_kms_new(&cfg, &e->kms);
+    }
+    pk_wipe(kek, sizeof kek);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey kms %s: store %s: %s\n", what, db, pk_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static void close_env(cmdenv_t *e)
+{
+    pk_kms_free(e->kms);
+    pk_store_close(e->st);
+    e->kms = NULL;
+    e->st = NULL;
+}
+
+static int fail(const char *what, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(const char *what, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "proxkey kms %s: ", what);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, ": %s\n", pk_strerror(rc));
+    return 1;
+}
+
+static uint64_t wall(void)
+{
+    return pk_now_realtime_ms();
+}
+
+/* ---- commands ---- */
+
+static int cmd_init(int argc, char **argv)
+{
+    cmdenv_t e = {0};
+    int r = parse(&e, "init", keys_common, 3, argc, argv, "init [--db URI] [--kek FILE]");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos)
+        return usage_err("init", "unexpected argument '%s'", e.pos[0]);
+    const char *kp = pk_conf_get(&e.conf, "kek");
+    int rc = pk_kek_generate(kp);
+    if (rc == PK_OK)
+        printf("created KEK %s (mode 0600)\n", kp);
+    else if (rc == PK_ERR_EXISTS)
+        printf("KEK %s exists: kept\n", kp);
+    else
+        return fail("init", rc, "cannot create KEK %s", kp);
+    if (open_env(&e, "init"))
+        return 1;
+    printf("store %s ready (%s, kms schema v%d)\n", pk_conf_get(&e.conf, "db"),
+           pk_store_backend(e.st), PK_KMS_SCHEMA_VERSION);
+    pk_info("kms_init", "db=%s kek=%s", pk_conf_get(&e.conf, "db"), kp);
+    close_env(&e);
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    cmdenv_t e = {0};
+    int r = parse(&e, "serve", keys_serve, sizeof keys_serve / sizeof keys_serve[0], argc, argv,
+                  "serve --ca FILE --cert FILE --key FILE [--listen ADDR:PORT] [--db URI] "
+                  "[--kek FILE] [--config FILE]");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos)
+        return usage_err("serve", "unexpected argument '%s'", e.pos[0]);
+    const char *need[3] = {"ca", "cert", "key"};
+    for (int i = 0; i < 3; i++)
+        if (!pk_conf_get(&e.conf, need[i]))
+            return usage_err("serve",
+                             "missing --%s (make them with: proxkey ca init DIR; "
+                             "proxkey ca issue DIR kms)",
+                             need[i]);
+    uint64_t ttl = 0, mc = 0;
+    if (parse_u64(pk_conf_get(&e.conf, "cache-ttl-ms"), 1, 86400000, &ttl))
+        return usage_err("serve", "--cache-ttl-ms must be 1..86400000");
+    if (parse_u64(pk_conf_get(&e.conf, "max-conns"), 1, 100000, &mc))
+        return usage_err("serve", "--max-conns must be 1..100000");
+    kms_serve_opts_t o = {.db = pk_conf_get(&e.conf, "db"),
+                          .kek = pk_conf_get(&e.conf, "kek"),
+                          .listen = pk_conf_get(&e.conf, "listen"),
+                          .ca = pk_conf_get(&e.conf, "ca"),
+                          .cert = pk_conf_get(&e.conf, "cert"),
+                          .key = pk_conf_get(&e.conf, "key"),
+                          .port_file = pk_conf_get(&e.conf, "port-file"),
+                          .cache_ttl_ms = ttl,
+                          .max_conns = (unsigned)mc};
+    return kms_serve(&o);
+}
+
+static const char *mode_name(uint8_t m)
+{
+    return m == PK_REG_MODE_PAIRS ? "pairs" : m == PK_REG_MODE_POOL ? "pool" : "?";
+}
+
+static void print_info(const pk_kms_device_info_t *i)
+{
+    printf("device=%.*s mode=%s key_bits=%u created_ms=%" PRIu64 " pairs=%u", i->id.len,
+           (const char *)i->id.b, mode_name(i->mode), i->klen * 8u, i->created_ms, i->npairs);
+    if (i->pool.len)
+        printf(" pool=%.*s", i->pool.len, (const char *)i->pool.b);
+    if (i->node.len)
+        printf(" node=%.*s", i->node.len, (const char *)i->node.b);
+    printf("\n");
+}
+
+static int list_cb(void *ctx, const pk_kms_device_info_t *info)
+{
+    (*(unsigned *)ctx)++;
+    print_info(info);
+    return 0;
+}
+
+static int cmd_device(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms device add|list|show|remove ... (see proxkey kms --help)\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    cmdenv_t e = {0};
+    int r, rc;
+    char what[32];
+    snprintf(what, sizeof what, "device %.16s", sub);
+    if (strcmp(sub, "add") == 0) {
+        r = parse(&e, what, keys_dev_add, sizeof keys_dev_add / sizeof keys_dev_add[0], argc - 1,
+                  argv + 1, "device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX]");
+        if (r)
+            return r == 1 ? 0 : r;
+        if (e.npos != 1)
+            return usage_err(what, "expected one device ID");
+        const char *m = pk_conf_get(&e.conf, "mode"), *pool = pk_conf_get(&e.conf, "pool");
+        uint8_t mode = strcmp(m, "pairs") == 0  ? PK_REG_MODE_PAIRS
+                       : strcmp(m, "pool") == 0 ? PK_REG_MODE_POOL
+                                                : 0;
+        if (!mode)
+            return usage_err(what, "--mode must be pairs or pool");
+        if ((mode == PK_REG_MODE_POOL) != (pool != NULL))
+            return usage_err(what, "--pool NAME goes with --mode pool (and only with it)");
+        uint8_t key[32], gen[32];
+        size_t klen = 0;
+        const char *hex = pk_conf_get(&e.conf, "device-key");
+        if (hex && unhex(hex, key, &klen) != 0)
+            return usage_err(what, "--device-key must be 32 or 64 hex digits");
+        if (open_env(&e, what))
+            return 1;
+        rc = pk_kms_device_add(e.kms, e.pos[0], hex ? key : NULL, klen, mode, pool, wall(),
+                               hex ? NULL : gen);
+        pk_wipe(key, sizeof key);
+        if (rc == PK_OK) {
+            pk_info("device_added", "device=%s mode=%s", e.pos[0], m);
+            if (hex) {
+                printf("added %s (mode %s)\n", e.pos[0], m);
+            } else {
+                printf("added %s (mode %s) key ", e.pos[0], m);
+                for (int i = 0; i < 32; i++)
+                    printf("%02x", gen[i]);
+                printf("\n");
+            }
+        }
+        pk_wipe(gen, sizeof gen);
+        close_env(&e);
+        if (rc == PK_ERR_INVAL)
+            return usage_err(what, "bad device ID or pool name (1..64 bytes of UTF-8)");
+        if (rc == PK_ERR_NOTFOUND)
+            return fail(what, rc, "no pool '%s' (proxkey kms pool create)", pool);
+        return rc == PK_OK ? 0 : fail(what, rc, "%s", e.pos[0]);
+    }
+    if (strcmp(sub, "list") == 0) {
+        r = parse(&e, what, keys_dev_list, sizeof keys_dev_list / sizeof keys_dev_list[0], argc - 1,
+                  argv + 1, "device list [--after ID] [--limit N]");
+        if (r)
+            return r == 1 ? 0 : r;
+        uint64_t lim = 0;
+        if (e.npos)
+            return usage_err(what, "unexpected argument '%s'", e.pos[0]);
+        if (parse_u64(pk_conf_get(&e.conf, "limit"), 1, 1000000, &lim))
+            return usage_err(what, "--limit must be 1..1000000");
+        if (open_env(&e, what))
+            return 1;
+        unsigned n = 0;
+        rc = pk_kms_device_list(e.kms, pk_conf_get(&e.conf, "after"), lim, list_cb, &n);
+        close_env(&e);
+        return rc == PK_OK ? 0 : fail(what, rc, "listing");
+    }
+    if (strcmp(sub, "show") == 0 || strcmp(sub, "remove") == 0) {
+        r = parse(&e, what, keys_common, 3, argc - 1, argv + 1,
+                  strcmp(sub, "show") == 0 ? "device show ID" : "device remove ID");
+        if (r)
+            return r == 1 ? 0 : r;
+        if (e.npos != 1)
+            return usage_err(what, "expected one device ID");
+        if (open_env(&e, what))
+            return 1;
+        if (strcmp(sub, "show") == 0) {
+            pk_kms_device_info_t info;
+            rc = pk_kms_device_show(e.kms, e.pos[0], &info);
+            if (rc == PK_OK)
+                print_info(&info);
+        } else {
+            rc = pk_kms_device_remove(e.kms, e.pos[0], wall());
+            if (rc == PK_OK) {
+                printf("removed %s\n", e.pos[0]);
+                pk_info("device_removed", "device=%s", e.pos[0]);
+            }
+        }
+        close_env(&e);
+        if (rc == PK_ERR_NOTFOUND)
+            return fail(what, rc, "no device '%s'", e.pos[0]);
+        return rc == PK_OK ? 0 : fail(what, rc, "%s", e.pos[0]);
+    }
+    return usage_err("device", "unknown subcommand '%s' (add, list, show, remove)", sub);
+}
+
+static int cmd_pair(int argc, char **argv, int allow)
+{
+    cmdenv_t e = {0};
+    const char *what = allow ? "allow" : "deny";
+    int r = parse(&e, what, keys_common, 3, argc, argv, allow ? "allow A B" : "deny A B");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos != 2)
+        return usage_err(what, "expected two device IDs");
+    if (strcmp(e.pos[0], e.pos[1]) == 0)
+        return usage_err(what, "a pair needs two different devices");
+    if (open_env(&e, what))
+        return 1;
+    int rc, still = 0;
+    if (allow)
+        rc = pk_kms_allow(e.kms, e.pos[0], e.pos[1], wall());
+    else
+        rc = pk_kms_deny(e.kms, e.pos[0], e.pos[1], wall(), &still);
+    close_env(&e);
+    if (rc == PK_OK) {
+        printf("%s %s %s%s\n", allow ? "allowed" : "denied", e.pos[0], e.pos[1],
+               still ? " (a group still allows the pair)" : "");
+        pk_info(allow ? "pair_allowed" : "pair_denied", "a=%s b=%s", e.pos[0], e.pos[1]);
+        return 0;
+    }
+    if (rc == PK_ERR_EXISTS) {
+        printf("%s %s already allowed\n", e.pos[0], e.pos[1]);
+        return 0;
+    }
+    if (rc == PK_ERR_NOTFOUND)
+        return fail(what, rc, "%s %s was not explicitly allowed", e.pos[0], e.pos[1]);
+    if (rc == PK_ERR_INVAL)
+        return usage_err(what, "bad device ID (1..64 bytes of UTF-8)");
+    return fail(what, rc, "%s %s", e.pos[0], e.pos[1]);
+}
+
+static int cmd_group(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms group add GROUP MEMBER... | group remove GROUP [MEMBER...]\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    int add = strcmp(argv[1], "add") == 0;
+    if (!add && strcmp(argv[1], "remove") != 0)
+        return usage_err("group", "unknown subcommand '%s' (add, remove)", argv[1]);
+    cmdenv_t e = {0};
+    const char *what = add ? "group add" : "group remove";
+    int r = parse(&e, what, keys_common, 3, argc - 1, argv + 1,
+                  add ? "group add GROUP MEMBER..." : "group remove GROUP [MEMBER...]");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos < (add ? 2 : 1))
+        return usage_err(what, add ? "expected GROUP and at least one MEMBER" : "expected GROUP");
+    if (open_env(&e, what))
+        return 1;
+    int rc = PK_OK, failed = 0;
+    if (!add && e.npos == 1) {
+        rc = pk_kms_group_remove(e.kms, e.pos[0], NULL, wall());
+        if (rc == PK_OK)
+            printf("removed group %s\n", e.pos[0]);
+        else
+            failed = fail(what, rc, "group %s", e.pos[0]);
+    }
+    for (int i = 1; i < e.npos; i++) {
+        rc = add ? pk_kms_group_add(e.kms, e.pos[0], e.pos[i], wall())
+                 : pk_kms_group_remove(e.kms, e.pos[0], e.pos[i], wall());
+        if (rc == PK_OK)
+            printf("%s %s %s\n", add ? "added" : "removed", e.pos[i], e.pos[0]);
+        else if (add && rc == PK_ERR_EXISTS)
+            printf("%s already in %s\n", e.pos[i], e.pos[0]);
+        else
+            failed = fail(what, rc, "%s in %s", e.pos[i], e.pos[0]);
+    }
+    close_env(&e);
+    return failed;
+}
+
+static int cmd_pool(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms pool create NAME N | pool show NAME\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    int create = strcmp(argv[1], "create") == 0;
+    if (!create && strcmp(argv[1], "show") != 0)
+        return usage_err("pool", "unknown subcommand '%s' (create, show)", argv[1]);
+    cmdenv_t e = {0};
+    const char *what = create ? "pool create" : "pool show";
+    int r = parse(&e, what, keys_common, 3, argc - 1, argv + 1,
+                  create ? "pool create NAME N" : "pool show NAME");
+    if (r)
+        return r == 1 ? 0 : r;
+    uint64_t n = 0;
+    if (e.npos != (create ? 2 : 1))
+        return usage_err(what, create ? "expected NAME and N" : "expected NAME");
+    if (create && parse_u64(e.pos[1], 1, PK_KMS_POOL_MAX_KEYS, &n))
+        return usage_err(what, "N must be 1..%d", PK_KMS_POOL_MAX_KEYS);
+    if (open_env(&e, what))
+        return 1;
+    int rc;
+    if (create) {
+        uint32_t first = 0;
+        rc = pk_kms_pool_create(e.kms, e.pos[0], (uint32_t)n, wall(), &first);
+        if (rc == PK_OK) {
+            printf("created pool %s: %" PRIu64 " keys, first KSI %" PRIu32 "\n", e.pos[0], n,
+                   first);
+            pk_info("pool_created", "pool=%s keys=%" PRIu64, e.pos[0], n);
+        }
+    } else {
+        uint32_t total = 0, used = 0;
+        rc = pk_kms_pool_info(e.kms, e.pos[0], &total, &used);
+        if (rc == PK_OK)
+            printf("pool=%s keys=%" PRIu32 " allocated=%" PRIu32 " free=%" PRIu32 "\n", e.pos[0],
+                   total, used, total - used);
+    }
+    close_env(&e);
+    if (rc == PK_ERR_EXISTS || rc == PK_ERR_NOTFOUND)
+        return fail(what, rc, "pool %s", e.pos[0]);
+    if (rc == PK_ERR_INVAL)
+        return usage_err(what, "bad pool name (1..64 bytes of UTF-8)");
+    return rc == PK_OK ? 0 : fail(what, rc, "pool %s", e.pos[0]);
+}
+
+static int audit_cb(void *ctx, const pk_kms_audit_t *a)
+{
+    (void)ctx;
+    time_t t = (time_t)(a->at_ms / 1000);
+    struct tm tm;
+    char ts[32] = "?";
+    if (gmtime_r(&t, &tm))
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    printf("%" PRIu64 " %s.%03uZ what=%s node=%.*s device=%.*s", a->seqno, ts,
+           (unsigned)(a->at_ms % 1000), pk_kms_audit_what_name(a->what), a->node.len,
+           (const char *)a->node.b, a->device.len, (const char *)a->device.b);
+    if (a->peer.len)
+        printf(" peer=%.*s", a->peer.len, (const char *)a->peer.b);
+    if (a->ksi)
+        printf(" ksi=%" PRIu32, a->ksi);
+    if (a->count > 1)
+        printf(" count=%u", a->count);
+    printf("\n");
+    return 0;
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    cmdenv_t e = {0};
+    int r = parse(&e, "audit", keys_audit, sizeof keys_audit / sizeof keys_audit[0], argc, argv,
+                  "audit [--from N] [--limit N]");
+    if (r)
+        return r == 1 ? 0 : r;
+    uint64_t from = 0, lim = 0;
+    if (e.npos)
+        return usage_err("audit", "unexpected argument '%s'", e.pos[0]);
+    if (parse_u64(pk_conf_get(&e.conf, "from"), 1, UINT64_MAX, &from) ||
+        parse_u64(pk_conf_get(&e.conf, "limit"), 1, PK_STORE_SCAN_MAX, &lim))
+        return usage_err("audit", "--from must be >= 1 and --limit 1..%d", PK_STORE_SCAN_MAX);
+    if (open_env(&e, "audit"))
+        return 1;
+    int rc = pk_kms_audit_list(e.kms, from, lim, audit_cb, NULL);
+    close_env(&e);
+    return rc == PK_OK ? 0 : fail("audit", rc, "reading the log");
+}
+
+int pk_cmd_kms(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    if (is_help(c)) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(c, "init") == 0)
+        return cmd_init(argc - 1, argv + 1);
+    if (strcmp(c, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(c, "device") == 0)
+        return cmd_device(argc - 1, argv + 1);
+    if (strcmp(c, "allow") == 0)
+        return cmd_pair(argc - 1, argv + 1, 1);
+    if (strcmp(c, "deny") == 0)
+        return cmd_pair(argc - 1, argv + 1, 0);
+    if (strcmp(c, "group") == 0)
+        return cmd_group(argc - 1, argv + 1);
+    if (strcmp(c, "pool") == 0)
+        return cmd_pool(argc - 1, argv + 1);
+    if (strcmp(c, "audit") == 0)
+        return cmd_audit(argc - 1, argv + 1);
+    fprintf(stderr, "proxkey kms: unknown command '%s' (see proxkey kms --help)\n", c);
+    return 2;
+}

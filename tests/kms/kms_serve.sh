@@ -1,0 +1,77 @@
+#!/bin/sh
+# Integration: a dev CA from `proxkey ca`, `proxkey kms init`, devices and a
+# pair from the admin CLI, `proxkey kms serve` on 127.0.0.1 (ephemeral port),
+# a node-side client over mutual TLS, the audit log, a clean SIGTERM stop.
+#   kms_serve.sh PROXKEY TEST_CLIENT
+set -u
+PK=$1
+CLIENT=$2
+D=$(mktemp -d /tmp/pk-kms-serve-XXXXXX)
+PID=
+fails=0
+passes=0
+cleanup() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null; fi
+    rm -rf "$D"
+}
+trap cleanup EXIT INT TERM
+ok() { passes=$((passes + 1)); echo "ok   $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL $1"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+DB="$D/kms.db"
+KEK="$D/kms.kek"
+A="--db $DB --kek $KEK --log-level warn"
+
+check "ca init" "'$PK' ca init '$D/ca' >/dev/null"
+check "ca issue kms" "'$PK' ca issue '$D/ca' kms >/dev/null"
+check "ca issue node" "'$PK' ca issue '$D/ca' node-1 >/dev/null"
+check "kms init" "'$PK' kms init $A >/dev/null"
+check "kek is 0600" "[ \"\$(stat -c %a '$KEK')\" = 600 ]"
+check "init again keeps the kek" "'$PK' kms init $A | grep -q kept"
+check "device add (given key)" "'$PK' kms device add dev-1 --device-key $KEY $A >/dev/null"
+check "device add (generated key)" "'$PK' kms device add dev-2 $A | grep -Eq 'key [0-9a-f]{64}$'"
+check "device add twice fails" "! '$PK' kms device add dev-2 $A 2>/dev/null"
+check "allow" "'$PK' kms allow dev-1 dev-2 $A >/dev/null"
+check "pool create" "'$PK' kms pool create p0 8 $A | grep -q 'first KSI'"
+check "device add pool" "'$PK' kms device add dev-3 --mode pool --pool p0 $A >/dev/null"
+check "device list" "[ \"\$('$PK' kms device list $A | wc -l)\" = 3 ]"
+check "device show" "'$PK' kms device show dev-1 $A | grep -q 'mode=pairs key_bits=256'"
+check "usage error exits 2" "'$PK' kms allow dev-1 $A 2>/dev/null; [ \$? = 2 ]"
+check "bad mode exits 2" "'$PK' kms device add x --mode nope $A 2>/dev/null; [ \$? = 2 ]"
+check "help exits 0" "'$PK' kms device add --help >/dev/null"
+chmod 644 "$KEK"
+check "a 0644 kek is refused" "! '$PK' kms device list $A 2>/dev/null"
+chmod 600 "$KEK"
+
+"$PK" kms serve --db $DB --kek $KEK --log-level info --listen 127.0.0.1:0 --port-file "$D/port" --ca "$D/ca/ca.crt" \
+    --cert "$D/ca/kms.crt" --key "$D/ca/kms.key" 2>"$D/serve.log" &
+PID=$!
+i=0
+while [ ! -s "$D/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "serve listening" "[ -s '$D/port' ]"
+PORT=$(cat "$D/port" 2>/dev/null)
+
+check "client" "'$CLIENT' 127.0.0.1:$PORT '$D/ca/ca.crt' '$D/ca/node-1.crt' '$D/ca/node-1.key' node-1 dev-1 $KEY dev-2"
+
+kill -TERM "$PID"
+i=0
+while kill -0 "$PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+wait "$PID"
+rc=$?
+PID=
+check "clean stop on SIGTERM" "[ $rc = 0 ]"
+check "stop logged with counters" "grep -q 'event=stopped vectors=51' '$D/serve.log' || { cat '$D/serve.log'; false; }"
+"$PK" kms audit $A --limit 10000 >"$D/audit.txt"
+check "audit has the vectors" "[ \"\$(grep -c 'what=vector node=node-1 device=dev-1' '$D/audit.txt')\" = 51 ]"
+check "audit has the root keys" "[ \"\$(grep -c 'what=root_key' '$D/audit.txt')\" = 2 ]"
+check "no key in the audit or the log" "! grep -qi '$KEY' '$D/audit.txt' '$D/serve.log'"
+KEYMID=$(printf '\020\021\022\023\024\025\026\027\030\031')
+check "no key in the database file" "! LC_ALL=C grep -qaF \"\$KEYMID\" '$DB' '$DB-wal' 2>/dev/null"
+check "the file check can fail" "LC_ALL=C grep -qaF 'dev-1' '$DB' '$DB-wal' 2>/dev/null"
+check "device remove" "'$PK' kms device remove dev-2 $A >/dev/null"
+check "deny after remove finds nothing" "! '$PK' kms deny dev-1 dev-2 $A 2>/dev/null"
+
+echo "$passes passed, $fails failed"
+[ $fails = 0 ]
