@@ -156,7 +156,7 @@ static void run(void)
             node_actions(m->to, &o);
             break;
         case Q_TO_KMS: {
-            char name[16]; /* the node's TLS CN */
+            char name[32]; /* the node's TLS CN */
             snprintf(name, sizeof name, "node-%d", m->from + 1);
             if (W.kms_offline)
                 break;
@@ -174,7 +174,7 @@ static void run(void)
             node_actions(m->to, &o);
             break;
         case Q_TO_NODE_PEER: {
-            char name[16];
+            char name[32];
             snprintf(name, sizeof name, "node-%d", m->from + 1);
             (void)pk_node_peer_input(W.node[m->to], (const uint8_t *)name, strlen(name), m->b,
                                      m->len, W.now, &o);
