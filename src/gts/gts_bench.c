@@ -101,6 +101,7 @@ static void *lg_main(void *arg)
     int ep = epoll_create1(0), fds[W];
     uint32_t cur[W];
     static pk_trig_dev_msg_t msg;
+    pk_trig_cx_t cx = {0};
     struct sockaddr_in to = {0};
     to.sin_family = AF_INET;
     to.sin_port = htons(g->port);
@@ -136,7 +137,7 @@ static void *lg_main(void *arg)
                 pk_trig_dev_t *d = &g->devs[cur[i]];
                 if (g->echo) {
                     g->answered++;
-                } else if (pk_trig_dev_input(d, buf, (size_t)len, now, &msg) == PK_OK) {
+                } else if (pk_trig_dev_input_cx(d, buf, (size_t)len, now, &msg, &cx) == PK_OK) {
                     (void)pk_trig_dev_saved(d, now);
                     d->deadline_ms = 0;
                     g->answered++;
@@ -179,6 +180,7 @@ static void *lg_main(void *arg)
     for (int i = 0; i < W; i++)
         close(fds[i]);
     close(ep);
+    pk_trig_cx_clear(&cx);
     return NULL;
 }
 

@@ -101,6 +101,23 @@ uint64_t pk_trig_dev_next_deadline(const pk_trig_dev_t *d)
 int pk_trig_dev_input(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t now_ms,
                       pk_trig_dev_msg_t *msg)
 {
+    pk_trig_cx_t cx = {0};
+    int rc = pk_trig_dev_input_cx(d, buf, len, now_ms, msg, &cx);
+    pk_trig_cx_clear(&cx);
+    return rc;
+}
+
+void pk_trig_cx_clear(pk_trig_cx_t *cx)
+{
+    if (!cx)
+        return;
+    pk_aead_clear(&cx->aead);
+    pk_kdf_clear(&cx->kdf);
+}
+
+int pk_trig_dev_input_cx(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t now_ms,
+                         pk_trig_dev_msg_t *msg, pk_trig_cx_t *cx)
+{
     int rc;
     uint8_t pt[PK_TRIG_RESP_MAX];
     uint8_t uid2[PK_TRIG_UID_LEN], k2[PK_TRIG_KEY_LEN];
@@ -110,7 +127,7 @@ int pk_trig_dev_input(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t
     (void)now_ms;
     if (d->state != PK_TRIG_DEV_WAIT)
         return PK_ERR_STATE;
-    rc = pk_trig_resp_open(d->key, d->uid, buf, len, pt, sizeof pt, &r);
+    rc = pk_trig_resp_open_cx(&cx->aead, d->key, d->uid, buf, len, pt, sizeof pt, &r);
     if (rc != PK_OK) {
         d->rejected++;
         goto out;
@@ -121,11 +138,13 @@ int pk_trig_dev_input(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t
         rc = PK_ERR_REPLAY;
         goto out;
     }
-    rc = pk_trig_derive_uid2(d->key, d->uid, r.rand, uid2);
+    rc = pk_kdf_rekey(&cx->kdf, d->key, PK_TRIG_KEY_LEN);
+    if (rc == PK_OK)
+        rc = pk_trig_derive_uid2_cx(&cx->kdf, d->uid, r.rand, uid2);
     if (rc != PK_OK)
         goto out;
     if (r.flags & PK_TRIG_F_ROTATE) {
-        rc = pk_trig_derive_k2(d->key, r.rand, uid2, k2);
+        rc = pk_trig_derive_k2_cx(&cx->kdf, r.rand, uid2, k2);
         if (rc != PK_OK)
             goto out;
     }

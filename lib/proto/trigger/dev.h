@@ -108,6 +108,21 @@ uint64_t pk_trig_dev_next_deadline(const pk_trig_dev_t *d);
 int pk_trig_dev_input(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t now_ms,
                       pk_trig_dev_msg_t *msg);
 
+/*
+ * Reusable crypto contexts for pk_trig_dev_input_cx (a gateway or load
+ * generator running many devices: no context set-up per response). Zero-
+ * initialise; caller-owned; pk_trig_cx_clear wipes and frees (again: fine).
+ */
+typedef struct pk_trig_cx {
+    pk_aead_t aead;
+    pk_kdf_t kdf;
+} pk_trig_cx_t;
+void pk_trig_cx_clear(pk_trig_cx_t *cx);
+
+/* As pk_trig_dev_input, on the caller's contexts (re-keyed with the device's key). */
+int pk_trig_dev_input_cx(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint64_t now_ms,
+                         pk_trig_dev_msg_t *msg, pk_trig_cx_t *cx);
+
 /* The new identity is durable: SAVE -> IDLE, next poll one interval later. */
 int pk_trig_dev_saved(pk_trig_dev_t *d, uint64_t now_ms);
 

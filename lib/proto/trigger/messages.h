@@ -36,6 +36,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/crypto.h"
+#include "core/kdf.h"
+
 #define PK_TRIG_VERSION 0x01
 #define PK_TRIG_T_POLL  0x01
 #define PK_TRIG_T_RESP  0x02
@@ -124,6 +127,15 @@ int pk_trig_resp_seal(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
                       const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t *out, size_t outcap,
                       size_t *outlen);
 
+/* As pk_trig_resp_seal on a caller-owned, reusable context (hot paths):
+ * the context is re-keyed with k1 (pk_aead_rekey) and keeps that key. */
+int pk_trig_resp_seal_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
+                         const uint8_t uid1[PK_TRIG_UID_LEN],
+                         const uint8_t nonce[PK_TRIG_NONCE_LEN], uint8_t cmd, uint8_t flags,
+                         const uint8_t *arg, size_t arglen, uint8_t sent,
+                         const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t *out, size_t outcap,
+                         size_t *outlen);
+
 /* An opened response. arg points into the caller's pt buffer. */
 typedef struct pk_trig_resp {
     uint8_t cmd, flags, sent;
@@ -141,6 +153,18 @@ typedef struct pk_trig_resp {
  */
 int pk_trig_resp_open(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_TRIG_UID_LEN],
                       const uint8_t *buf, size_t len, uint8_t *pt, size_t ptcap, pk_trig_resp_t *r);
+
+/* As pk_trig_resp_open on a caller-owned, reusable context (re-keyed with k1). */
+int pk_trig_resp_open_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
+                         const uint8_t uid1[PK_TRIG_UID_LEN], const uint8_t *buf, size_t len,
+                         uint8_t *pt, size_t ptcap, pk_trig_resp_t *r);
+
+/* The derivations below on a KDF context already keyed with K1 (the _cx
+ * forms; the caller re-keys it per device), and one-off forms with K1. */
+int pk_trig_derive_uid2_cx(pk_kdf_t *k, const uint8_t uid1[PK_TRIG_UID_LEN],
+                           const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t uid2[PK_TRIG_UID_LEN]);
+int pk_trig_derive_k2_cx(pk_kdf_t *k, const uint8_t rand[PK_TRIG_RAND_LEN],
+                         const uint8_t uid2[PK_TRIG_UID_LEN], uint8_t k2[PK_TRIG_KEY_LEN]);
 
 /* UID2 = first 16 of KDF(K1, 0xEC, UID1, UID_RAND). */
 int pk_trig_derive_uid2(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_TRIG_UID_LEN],

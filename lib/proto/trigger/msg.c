@@ -92,8 +92,21 @@ int pk_trig_resp_seal(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
                       const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t *out, size_t outcap,
                       size_t *outlen)
 {
-    int rc;
     pk_aead_t a = {0};
+    int rc = pk_trig_resp_seal_cx(&a, k1, uid1, nonce, cmd, flags, arg, arglen, sent, rand, out,
+                                  outcap, outlen);
+    pk_aead_clear(&a);
+    return rc;
+}
+
+int pk_trig_resp_seal_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
+                         const uint8_t uid1[PK_TRIG_UID_LEN],
+                         const uint8_t nonce[PK_TRIG_NONCE_LEN], uint8_t cmd, uint8_t flags,
+                         const uint8_t *arg, size_t arglen, uint8_t sent,
+                         const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t *out, size_t outcap,
+                         size_t *outlen)
+{
+    int rc;
     uint8_t aad[PK_TRIG_AAD_LEN];
     pk_wr_t w;
     size_t total = PK_TRIG_RESP_FIXED + arglen;
@@ -115,16 +128,15 @@ int pk_trig_resp_seal(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
         return PK_ERR_INVAL;
 
     pk_trig_aad(aad, uid1);
-    rc = pk_aead_init(&a, k1, PK_TRIG_KEY_LEN);
+    rc = pk_aead_rekey(a, k1, PK_TRIG_KEY_LEN);
     if (rc != PK_OK)
         goto out;
     uint8_t *pt = out + PK_TRIG_HDR_LEN + PK_TRIG_NONCE_LEN;
     size_t ptlen = PK_TRIG_PT_FIXED + arglen;
-    rc = pk_aead_seal(&a, nonce, aad, sizeof aad, pt, ptlen, pt, pt + ptlen);
+    rc = pk_aead_seal(a, nonce, aad, sizeof aad, pt, ptlen, pt, pt + ptlen);
     if (rc == PK_OK)
         *outlen = total;
 out:
-    pk_aead_clear(&a);
     if (rc != PK_OK)
         pk_wipe(out, outcap < total ? outcap : total);
     return rc;
@@ -133,8 +145,17 @@ out:
 int pk_trig_resp_open(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_TRIG_UID_LEN],
                       const uint8_t *buf, size_t len, uint8_t *pt, size_t ptcap, pk_trig_resp_t *r)
 {
-    int rc = PK_ERR_MALFORMED;
     pk_aead_t a = {0};
+    int rc = pk_trig_resp_open_cx(&a, k1, uid1, buf, len, pt, ptcap, r);
+    pk_aead_clear(&a);
+    return rc;
+}
+
+int pk_trig_resp_open_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
+                         const uint8_t uid1[PK_TRIG_UID_LEN], const uint8_t *buf, size_t len,
+                         uint8_t *pt, size_t ptcap, pk_trig_resp_t *r)
+{
+    int rc = PK_ERR_MALFORMED;
     uint8_t aad[PK_TRIG_AAD_LEN];
     size_t ctlen;
     pk_rd_t rd;
@@ -149,12 +170,12 @@ int pk_trig_resp_open(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
         return PK_ERR_INVAL;
 
     pk_trig_aad(aad, uid1);
-    rc = pk_aead_init(&a, k1, PK_TRIG_KEY_LEN);
+    rc = pk_aead_rekey(a, k1, PK_TRIG_KEY_LEN);
     if (rc != PK_OK)
         goto out;
     /* The tag is the patent's SIG: the XSIG comparison happens inside
      * pk_aead_open (constant time); no plaintext is released on mismatch. */
-    rc = pk_aead_open(&a, buf + PK_TRIG_HDR_LEN, aad, sizeof aad,
+    rc = pk_aead_open(a, buf + PK_TRIG_HDR_LEN, aad, sizeof aad,
                       buf + PK_TRIG_HDR_LEN + PK_TRIG_NONCE_LEN, ctlen, buf + len - PK_TRIG_TAG_LEN,
                       pt);
     if (rc != PK_OK)
@@ -178,7 +199,6 @@ int pk_trig_resp_open(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
     if (rc != PK_OK)
         rc = PK_ERR_MALFORMED;
 out:
-    pk_aead_clear(&a);
     if (rc != PK_OK) {
         pk_wipe(pt, ptcap < ctlen ? ptcap : ctlen);
         memset(r, 0, sizeof *r);
@@ -189,9 +209,20 @@ out:
 int pk_trig_derive_uid2(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_TRIG_UID_LEN],
                         const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t uid2[PK_TRIG_UID_LEN])
 {
+    pk_kdf_t k = {0};
+    int rc = pk_kdf_init(&k, k1, PK_TRIG_KEY_LEN);
+    if (rc == PK_OK)
+        rc = pk_trig_derive_uid2_cx(&k, uid1, rand, uid2);
+    pk_kdf_clear(&k);
+    return rc;
+}
+
+int pk_trig_derive_uid2_cx(pk_kdf_t *k, const uint8_t uid1[PK_TRIG_UID_LEN],
+                           const uint8_t rand[PK_TRIG_RAND_LEN], uint8_t uid2[PK_TRIG_UID_LEN])
+{
     uint8_t out[PK_KDF_OUT_LEN];
     pk_kdf_param_t p[2] = {{uid1, PK_TRIG_UID_LEN}, {rand, PK_TRIG_RAND_LEN}};
-    int rc = pk_kdf(k1, PK_TRIG_KEY_LEN, PK_FC_UID2, p, 2, out);
+    int rc = pk_kdf_derive(k, PK_FC_UID2, p, 2, out);
     if (rc == PK_OK)
         memcpy(uid2, out, PK_TRIG_UID_LEN);
     pk_wipe(out, sizeof out);
@@ -201,9 +232,20 @@ int pk_trig_derive_uid2(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK
 int pk_trig_derive_k2(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t rand[PK_TRIG_RAND_LEN],
                       const uint8_t uid2[PK_TRIG_UID_LEN], uint8_t k2[PK_TRIG_KEY_LEN])
 {
+    pk_kdf_t k = {0};
+    int rc = pk_kdf_init(&k, k1, PK_TRIG_KEY_LEN);
+    if (rc == PK_OK)
+        rc = pk_trig_derive_k2_cx(&k, rand, uid2, k2);
+    pk_kdf_clear(&k);
+    return rc;
+}
+
+int pk_trig_derive_k2_cx(pk_kdf_t *k, const uint8_t rand[PK_TRIG_RAND_LEN],
+                         const uint8_t uid2[PK_TRIG_UID_LEN], uint8_t k2[PK_TRIG_KEY_LEN])
+{
     uint8_t out[PK_KDF_OUT_LEN];
     pk_kdf_param_t p[2] = {{rand, PK_TRIG_RAND_LEN}, {uid2, PK_TRIG_UID_LEN}};
-    int rc = pk_kdf(k1, PK_TRIG_KEY_LEN, PK_FC_K2, p, 2, out);
+    int rc = pk_kdf_derive(k, PK_FC_K2, p, 2, out);
     if (rc == PK_OK)
         memcpy(k2, pk_kdf_key128(out), PK_TRIG_KEY_LEN);
     pk_wipe(out, sizeof out);

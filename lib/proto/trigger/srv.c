@@ -64,8 +64,10 @@ struct pk_trig_srv {
     uint32_t cap, used;
     cmdent_t *cmds;
     uint32_t ncmds, cmd_free;
-    pk_kdf_t kdf;
+    pk_kdf_t kdf;                   /* one HMAC context re-keyed per device ... */
+    uint8_t kdf_k[PK_TRIG_KEY_LEN]; /* ... currently keyed with this */
     int kdf_ready;
+    pk_aead_t aead; /* one AES-GCM context re-keyed per response */
     pk_trig_srv_stats_t st;
 };
 
@@ -148,15 +150,20 @@ found:
     s->used--;
 }
 
+/* Keys the core's KDF context with k unless it holds k already (a poll
+ * with UID2 derives twice with the same K1: the lookup, then the new UID2). */
 static int kdf_key(pk_trig_srv_t *s, const uint8_t k[PK_TRIG_KEY_LEN])
 {
-    if (!s->kdf_ready) {
-        int rc = pk_kdf_init(&s->kdf, k, PK_TRIG_KEY_LEN);
-        if (rc == PK_OK)
-            s->kdf_ready = 1;
-        return rc;
+    int rc;
+    if (s->kdf_ready && pk_ct_eq(s->kdf_k, k, PK_TRIG_KEY_LEN))
+        return PK_OK;
+    s->kdf_ready = 0;
+    rc = pk_kdf_rekey(&s->kdf, k, PK_TRIG_KEY_LEN);
+    if (rc == PK_OK) {
+        memcpy(s->kdf_k, k, PK_TRIG_KEY_LEN);
+        s->kdf_ready = 1;
     }
-    return pk_kdf_rekey(&s->kdf, k, PK_TRIG_KEY_LEN);
+    return rc;
 }
 
 /* UID2 of a slot's pending exchange. */
@@ -261,8 +268,8 @@ void pk_trig_srv_free(pk_trig_srv_t *s)
         free(s->slots);
     }
     free(s->tab);
-    if (s->kdf_ready)
-        pk_kdf_clear(&s->kdf);
+    pk_kdf_clear(&s->kdf);
+    pk_aead_clear(&s->aead);
     pk_wipe(s, sizeof *s);
     free(s);
 }
@@ -546,7 +553,9 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
          * K2 becomes K1 when rotating, the bound command is delivered. */
         memcpy(next.uid, poll.uid, PK_TRIG_UID_LEN);
         if (next.flags & SLOT_ROTATE) {
-            rc = pk_trig_derive_k2(sl->k1, sl->rand, poll.uid, next.k1);
+            rc = kdf_key(s, sl->k1);
+            if (rc == PK_OK)
+                rc = pk_trig_derive_k2_cx(&s->kdf, sl->rand, poll.uid, next.k1);
             if (rc != PK_OK)
                 goto out;
         }
@@ -606,8 +615,8 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
         if (persist)
             ev_rec = pk_out_push(out, PK_ACT_EVENT, PK_TRIG_EV_PERSIST, dev, PK_TRIG_REC_LEN);
         resp = pk_out_push(out, PK_ACT_SEND, PK_TRIG_T_RESP, 0, PK_TRIG_RESP_FIXED + arglen);
-        rc = pk_trig_resp_seal(next.k1, poll.uid, nonce, cmd, flags, arg, arglen, sent, next.rand,
-                               resp, PK_TRIG_RESP_FIXED + arglen, &rlen);
+        rc = pk_trig_resp_seal_cx(&s->aead, next.k1, poll.uid, nonce, cmd, flags, arg, arglen, sent,
+                                  next.rand, resp, PK_TRIG_RESP_FIXED + arglen, &rlen);
         if (rc != PK_OK)
             goto out;
 
