@@ -514,7 +514,7 @@ int node_srv_new(node_srv_t **out, const node_srv_opts_t *o)
 
     pk_node_cfg_t nc = {.rng = &pk_rng_system,
                         .max_half = o->max_half,
-                        .max_buckets = 4096,
+                        .max_buckets = 1024, /* scanned linearly by the reg core */
                         .burst = o->reg_burst,
                         .per_sec = o->reg_rate,
                         .max_devices = o->max_devices,
