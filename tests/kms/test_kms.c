@@ -27,7 +27,7 @@ static struct {
     const char *name;
     int persistent;
     char dir[256];
-    char uri[512];
+    char uri[600];
     char path[512]; /* sqlite file */
     char tag[24];
     unsigned ndb;
