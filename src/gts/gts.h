@@ -10,7 +10,12 @@
  *   bucket gts_inbox   seq (u64 BE) -> dev_no (u32 BE)   commands queued since the
  *                      server last looked (it polls this bucket every 200 ms)
  *   bucket gts_newdev  dev_no (u32 BE) -> ""             devices added since then
+ *   bucket gts_meta    "journal_ckpt" -> u64 BE: every journal generation up to this
+ *                      one is folded into the store (gts_journal.h)
  *   sequences gts_dev_no, gts_cmd_seq
+ * The running server journals device state changes (gts_journal.h) and
+ * folds them into gts_dev / gts_cmd by checkpoints; readers that want the
+ * newest state overlay the journal (gts_overlay_*).
  * Only the server writes gts_dev records after provisioning; the CLI only
  * adds devices and commands, so the two never race on a row.
  */
@@ -52,6 +57,32 @@ int gts_db_load(gts_db_t *db, pk_trig_srv_t *core, uint64_t *max_seq);
 int gts_rec_open(gts_db_t *db, const uint8_t *key, const uint8_t *val, size_t vlen,
                  uint8_t rec[PK_TRIG_REC_LEN]);
 
+/* The journal base path for a store: opt when given; else "<sqlite path>.journal";
+ * for memory: an empty string (no journal file: nothing is durable anyway).
+ * PK_ERR_INVAL for PostgreSQL without opt (the journal is a local file). */
+int gts_db_journal_base(const char *uri, const char *opt, char *out, size_t n);
+
+/* At start: folds the journals newer than the store's checkpoint into the
+ * store (one transaction), removes them; *gen = the newest generation seen. */
+int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen);
+
+/* Checkpoint: writes the core's records of devs[0..ndev) and deletes the
+ * delivered commands deliv[2*i] (dev_no), deliv[2*i+1] (seq) in one
+ * transaction that also records gen as folded. */
+int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, pk_trig_srv_t *core, const uint32_t *devs,
+                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen);
+
+/* The journal's newest state over a store snapshot, for readers (CLI). */
+typedef struct gts_overlay gts_overlay_t;
+int gts_overlay_load(gts_db_t *db, const char *base, gts_overlay_t **out);
+/* The newest record of dev_no (1) or none (0); *ndeliv = commands of dev_no
+ * delivered according to the journal (still in the store until a checkpoint). */
+int gts_overlay_get(const gts_overlay_t *o, uint32_t dev_no, uint8_t rec[PK_TRIG_REC_LEN],
+                    unsigned *ndeliv);
+/* 1 when (dev_no, seq) was delivered according to the journal. */
+int gts_overlay_delivered(const gts_overlay_t *o, uint32_t dev_no, uint64_t seq);
+void gts_overlay_free(gts_overlay_t *o);
+
 /* Hex helpers. */
 void gts_hex(const uint8_t *b, size_t n, char *out);
 int gts_unhex(const char *s, uint8_t *out, size_t n);
@@ -62,6 +93,9 @@ typedef struct gts_serve_opts {
     const char *store, *kek, *listen;
     int quiet;
     size_t reserve;
+    const char *journal;   /* journal base path (NULL: from the store, see gts_db_journal_base) */
+    uint64_t ckpt_records; /* checkpoint after this many journal records (0: 262144) */
+    uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 10000) */
 } gts_serve_opts_t;
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);
 int gts_server_run(gts_server_t *s);   /* until stopped */
@@ -70,6 +104,10 @@ uint16_t gts_server_port(const gts_server_t *s);
 void gts_server_free(gts_server_t *s);
 size_t gts_server_devices(const gts_server_t *s);
 pk_trig_srv_t *gts_server_core(gts_server_t *s); /* for the bench: provision in place */
+typedef struct gts_server_stats {
+    uint64_t answered, records, groups, sync_us, checkpoints, ckpt_us;
+} gts_server_stats_t;
+void gts_server_stats(const gts_server_t *s, gts_server_stats_t *st);
 
 int pk_cmd_gts(int argc, char **argv);
 int pk_cmd_device_poll(int argc, char **argv);

@@ -4,8 +4,8 @@
  * with the same batching measured in the same run; bytes on the wire; and
  * the index memory per device with 1,000,000 devices loaded.
  *
- * The load generator runs W sockets, each one device slot with one poll in
- * flight, cycling through its share of the devices; every response is
+ * The load generator (below) keeps many polls in flight over NS sockets,
+ * each cycling through its share of the devices; every response is
  * verified and the device moves to its next identity (full exchanges:
  * lookup, UID2 derivation, AEAD seal, durable-record write, delivery).
  */
@@ -20,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -30,8 +31,6 @@
 #include "net/loop.h"
 #include "net/udp.h"
 #include "proto/trigger/dev.h"
-
-#define W 128
 
 static void pin(int cpu)
 {
@@ -82,110 +81,254 @@ static void *srv_main(void *arg)
     return NULL;
 }
 
-/* ---- load generator ---- */
+/* ---- load generator ----
+ * NS connected sockets; socket i owns the devices [i*per, (i+1)*per) and
+ * keeps `depth` polls in flight, sent with sendmmsg and read with
+ * recvmmsg. Responses on one socket come back in the order of its polls
+ * (one server socket, FIFO groups), so each is checked against the oldest
+ * outstanding device of that socket first; a response that matches a later
+ * one marks the earlier ones lost (they are retransmitted with try + 1). */
+
+#define NS       64
+#define LG_BATCH 64
+
+typedef struct lg_sock {
+    int fd;
+    uint32_t first, per, next; /* owned devices and the next one to poll */
+    uint32_t *q;               /* outstanding device numbers (ring of depth) */
+    uint32_t qh, qn;
+    uint64_t last_rx;
+} lg_sock_t;
 
 typedef struct lg {
     int echo;
     uint16_t port;
-    pk_trig_dev_t *devs; /* per device */
-    uint32_t ndev;
+    pk_trig_dev_t *devs;  /* per device */
+    uint32_t ndev, depth; /* depth: polls in flight per socket */
     double seconds;
-    uint64_t answered, bad, retrans;
+    uint64_t answered, bad, retrans, stray;
     size_t resp_bytes;
 } lg_t;
+
+typedef struct lg_out {
+    uint8_t p[LG_BATCH][PK_TRIG_POLL_LEN];
+    struct iovec iov[LG_BATCH];
+    struct mmsghdr mh[LG_BATCH];
+    unsigned n;
+} lg_out_t;
+
+static void out_flush(int fd, lg_out_t *o)
+{
+    unsigned done = 0;
+    while (done < o->n) {
+        int r = sendmmsg(fd, o->mh + done, o->n - done, 0);
+        if (r <= 0)
+            break; /* EAGAIN: the lost ones are retransmitted later */
+        done += (unsigned)r;
+    }
+    o->n = 0;
+}
+
+static uint8_t *out_slot(lg_out_t *o)
+{
+    unsigned i = o->n++;
+    o->iov[i].iov_base = o->p[i];
+    o->iov[i].iov_len = PK_TRIG_POLL_LEN;
+    memset(&o->mh[i], 0, sizeof o->mh[i]);
+    o->mh[i].msg_hdr.msg_iov = &o->iov[i];
+    o->mh[i].msg_hdr.msg_iovlen = 1;
+    return o->p[i];
+}
+
+/* Queues a fresh poll of the socket's next device. */
+static void lg_poll_next(lg_t *g, lg_sock_t *k, lg_out_t *o, uint64_t now, int fd)
+{
+    uint32_t dn = k->first + k->next;
+    k->next = (k->next + 1) % k->per;
+    pk_trig_dev_t *d = &g->devs[dn];
+    if (o->n == LG_BATCH)
+        out_flush(fd, o);
+    uint8_t *p = out_slot(o);
+    if (g->echo) {
+        pk_trig_poll_build(1, d->uid, p);
+    } else {
+        d->deadline_ms = 0;
+        if (d->state != PK_TRIG_DEV_IDLE || pk_trig_dev_poll(d, now, p) != PK_OK) {
+            g->bad++;
+            o->n--;
+            return;
+        }
+    }
+    k->q[(k->qh + k->qn) % g->depth] = dn;
+    k->qn++;
+}
+
+/* Re-queues device dn (lost poll or response) with a retransmission. */
+static void lg_retransmit(lg_t *g, lg_sock_t *k, lg_out_t *o, uint32_t dn, uint64_t now)
+{
+    pk_trig_dev_t *d = &g->devs[dn];
+    int snd = 0;
+    if (o->n == LG_BATCH)
+        out_flush(k->fd, o);
+    uint8_t *p = out_slot(o);
+    if (g->echo) {
+        pk_trig_poll_build(1, d->uid, p);
+        snd = 1;
+    } else {
+        d->deadline_ms = 0;
+        (void)pk_trig_dev_timeout(d, now, p, &snd);
+    }
+    if (!snd) {
+        o->n--;
+        d->state = PK_TRIG_DEV_IDLE; /* gave up: poll it afresh later */
+        return;
+    }
+    g->retrans++;
+    k->q[(k->qh + k->qn) % g->depth] = dn;
+    k->qn++;
+}
 
 static void *lg_main(void *arg)
 {
     lg_t *g = arg;
     pin(1);
-    int ep = epoll_create1(0), fds[W];
-    uint32_t cur[W];
+    int ep = epoll_create1(0);
+    lg_sock_t *ks = calloc(NS, sizeof *ks);
     static pk_trig_dev_msg_t msg;
+    static lg_out_t out;
+    static uint8_t rbuf[LG_BATCH][PK_TRIG_RESP_MAX + 1];
+    struct iovec riov[LG_BATCH];
+    struct mmsghdr rmh[LG_BATCH];
     pk_trig_cx_t cx = {0};
     struct sockaddr_in to = {0};
     to.sin_family = AF_INET;
     to.sin_port = htons(g->port);
     to.sin_addr.s_addr = htonl(0x7f000001);
-    uint32_t per = g->ndev / W;
-    for (int i = 0; i < W; i++) {
-        fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        connect(fds[i], (struct sockaddr *)&to, sizeof to);
+    uint32_t per = g->ndev / NS;
+    uint64_t t0 = pk_now_mono_ms();
+    for (int i = 0; i < NS && ks; i++) {
+        lg_sock_t *k = &ks[i];
+        int bufsz = 4 << 20;
+        k->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+        (void)setsockopt(k->fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+        (void)setsockopt(k->fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+        (void)connect(k->fd, (struct sockaddr *)&to, sizeof to);
         struct epoll_event ev = {EPOLLIN, {.u32 = (uint32_t)i}};
-        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
-        cur[i] = (uint32_t)i * per;
-        uint8_t p[PK_TRIG_POLL_LEN];
-        pk_trig_dev_t *d = &g->devs[cur[i]];
-        d->state = PK_TRIG_DEV_IDLE;
-        (void)pk_trig_dev_poll(d, pk_now_mono_ms(), p);
-        (void)send(fds[i], p, sizeof p, 0);
+        epoll_ctl(ep, EPOLL_CTL_ADD, k->fd, &ev);
+        k->first = (uint32_t)i * per;
+        k->per = per;
+        k->q = calloc(g->depth, sizeof *k->q);
+        k->last_rx = t0;
+        for (uint32_t j = 0; j < per; j++)
+            g->devs[k->first + j].state = PK_TRIG_DEV_IDLE;
+        for (uint32_t j = 0; j < g->depth && k->q; j++)
+            lg_poll_next(g, k, &out, t0, k->fd);
+        out_flush(k->fd, &out);
     }
-    uint64_t t0 = pk_now_mono_ms(), end = t0 + (uint64_t)(g->seconds * 1000), last_check = t0;
-    struct epoll_event evs[64];
-    uint8_t buf[PK_TRIG_RESP_MAX + 1];
-    for (;;) {
+    for (int i = 0; i < LG_BATCH; i++) {
+        riov[i].iov_base = rbuf[i];
+        riov[i].iov_len = sizeof rbuf[i];
+        memset(&rmh[i], 0, sizeof rmh[i]);
+        rmh[i].msg_hdr.msg_iov = &riov[i];
+        rmh[i].msg_hdr.msg_iovlen = 1;
+    }
+    uint64_t end = t0 + (uint64_t)(g->seconds * 1000), last_check = t0;
+    struct epoll_event evs[NS];
+    while (ks) {
         uint64_t now = pk_now_mono_ms();
         if (now >= end)
             break;
-        int n = epoll_wait(ep, evs, 64, 20);
+        int n = epoll_wait(ep, evs, NS, 20);
         now = pk_now_mono_ms();
-        for (int k = 0; k < n; k++) {
-            int i = (int)evs[k].data.u32;
-            for (int r = 0; r < 4; r++) {
-                ssize_t len = recv(fds[i], buf, sizeof buf, 0);
-                if (len <= 0)
+        for (int e = 0; e < n; e++) {
+            lg_sock_t *k = &ks[evs[e].data.u32];
+            for (int round = 0; round < 4; round++) {
+                int m = recvmmsg(k->fd, rmh, LG_BATCH, MSG_DONTWAIT, NULL);
+                if (m <= 0)
                     break;
-                pk_trig_dev_t *d = &g->devs[cur[i]];
-                if (g->echo) {
+                k->last_rx = now;
+                for (int r = 0; r < m; r++) {
+                    const uint8_t *buf = rbuf[r];
+                    size_t len = rmh[r].msg_len;
+                    int hit = -1;
+                    for (uint32_t t = 0; t < k->qn && t < 4 && hit < 0; t++) {
+                        uint32_t dn = k->q[(k->qh + t) % g->depth];
+                        pk_trig_dev_t *d = &g->devs[dn];
+                        if (g->echo) {
+                            if (len == PK_TRIG_POLL_LEN && !memcmp(buf + 4, d->uid, 16))
+                                hit = (int)t;
+                        } else if (pk_trig_dev_input_cx(d, buf, len, now, &msg, &cx) == PK_OK) {
+                            (void)pk_trig_dev_saved(d, now);
+                            g->resp_bytes = len;
+                            hit = (int)t;
+                        }
+                    }
+                    if (hit < 0) {
+                        g->stray++; /* a duplicate answer to a retransmission */
+                        continue;
+                    }
+                    for (int t = 0; t < hit; t++) { /* lost before it: retransmit */
+                        uint32_t dn = k->q[k->qh];
+                        k->qh = (k->qh + 1) % g->depth;
+                        k->qn--;
+                        lg_retransmit(g, k, &out, dn, now);
+                    }
+                    k->qh = (k->qh + 1) % g->depth;
+                    k->qn--;
                     g->answered++;
-                } else if (pk_trig_dev_input_cx(d, buf, (size_t)len, now, &msg, &cx) == PK_OK) {
-                    (void)pk_trig_dev_saved(d, now);
-                    d->deadline_ms = 0;
-                    g->answered++;
-                    g->resp_bytes = (size_t)len;
-                    cur[i] = (uint32_t)i * per + (cur[i] - (uint32_t)i * per + 1) % per;
-                    d = &g->devs[cur[i]];
-                } else {
-                    g->bad++;
-                    continue;
+                    lg_poll_next(g, k, &out, now, k->fd);
                 }
-                uint8_t p[PK_TRIG_POLL_LEN];
-                if (g->echo) {
-                    pk_trig_poll_build(1, d->uid, p);
-                } else {
-                    d->deadline_ms = 0;
-                    if (pk_trig_dev_poll(d, now, p) != PK_OK)
-                        g->bad++;
-                }
-                (void)send(fds[i], p, sizeof p, 0);
+                out_flush(k->fd, &out);
             }
         }
-        if (now - last_check >= 100) { /* retransmit what the kernel dropped */
+        if (now - last_check >= 100) { /* a socket that went quiet: retransmit its queue */
             last_check = now;
-            for (int i = 0; i < W; i++) {
-                pk_trig_dev_t *d = &g->devs[cur[i]];
-                uint8_t p[PK_TRIG_POLL_LEN];
-                int snd = 0;
-                if (g->echo) {
+            for (int i = 0; i < NS; i++) {
+                lg_sock_t *k = &ks[i];
+                if (k->qn == 0 || now - k->last_rx < 200)
                     continue;
+                k->last_rx = now;
+                uint32_t qn = k->qn;
+                for (uint32_t t = 0; t < qn; t++) {
+                    uint32_t dn = k->q[k->qh];
+                    k->qh = (k->qh + 1) % g->depth;
+                    k->qn--;
+                    lg_retransmit(g, k, &out, dn, now);
                 }
-                (void)pk_trig_dev_timeout(d, now, p, &snd);
-                if (snd) {
-                    g->retrans++;
-                    (void)send(fds[i], p, sizeof p, 0);
-                }
+                for (uint32_t t = k->qn; t < g->depth; t++)
+                    lg_poll_next(g, k, &out, now, k->fd);
+                out_flush(k->fd, &out);
             }
         }
     }
     g->seconds = (double)(pk_now_mono_ms() - t0) / 1000.0;
-    for (int i = 0; i < W; i++)
-        close(fds[i]);
+    for (int i = 0; i < NS && ks; i++) {
+        close(ks[i].fd);
+        free(ks[i].q);
+    }
+    free(ks);
     close(ep);
     pk_trig_cx_clear(&cx);
     return NULL;
 }
 
-static int run_one(int echo, uint32_t ndev, double seconds, double *rate, size_t *resp_bytes)
+typedef struct bench_cfg {
+    uint32_t ndev, depth;
+    double seconds;
+    const char *jdir; /* journal directory (a fresh temp dir) */
+} bench_cfg_t;
+
+typedef struct round_res {
+    double rate;
+    size_t resp_bytes;
+    uint64_t retrans, groups, records;
+    double sync_ms; /* mean fdatasync per group */
+} round_res_t;
+
+static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t *res)
 {
+    uint32_t ndev = bc->ndev;
+    char jbase[600];
     srv_thread_t st;
     lg_t g;
     pk_trig_dev_cfg_t cfg = {200, 254, 1, 86400};
@@ -212,7 +355,13 @@ static int run_one(int echo, uint32_t ndev, double seconds, double *rate, size_t
             pk_trig_dev_init(&g.devs[i], &cfg, u, u, 60, 0);
         }
     } else {
-        gts_serve_opts_t o = {"memory:", NULL, "127.0.0.1:0", 1, ndev};
+        /* the durable path for real: journal groups fdatasync'ed on this disk */
+        snprintf(jbase, sizeof jbase, "%s/round%u.journal", bc->jdir, round);
+        gts_serve_opts_t o = {.store = "memory:",
+                              .listen = "127.0.0.1:0",
+                              .quiet = 1,
+                              .reserve = ndev,
+                              .journal = jbase};
         if (gts_server_new(&st.gts, &o) != PK_OK)
             goto out;
         g.port = gts_server_port(st.gts);
@@ -227,7 +376,8 @@ static int run_one(int echo, uint32_t ndev, double seconds, double *rate, size_t
     }
     g.echo = echo;
     g.ndev = ndev;
-    g.seconds = seconds;
+    g.depth = bc->depth;
+    g.seconds = bc->seconds;
     pthread_t ts, tl;
     pthread_create(&ts, NULL, srv_main, &st);
     pthread_create(&tl, NULL, lg_main, &g);
@@ -237,9 +387,17 @@ static int run_one(int echo, uint32_t ndev, double seconds, double *rate, size_t
     else
         gts_server_stop(st.gts);
     pthread_join(ts, NULL);
-    *rate = (double)g.answered / g.seconds;
-    if (resp_bytes)
-        *resp_bytes = g.resp_bytes;
+    memset(res, 0, sizeof *res);
+    res->rate = (double)g.answered / g.seconds;
+    res->resp_bytes = g.resp_bytes;
+    res->retrans = g.retrans;
+    if (!echo) {
+        gts_server_stats_t ss;
+        gts_server_stats(st.gts, &ss);
+        res->groups = ss.groups;
+        res->records = ss.records;
+        res->sync_ms = ss.groups ? (double)ss.sync_us / 1000.0 / (double)ss.groups : 0;
+    }
     rc = g.bad ? 1 : 0;
     if (g.bad)
         fprintf(stderr, "bench gts: %llu responses failed verification\n",
@@ -268,26 +426,44 @@ static long rss_kb(void)
     return res * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+static void sort_d(double *v, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = i + 1; j < n; j++)
+            if (v[j] < v[i]) {
+                double t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+            }
+}
+
 int pk_bench_suite_gts(int argc, char **argv)
 {
     int json = 0, skip_echo = 0;
-    unsigned long long ndev = 10000, memdev = 1000000, rounds = 3;
+    unsigned long long ndev = 100000, memdev = 1000000, rounds = 3, inflight = 4096;
     double seconds = 2.0;
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     for (int i = 1; i < argc; i++) {
         unsigned long long v;
         if (pk_cli_is_help(argv[i])) {
-            printf("usage: proxkey bench gts [--json] [--devices N] [--mem-devices N]\n"
-                   "          [--rounds N] [--seconds S]\n"
-                   "Polls answered per second on loopback (gts on core 0, load on core 1)\n"
-                   "beside a bare batched UDP echo server; bytes per poll and response;\n"
-                   "index memory per device with --mem-devices devices (default 1000000).\n");
+            printf("usage: proxkey bench gts [--json] [--devices N] [--inflight N]\n"
+                   "          [--mem-devices N] [--rounds N] [--seconds S] [--skip-echo]\n"
+                   "Polls answered per second on loopback (gts on core 0, load on core 1,\n"
+                   "N polls in flight over %d sockets, recvmmsg/sendmmsg) beside a bare\n"
+                   "batched UDP echo server with the same load generator, median of rounds.\n"
+                   "The gts journals every exchange durably (group commit, fdatasync in\n"
+                   "$TMPDIR) before answering. Bytes per poll and response; index memory\n"
+                   "per device with --mem-devices devices (default 1000000).\n",
+                   NS);
             return 0;
         } else if (strcmp(argv[i], "--skip-echo") == 0) {
             skip_echo = 1; /* for profiling the gts alone */
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--devices") == 0 && i + 1 < argc &&
-                   pk_cli_parse_u64(argv[++i], W, 10000000, &ndev) == 0) {
+                   pk_cli_parse_u64(argv[++i], 1024, 10000000, &ndev) == 0) {
+        } else if (strcmp(argv[i], "--inflight") == 0 && i + 1 < argc &&
+                   pk_cli_parse_u64(argv[++i], NS, 65536, &inflight) == 0) {
         } else if (strcmp(argv[i], "--mem-devices") == 0 && i + 1 < argc &&
                    pk_cli_parse_u64(argv[++i], 1, 100000000, &memdev) == 0) {
         } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc &&
@@ -299,33 +475,53 @@ int pk_bench_suite_gts(int argc, char **argv)
             return pk_cli_usage_error("bench gts", "unknown argument '%s'", argv[i]);
         }
     }
+    bench_cfg_t bc = {(uint32_t)ndev, (uint32_t)(inflight / NS), seconds, NULL};
+    if (bc.depth * NS > ndev / 2)
+        return pk_cli_usage_error("bench gts", "--devices must be at least twice --inflight");
     if (pk_crypto_init() != PK_OK)
         return 1;
     pk_log_set_level(PK_LOG_ERROR);
+    char jdir[512];
+    snprintf(jdir, sizeof jdir, "%s/proxkey-bench-gts-XXXXXX", tmp);
+    if (!mkdtemp(jdir)) {
+        fprintf(stderr, "bench gts: cannot create a directory in %s\n", tmp);
+        return 1;
+    }
+    bc.jdir = jdir;
+    double load0[3] = {0}, load1[3] = {0};
+    (void)getloadavg(load0, 3);
     /* alternate rounds so a noisy neighbour hits both alike; take medians */
-    double gts[21], echo[21];
+    double gts[21], echo[21], ratio[21], sync_ms[21];
+    round_res_t rr;
     size_t resp_bytes = 0;
+    uint64_t retrans = 0, groups = 0, records = 0;
     int rc = 0;
     for (unsigned r = 0; r < rounds; r++) {
         echo[r] = 0;
-        if (!skip_echo)
-            rc |= run_one(1, (uint32_t)ndev, seconds, &echo[r], NULL);
-        rc |= run_one(0, (uint32_t)ndev, seconds, &gts[r], &resp_bytes);
-    }
-    for (unsigned i = 0; i < rounds; i++)
-        for (unsigned j = i + 1; j < rounds; j++) {
-            if (gts[j] < gts[i]) {
-                double t = gts[i];
-                gts[i] = gts[j];
-                gts[j] = t;
-            }
-            if (echo[j] < echo[i]) {
-                double t = echo[i];
-                echo[i] = echo[j];
-                echo[j] = t;
-            }
+        if (!skip_echo) {
+            rc |= run_one(1, &bc, r, &rr);
+            echo[r] = rr.rate;
         }
-    double g = gts[rounds / 2], e = echo[rounds / 2];
+        rc |= run_one(0, &bc, r, &rr);
+        gts[r] = rr.rate;
+        sync_ms[r] = rr.sync_ms;
+        resp_bytes = rr.resp_bytes;
+        retrans += rr.retrans;
+        groups += rr.groups;
+        records += rr.records;
+        ratio[r] = echo[r] > 0 ? gts[r] / echo[r] : 0;
+        if (!json)
+            printf("round %u: gts %.0f/s, echo %.0f/s, ratio %.2f; %llu journal groups, "
+                   "fdatasync %.2f ms mean\n",
+                   r + 1, gts[r], echo[r], ratio[r], (unsigned long long)rr.groups, rr.sync_ms);
+    }
+    (void)getloadavg(load1, 3);
+    (void)rmdir(jdir);
+    sort_d(gts, (unsigned)rounds);
+    sort_d(echo, (unsigned)rounds);
+    sort_d(ratio, (unsigned)rounds);
+    sort_d(sync_ms, (unsigned)rounds);
+    double g = gts[rounds / 2], e = echo[rounds / 2], q = ratio[rounds / 2];
 
     /* memory: 1,000,000 devices provisioned into a bare core */
     long rss0 = rss_kb();
@@ -349,9 +545,17 @@ int pk_bench_suite_gts(int argc, char **argv)
         rss_per_dev = (double)(rss_kb() - rss0) * 1024.0 / (double)memdev;
         pk_trig_srv_free(core);
     }
-    printf("gts polls answered/s (full exchanges, %llu devices, %d in flight): %.0f\n", ndev, W, g);
-    printf("bare batched UDP echo, same load generator:                       %.0f\n", e);
-    printf("ratio gts/echo: %.2f (target >= 0.80)\n", e > 0 ? g / e : 0.0);
+    printf("gts polls answered/s (full exchanges, durable journal, %llu devices, %llu in "
+           "flight): %.0f (median of %llu)\n",
+           ndev, (unsigned long long)bc.depth * NS, g, rounds);
+    printf("bare batched UDP echo, same load generator:  %.0f\n", e);
+    printf("ratio gts/echo: %.2f (median of per-round ratios; target >= 0.80)\n", q);
+    printf("journal: %llu groups, %llu records (%.1f records/group), fdatasync %.2f ms median "
+           "of round means; %llu load-generator retransmissions\n",
+           (unsigned long long)groups, (unsigned long long)records,
+           groups ? (double)records / (double)groups : 0.0, sync_ms[rounds / 2],
+           (unsigned long long)retrans);
+    printf("load average before %.2f, after %.2f\n", load0[0], load1[0]);
     printf("bytes on the wire: poll %d, response %zu (no command) = %d + payload\n",
            PK_TRIG_POLL_LEN, resp_bytes, PK_TRIG_RESP_FIXED);
     printf("index memory with %llu devices: %.1f bytes/device (target <= 96); RSS growth %.1f "
@@ -361,8 +565,11 @@ int pk_bench_suite_gts(int argc, char **argv)
         printf("{\"suite\":\"gts\",\"gts_polls_per_s\":%.0f,\"echo_per_s\":%.0f,\"ratio\":%.3f,"
                "\"target_ratio\":0.8,\"poll_bytes\":%d,\"resp_bytes\":%zu,\"devices\":%llu,"
                "\"mem_devices\":%llu,\"index_bytes_per_device\":%.1f,"
-               "\"rss_bytes_per_device\":%.1f,\"rounds\":%llu,\"seconds\":%.0f}\n",
-               g, e, e > 0 ? g / e : 0.0, PK_TRIG_POLL_LEN, resp_bytes, ndev, memdev, idx_per_dev,
-               rss_per_dev, rounds, seconds);
+               "\"rss_bytes_per_device\":%.1f,\"rounds\":%llu,\"seconds\":%.0f,"
+               "\"inflight\":%llu,\"journal_groups\":%llu,\"journal_records\":%llu,"
+               "\"fdatasync_ms\":%.3f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
+               g, e, q, PK_TRIG_POLL_LEN, resp_bytes, ndev, memdev, idx_per_dev, rss_per_dev,
+               rounds, seconds, (unsigned long long)bc.depth * NS, (unsigned long long)groups,
+               (unsigned long long)records, sync_ms[rounds / 2], load0[0], load1[0]);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include "core/crypto.h"
 #include "core/log.h"
 #include "gts.h"
+#include "gts_journal.h"
 #include "net/addr.h"
 #include "net/loop.h"
 #include "proto/trigger/dev.h"
@@ -25,7 +26,7 @@
 #define DEFAULT_LISTEN "127.0.0.1:7700"
 
 typedef struct common_opts {
-    const char *store, *kek;
+    const char *store, *kek, *journal;
 } common_opts_t;
 
 /* Takes --store/--kek out of argv; returns the remaining count. */
@@ -34,9 +35,12 @@ static int take_common(int argc, char **argv, common_opts_t *c)
     int j = 0;
     c->store = getenv("PROXKEY_GTS_STORE") ? getenv("PROXKEY_GTS_STORE") : DEFAULT_STORE;
     c->kek = NULL;
+    c->journal = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
             c->store = argv[++i];
+        else if (strcmp(argv[i], "--journal") == 0 && i + 1 < argc)
+            c->journal = argv[++i];
         else if (strcmp(argv[i], "--kek") == 0 && i + 1 < argc)
             c->kek = argv[++i];
         else
@@ -48,7 +52,9 @@ static int take_common(int argc, char **argv, common_opts_t *c)
 static const char *common_help =
     "  --store URI   store: a SQLite path (default " DEFAULT_STORE ", or $PROXKEY_GTS_STORE),\n"
     "                sqlite:PATH, postgresql://... or memory:\n"
-    "  --kek FILE    key-encryption key file (default STORE.kek)\n";
+    "  --kek FILE    key-encryption key file (default STORE.kek)\n"
+    "  --journal P   journal files P.<generation> (default STORE.journal; required\n"
+    "                with PostgreSQL; none with memory:)\n";
 
 /* ---- serve ---- */
 
@@ -67,7 +73,10 @@ static int cmd_serve(int argc, char **argv)
                 "usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--store URI]\n"
                 "Answers trigger polls on UDP ADDR (default " DEFAULT_LISTEN ").\n%s"
                 "  --reserve N   size the UID index for N devices\n"
-                "  --quiet       no per-delivery log lines\n",
+                "  --quiet       no per-delivery log lines\n"
+                "  --checkpoint-records N  fold the journal into the store every N records\n"
+                "                (default 262144) ...\n"
+                "  --checkpoint-ms MS      ... or every MS ms with changes (default 10000)\n",
                 common_help);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
@@ -77,12 +86,19 @@ static int cmd_serve(int argc, char **argv)
             o.reserve = (size_t)v;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             o.quiet = 1;
+        } else if (strcmp(argv[i], "--checkpoint-records") == 0 && i + 1 < argc &&
+                   pk_cli_parse_u64(argv[++i], 1, 1ull << 40, &v) == 0) {
+            o.ckpt_records = v;
+        } else if (strcmp(argv[i], "--checkpoint-ms") == 0 && i + 1 < argc &&
+                   pk_cli_parse_u64(argv[++i], 1, 86400000, &v) == 0) {
+            o.ckpt_ms = v;
         } else {
             return pk_cli_usage_error("gts serve", "unknown argument '%s'", argv[i]);
         }
     }
     o.store = c.store;
     o.kek = c.kek;
+    o.journal = c.journal;
     pk_log_set_role("gts");
     if (pk_crypto_init() != PK_OK)
         return 1;
@@ -158,6 +174,7 @@ static int cmd_device_add(int argc, char **argv)
 
 typedef struct list_ctx {
     gts_db_t *db;
+    gts_overlay_t *ov;
     pk_txn_t *txn;
     uint8_t last[4];
     unsigned n;
@@ -186,13 +203,18 @@ static int list_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *va
     char seen[32];
     uint64_t q = 0;
     memset(&in, 0, sizeof in);
-    int rc = pk_txn_get(l->txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
-    if (rc == PK_OK)
-        rc = gts_rec_open(l->db, key, dv, dl, rec);
+    unsigned nd = 0;
+    int rc = PK_OK;
+    if (!gts_overlay_get(l->ov, pk_get_u32(key), rec, &nd)) {
+        rc = pk_txn_get(l->txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
+        if (rc == PK_OK)
+            rc = gts_rec_open(l->db, key, dv, dl, rec);
+    }
     if (rc == PK_OK)
         rc = pk_trig_rec_info(rec, sizeof rec, &in);
     pk_wipe(rec, sizeof rec);
     (void)pk_txn_count(l->txn, "gts_cmd", key, 4, &q);
+    q = q > nd ? q - nd : 0; /* delivered per the journal, not yet folded */
     fmt_age(in.last_seen_s, seen, sizeof seen);
     printf("%-24.*s dev_no=%-7u %s queued=%llu last_seen=%s exchanges=%u%s\n", (int)vlen,
            (const char *)val, pk_get_u32(key), rc == PK_OK ? "ok" : pk_strerror(rc),
@@ -231,8 +253,14 @@ static int cmd_device_list(int argc, char **argv)
     gts_db_t db;
     if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
         return 1;
-    list_ctx_t l = {&db, NULL, {0}, 0};
-    int rc = pk_store_run_read(db.st, list_fn, &l, 5);
+    list_ctx_t l = {&db, NULL, NULL, {0}, 0};
+    char jb[GTS_JNL_PATH_MAX];
+    int rc = gts_db_journal_base(c.store, c.journal, jb, sizeof jb);
+    if (rc == PK_OK)
+        rc = gts_overlay_load(&db, jb, &l.ov);
+    if (rc == PK_OK)
+        rc = pk_store_run_read(db.st, list_fn, &l, 5);
+    gts_overlay_free(l.ov);
     gts_db_close(&db);
     printf("%u device(s)\n", l.n);
     return rc == PK_OK ? 0 : 1;
@@ -309,6 +337,8 @@ static int cmd_send(int argc, char **argv)
 
 typedef struct status_ctx {
     gts_db_t *db;
+    gts_overlay_t *ov;
+    uint32_t dev_no;
     const char *name;
     int found;
     pk_txn_t *txn;
@@ -317,8 +347,8 @@ typedef struct status_ctx {
 static int status_cmd_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
                          size_t vlen)
 {
-    (void)ctx;
-    if (klen != 12 || vlen < 1)
+    status_ctx_t *s = ctx;
+    if (klen != 12 || vlen < 1 || gts_overlay_delivered(s->ov, s->dev_no, pk_get_u64(key + 4)))
         return 0;
     const char *nm = pk_trig_cmd_name(val[0]);
     printf("  queued seq=%llu %s", (unsigned long long)pk_get_u64(key + 4), nm ? nm : "?");
@@ -343,9 +373,13 @@ static int status_fn(pk_txn_t *txn, void *ctx)
     if (rc != PK_OK)
         return rc;
     s->found = 1;
-    rc = pk_txn_get(txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
-    if (rc == PK_OK)
-        rc = gts_rec_open(s->db, key, dv, dl, rec);
+    s->dev_no = pk_get_u32(key);
+    unsigned nd = 0;
+    if (!gts_overlay_get(s->ov, s->dev_no, rec, &nd)) {
+        rc = pk_txn_get(txn, "gts_dev", key, 4, dv, sizeof dv, &dl);
+        if (rc == PK_OK)
+            rc = gts_rec_open(s->db, key, dv, dl, rec);
+    }
     if (rc == PK_OK)
         rc = pk_trig_rec_info(rec, sizeof rec, &in);
     pk_wipe(rec, sizeof rec);
@@ -373,6 +407,7 @@ static int status_fn(pk_txn_t *txn, void *ctx)
     }
     uint64_t q = 0;
     (void)pk_txn_count(txn, "gts_cmd", key, 4, &q);
+    q = q > nd ? q - nd : 0;
     printf("  %llu command(s) queued\n", (unsigned long long)q);
     return pk_txn_scan(txn, "gts_cmd", key, 4, NULL, 0, PK_TRIG_QUEUE_MAX, status_cmd_cb, s);
 }
@@ -393,8 +428,14 @@ static int cmd_status(int argc, char **argv)
     gts_db_t db;
     if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
         return 1;
-    status_ctx_t s = {&db, argv[1], 0, NULL};
-    int rc = pk_store_run_read(db.st, status_fn, &s, 5);
+    status_ctx_t s = {&db, NULL, 0, argv[1], 0, NULL};
+    char jb[GTS_JNL_PATH_MAX];
+    int rc = gts_db_journal_base(c.store, c.journal, jb, sizeof jb);
+    if (rc == PK_OK)
+        rc = gts_overlay_load(&db, jb, &s.ov);
+    if (rc == PK_OK)
+        rc = pk_store_run_read(db.st, status_fn, &s, 5);
+    gts_overlay_free(s.ov);
     gts_db_close(&db);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts status: %s: %s\n", argv[1],

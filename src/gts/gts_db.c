@@ -8,7 +8,9 @@
 
 #include "core/codec.h"
 #include "core/crypto.h"
+#include "core/log.h"
 #include "gts.h"
+#include "gts_journal.h"
 
 void gts_hex(const uint8_t *b, size_t n, char *out)
 {
@@ -439,4 +441,295 @@ int gts_db_load(gts_db_t *db, pk_trig_srv_t *core, uint64_t *max_seq)
     int rc = pk_store_run(db->st, load_fn, &l, 5);
     *max_seq = l.max_seq;
     return rc;
+}
+
+/* ---- journal: base path, recovery, checkpoint, overlay ---- */
+
+static const uint8_t meta_ckpt_key[] = "journal_ckpt";
+
+int gts_db_journal_base(const char *uri, const char *opt, char *out, size_t n)
+{
+    if (opt) {
+        if (snprintf(out, n, "%s", opt) >= (int)n || !*opt)
+            return PK_ERR_INVAL;
+        return PK_OK;
+    }
+    if (strncmp(uri, "memory:", 7) == 0) {
+        out[0] = 0;
+        return PK_OK;
+    }
+    if (strstr(uri, "://")) {
+        fprintf(stderr, "proxkey gts: --journal PATH is required with %s\n", uri);
+        return PK_ERR_INVAL;
+    }
+    const char *p = strncmp(uri, "sqlite:", 7) == 0 ? uri + 7 : uri;
+    if (snprintf(out, n, "%.*s.journal", (int)strcspn(p, "?"), p) >= (int)n)
+        return PK_ERR_INVAL;
+    return PK_OK;
+}
+
+static int get_ckpt(pk_txn_t *txn, uint64_t *gen)
+{
+    uint8_t v[8];
+    size_t vl;
+    int rc = pk_txn_get(txn, "gts_meta", meta_ckpt_key, sizeof meta_ckpt_key - 1, v, sizeof v, &vl);
+    *gen = 0;
+    if (rc == PK_ERR_NOTFOUND)
+        return PK_OK;
+    if (rc == PK_OK && vl != 8)
+        return PK_ERR_MALFORMED;
+    if (rc == PK_OK)
+        *gen = pk_get_u64(v);
+    return rc;
+}
+
+static int put_ckpt(pk_txn_t *txn, uint64_t gen)
+{
+    uint8_t v[8];
+    pk_put_u64(v, gen);
+    return pk_txn_put(txn, "gts_meta", meta_ckpt_key, sizeof meta_ckpt_key - 1, v, sizeof v);
+}
+
+/* One device record and one delivery into the store (inside a txn). */
+static int store_rec(pk_txn_t *txn, pk_wrap_ctx_t *w, uint32_t dev_no, uint64_t deliv,
+                     const uint8_t rec[PK_TRIG_REC_LEN])
+{
+    uint8_t key[12], val[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
+    size_t vl;
+    int rc = PK_OK;
+    pk_put_u32(key, dev_no);
+    if (deliv) {
+        pk_put_u64(key + 4, deliv);
+        rc = pk_txn_del(txn, "gts_cmd", key, 12);
+        if (rc == PK_ERR_NOTFOUND)
+            rc = PK_OK;
+    }
+    if (rc == PK_OK && rec)
+        rc = pk_wrap_ctx_seal(w, NULL, "gts_dev", key, 4, rec, PK_TRIG_REC_LEN, val, sizeof val,
+                              &vl);
+    if (rc == PK_OK && rec)
+        rc = pk_txn_put(txn, "gts_dev", key, 4, val, vl);
+    return rc;
+}
+
+typedef struct recover_ctx {
+    gts_db_t *db;
+    const char *base;
+    pk_wrap_ctx_t w;
+    pk_txn_t *txn;
+    uint64_t ckpt, max_gen, records;
+} recover_ctx_t;
+
+static int recover_cb(void *ctx, uint32_t dev_no, uint64_t deliv,
+                      const uint8_t rec[PK_TRIG_REC_LEN])
+{
+    recover_ctx_t *r = ctx;
+    r->records++;
+    return store_rec(r->txn, &r->w, dev_no, deliv, rec);
+}
+
+static int recover_fn(pk_txn_t *txn, void *ctx)
+{
+    recover_ctx_t *r = ctx;
+    int rc = get_ckpt(txn, &r->ckpt);
+    r->txn = txn;
+    r->records = 0;
+    if (rc == PK_OK && r->base[0])
+        rc = gts_jnl_replay(r->base, r->db->kek, r->ckpt, recover_cb, r, &r->max_gen);
+    else
+        r->max_gen = r->ckpt;
+    if (rc == PK_OK && r->max_gen > r->ckpt)
+        rc = put_ckpt(txn, r->max_gen);
+    return rc;
+}
+
+int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen)
+{
+    recover_ctx_t r;
+    memset(&r, 0, sizeof r);
+    r.db = db;
+    r.base = base;
+    int rc = pk_wrap_ctx_init(&r.w, db->kek);
+    if (rc == PK_OK)
+        rc = pk_store_run(db->st, recover_fn, &r, 5);
+    pk_wrap_ctx_clear(&r.w);
+    if (rc == PK_OK && base[0])
+        rc = gts_jnl_remove_upto(base, r.max_gen);
+    if (rc == PK_OK && r.records)
+        pk_info("gts_recovered", "journal_records=%llu gen=%llu", (unsigned long long)r.records,
+                (unsigned long long)r.max_gen);
+    *gen = r.max_gen;
+    return rc;
+}
+
+typedef struct ckpt_ctx {
+    pk_wrap_ctx_t *w;
+    pk_trig_srv_t *core;
+    const uint32_t *devs;
+    size_t ndev;
+    const uint64_t *deliv;
+    size_t ndeliv;
+    uint64_t gen;
+} ckpt_ctx_t;
+
+static int ckpt_fn(pk_txn_t *txn, void *ctx)
+{
+    ckpt_ctx_t *c = ctx;
+    uint8_t rec[PK_TRIG_REC_LEN];
+    int rc = PK_OK;
+    for (size_t i = 0; rc == PK_OK && i < c->ndeliv; i++)
+        rc = store_rec(txn, c->w, (uint32_t)c->deliv[2 * i], c->deliv[2 * i + 1], NULL);
+    for (size_t i = 0; rc == PK_OK && i < c->ndev; i++) {
+        rc = pk_trig_srv_record(c->core, c->devs[i], rec);
+        if (rc == PK_OK)
+            rc = store_rec(txn, c->w, c->devs[i], 0, rec);
+    }
+    pk_wipe(rec, sizeof rec);
+    if (rc == PK_OK)
+        rc = put_ckpt(txn, c->gen);
+    return rc;
+}
+
+int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, pk_trig_srv_t *core, const uint32_t *devs,
+                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen)
+{
+    ckpt_ctx_t c = {w, core, devs, ndev, deliv, ndeliv, gen};
+    return pk_store_run(db->st, ckpt_fn, &c, 20);
+}
+
+/* The overlay: open addressing over dev_no -> (record, deliveries). */
+typedef struct ov_ent {
+    uint32_t dev_no, used, ndeliv, has_rec;
+    uint8_t rec[PK_TRIG_REC_LEN];
+} ov_ent_t;
+
+struct gts_overlay {
+    ov_ent_t *t;
+    size_t cap, n;
+    uint64_t *deliv; /* pairs */
+    size_t nd, capd;
+};
+
+static ov_ent_t *ov_slot(gts_overlay_t *o, uint32_t dev_no, int create)
+{
+    if (create && (o->n + 1) * 2 > o->cap) {
+        size_t nc = o->cap ? o->cap * 2 : 1024;
+        ov_ent_t *nt = calloc(nc, sizeof *nt);
+        if (!nt)
+            return NULL;
+        for (size_t i = 0; i < o->cap; i++)
+            if (o->t[i].used) {
+                size_t h = (o->t[i].dev_no * 2654435761u) & (nc - 1);
+                while (nt[h].used)
+                    h = (h + 1) & (nc - 1);
+                nt[h] = o->t[i];
+            }
+        if (o->t) {
+            pk_wipe(o->t, o->cap * sizeof *o->t);
+            free(o->t);
+        }
+        o->t = nt;
+        o->cap = nc;
+    }
+    if (!o->cap)
+        return NULL;
+    size_t h = (dev_no * 2654435761u) & (o->cap - 1);
+    while (o->t[h].used) {
+        if (o->t[h].dev_no == dev_no)
+            return &o->t[h];
+        h = (h + 1) & (o->cap - 1);
+    }
+    if (!create)
+        return NULL;
+    o->t[h].used = 1;
+    o->t[h].dev_no = dev_no;
+    o->n++;
+    return &o->t[h];
+}
+
+static int ov_cb(void *ctx, uint32_t dev_no, uint64_t deliv, const uint8_t rec[PK_TRIG_REC_LEN])
+{
+    gts_overlay_t *o = ctx;
+    ov_ent_t *e = ov_slot(o, dev_no, 1);
+    if (!e)
+        return PK_ERR_NOMEM;
+    memcpy(e->rec, rec, PK_TRIG_REC_LEN);
+    e->has_rec = 1;
+    if (deliv) {
+        if (o->nd == o->capd) {
+            size_t nc = o->capd ? o->capd * 2 : 256;
+            uint64_t *nd = realloc(o->deliv, nc * 2 * sizeof *nd);
+            if (!nd)
+                return PK_ERR_NOMEM;
+            o->deliv = nd;
+            o->capd = nc;
+        }
+        o->deliv[2 * o->nd] = dev_no;
+        o->deliv[2 * o->nd + 1] = deliv;
+        o->nd++;
+        e->ndeliv++;
+    }
+    return PK_OK;
+}
+
+typedef struct ov_load {
+    gts_overlay_t *o;
+    const char *base;
+    const uint8_t *kek;
+} ov_load_t;
+
+static int ov_fn(pk_txn_t *txn, void *ctx)
+{
+    ov_load_t *l = ctx;
+    uint64_t ckpt, maxg;
+    int rc = get_ckpt(txn, &ckpt);
+    if (rc == PK_OK && l->base[0])
+        rc = gts_jnl_replay(l->base, l->kek, ckpt, ov_cb, l->o, &maxg);
+    return rc;
+}
+
+int gts_overlay_load(gts_db_t *db, const char *base, gts_overlay_t **out)
+{
+    gts_overlay_t *o = calloc(1, sizeof *o);
+    ov_load_t l = {o, base, db->kek};
+    if (!o)
+        return PK_ERR_NOMEM;
+    int rc = pk_store_run_read(db->st, ov_fn, &l, 5);
+    if (rc != PK_OK) {
+        gts_overlay_free(o);
+        return rc;
+    }
+    *out = o;
+    return PK_OK;
+}
+
+int gts_overlay_get(const gts_overlay_t *o, uint32_t dev_no, uint8_t rec[PK_TRIG_REC_LEN],
+                    unsigned *ndeliv)
+{
+    ov_ent_t *e = o ? ov_slot((gts_overlay_t *)o, dev_no, 0) : NULL;
+    *ndeliv = e ? e->ndeliv : 0;
+    if (!e || !e->has_rec)
+        return 0;
+    memcpy(rec, e->rec, PK_TRIG_REC_LEN);
+    return 1;
+}
+
+int gts_overlay_delivered(const gts_overlay_t *o, uint32_t dev_no, uint64_t seq)
+{
+    for (size_t i = 0; o && i < o->nd; i++)
+        if (o->deliv[2 * i] == dev_no && o->deliv[2 * i + 1] == seq)
+            return 1;
+    return 0;
+}
+
+void gts_overlay_free(gts_overlay_t *o)
+{
+    if (!o)
+        return;
+    if (o->t) {
+        pk_wipe(o->t, o->cap * sizeof *o->t);
+        free(o->t);
+    }
+    free(o->deliv);
+    free(o);
 }

@@ -136,7 +136,7 @@ int pk_demo_trigger(int argc, char **argv)
     child = fork();
     if (child == 0) {
         gts_server_t *s;
-        gts_serve_opts_t o = {store, NULL, "127.0.0.1:0", 0, 0};
+        gts_serve_opts_t o = {.store = store, .listen = "127.0.0.1:0"};
         pk_log_set_role("gts");
         pk_log_set_level(PK_LOG_WARN);
         uint16_t port = 0;

@@ -1,11 +1,27 @@
 /*
- * `proxkey gts serve`: the trigger server shell. One thread, one epoll loop,
- * batched UDP I/O. Per batch of datagrams: run each through the core, then
- * make every PERSIST and DELIVERED of the batch durable in one transaction
- * (group commit), then send the batch's responses. A commit that fails
- * stops the server (exit 1): the store, not memory, is the truth it restarts
- * from, so no response ever leaves ahead of its state.
+ * `proxkey gts serve`: the trigger server shell. One thread runs the epoll
+ * loop with batched UDP I/O and the core; a second thread (gts_journal.c)
+ * writes and fdatasyncs journal groups.
+ *
+ * Group commit, pipelined: every PERSIST of the core becomes one sealed
+ * journal record in the group being built (G_b), and every response is held
+ * in G_b too. At most one group is syncing (G_f). When G_f's fdatasync
+ * returns, its responses are sent, and G_b (everything that arrived
+ * meanwhile) is handed to the sync thread. So the loop keeps receiving and
+ * computing while the disk syncs, and a response leaves only after every
+ * journal record appended before it is on disk. A failed write or sync stops
+ * the server (exit 1) with nothing of G_f or G_b sent: the store plus the
+ * journal, not memory, is the truth it restarts from.
+ *
+ * Checkpoints fold the journal into the store: every N records or T ms (and
+ * at a clean stop), with no group syncing, the records of every device
+ * changed since the last checkpoint and the deletions of delivered commands
+ * go into one store transaction that also marks the journal generation as
+ * folded; then a new journal file (new generation, new key) starts and the
+ * old one is removed. G_b's records are covered by that transaction, so its
+ * responses are released at once.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,59 +31,311 @@
 #include "core/log.h"
 #include "core/out.h"
 #include "gts.h"
+#include "gts_journal.h"
 #include "net/loop.h"
 #include "net/udp.h"
 
-#define SLOT_BYTES (PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX + 64)
-#define INBOX_MS   200
+#define SLOT_BYTES   (PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX + 64)
+#define INBOX_MS     200
+#define CKPT_TICK_MS 1000
+#define GROUP_MAX    65536 /* responses held in G_b before the loop waits for G_f */
 
 enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_SPACE, DROP_N };
 static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "no_space"};
 
+typedef struct held {
+    pk_addr_t peer;
+    uint32_t off, len;
+} held_t;
+
+typedef struct group {
+    uint8_t *recs; /* nrec sealed journal records */
+    uint32_t *devs;
+    size_t nrec, caprec, capdev;
+    uint8_t *resp; /* held responses */
+    size_t rused, rcap;
+    held_t *held;
+    size_t nheld, capheld;
+} group_t;
+
+/* Randomness for the core (UID_RAND, nonces): OpenSSL's DRBG read 4 KiB at a
+ * time (one RAND_bytes call costs ~1.6 us whatever its size up to a few KiB
+ * here, two per poll otherwise); served bytes are wiped from the pool. */
+#define RNG_POOL 4096
+typedef struct gts_rng {
+    uint8_t buf[RNG_POOL];
+    size_t pos; /* bytes before pos are used (wiped) */
+} gts_rng_t;
+
+static int gts_rng_fill(void *ctx, uint8_t *out, size_t n)
+{
+    gts_rng_t *r = ctx;
+    if (n > RNG_POOL / 4)
+        return pk_random(out, n);
+    if (RNG_POOL - r->pos < n) {
+        int rc = pk_random(r->buf, RNG_POOL);
+        if (rc != PK_OK)
+            return rc;
+        r->pos = 0;
+    }
+    memcpy(out, r->buf + r->pos, n);
+    pk_wipe(r->buf + r->pos, n);
+    r->pos += n;
+    return PK_OK;
+}
+
 struct gts_server {
     gts_db_t db;
+    gts_rng_t rngpool;
+    pk_rng_t rng;
     pk_wrap_ctx_t wrap;
     pk_trig_srv_t *core;
     pk_loop_t *loop;
     pk_udp_t *udp;
     pk_udp_batch_t batch;
     pk_drops_t drops;
-    uint8_t *arena; /* PK_UDP_BATCH_MAX slots */
-    pk_out_t outs[PK_UDP_BATCH_MAX];
+    uint8_t *arena; /* one output slot */
+    pk_out_t out;
     int fatal, quiet;
-    uint64_t commits, persisted, answered;
+    /* journal and groups */
+    gts_jnl_t jnl;
+    int jnl_ready;
+    char jbase[GTS_JNL_PATH_MAX];
+    group_t g[2];
+    group_t *gb, *gf; /* building, syncing */
+    int inflight;
+    /* since the last checkpoint */
+    uint32_t *dirty;
+    size_t ndirty, capdirty;
+    uint8_t *dirtymap;
+    size_t mapbytes;
+    uint64_t *deliv;
+    size_t ndeliv, capdeliv;
+    uint64_t since_ckpt, last_ckpt_ms, ckpt_records, ckpt_ms;
+    gts_server_stats_t st;
 };
 
-typedef struct commit_ctx {
-    gts_server_t *s;
-    unsigned n;
-} commit_ctx_t;
-
-static int commit_fn(pk_txn_t *txn, void *ctx)
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
-    commit_ctx_t *c = ctx;
-    gts_server_t *s = c->s;
+    if (need <= *cap)
+        return PK_OK;
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need)
+        nc *= 2;
+    void *np = realloc(*p, nc * elem);
+    if (!np)
+        return PK_ERR_NOMEM;
+    *p = np;
+    *cap = nc;
+    return PK_OK;
+}
+
+static void group_free(group_t *g)
+{
+    if (g->recs)
+        pk_wipe(g->recs, g->nrec * GTS_JNL_REC_LEN);
+    free(g->recs);
+    free(g->devs);
+    free(g->resp);
+    free(g->held);
+    memset(g, 0, sizeof *g);
+}
+
+static void fatal(gts_server_t *s, const char *what, int rc)
+{
+    pk_error(what, "err=%s action=stop", pk_strerror(rc));
+    s->fatal = 1;
+    pk_loop_stop(s->loop);
+}
+
+static int mark_dirty(gts_server_t *s, uint32_t dev)
+{
+    size_t byte = dev / 8;
+    if (byte >= s->mapbytes) {
+        size_t nb = s->mapbytes ? s->mapbytes : 4096;
+        while (nb <= byte)
+            nb *= 2;
+        uint8_t *nm = realloc(s->dirtymap, nb);
+        if (!nm)
+            return PK_ERR_NOMEM;
+        memset(nm + s->mapbytes, 0, nb - s->mapbytes);
+        s->dirtymap = nm;
+        s->mapbytes = nb;
+    }
+    if (s->dirtymap[byte] & (1u << (dev % 8)))
+        return PK_OK;
+    int rc = grow((void **)&s->dirty, &s->capdirty, s->ndirty + 1, sizeof *s->dirty);
+    if (rc != PK_OK)
+        return rc;
+    s->dirtymap[byte] |= (uint8_t)(1u << (dev % 8));
+    s->dirty[s->ndirty++] = dev;
+    return PK_OK;
+}
+
+/* Sends a group's held responses and clears it (its records are durable). */
+static void release(gts_server_t *s, group_t *g)
+{
+    for (size_t i = 0; i < g->nrec; i++)
+        pk_trig_srv_persisted(s->core, g->devs[i]);
+    for (size_t i = 0; i < g->nheld; i++) {
+        (void)pk_udp_send(s->udp, &g->held[i].peer, g->resp + g->held[i].off, g->held[i].len);
+        s->st.answered++;
+    }
+    if (g->nheld)
+        pk_udp_flush(s->udp);
+    if (g->nrec)
+        pk_wipe(g->recs, g->nrec * GTS_JNL_REC_LEN);
+    g->nrec = g->rused = g->nheld = 0;
+}
+
+/* Hands G_b to the sync thread when none is syncing. */
+static void kick(gts_server_t *s)
+{
+    if (s->inflight || s->fatal)
+        return;
+    group_t *b = s->gb;
+    if (b->nrec == 0) {
+        release(s, b); /* depends only on records already durable */
+        return;
+    }
+    s->gb = s->gf;
+    s->gf = b;
+    int rc = gts_jnl_submit(&s->jnl, b->recs, b->nrec * GTS_JNL_REC_LEN);
+    if (rc != PK_OK) {
+        fatal(s, "gts_journal_failed", rc);
+        return;
+    }
+    s->inflight = 1;
+    s->st.groups++;
+}
+
+static void checkpoint(gts_server_t *s)
+{
+    uint64_t t0 = pk_now_mono_ms(), gen = s->jnl.gen;
+    int rc =
+        gts_db_checkpoint(&s->db, &s->wrap, s->core, s->dirty, s->ndirty, s->deliv, s->ndeliv, gen);
+    if (rc != PK_OK) {
+        fatal(s, "gts_checkpoint_failed", rc);
+        return;
+    }
+    /* G_b's records are in the store now: a fresh journal, and G_b goes out. */
+    rc = gts_jnl_create(&s->jnl, s->jbase[0] ? s->jbase : NULL, s->db.kek, gen + 1);
+    if (rc == PK_OK && s->jbase[0])
+        rc = gts_jnl_remove_upto(s->jbase, gen);
+    if (rc != PK_OK) {
+        fatal(s, "gts_journal_failed", rc);
+        return;
+    }
+    release(s, s->gb);
+    for (size_t i = 0; i < s->ndirty; i++)
+        s->dirtymap[s->dirty[i] / 8] = 0;
+    s->ndirty = s->ndeliv = 0;
+    s->since_ckpt = 0;
+    s->last_ckpt_ms = pk_now_mono_ms();
+    s->st.checkpoints++;
+    s->st.ckpt_us += (s->last_ckpt_ms - t0) * 1000;
+}
+
+static int ckpt_due(gts_server_t *s)
+{
+    if (s->since_ckpt >= s->ckpt_records)
+        return 1;
+    return (s->ndirty || s->ndeliv) && pk_now_mono_ms() - s->last_ckpt_ms >= s->ckpt_ms;
+}
+
+/* The sync thread finished G_f. */
+static void sync_done(gts_server_t *s)
+{
+    int rc = gts_jnl_done(&s->jnl);
+    if (rc == PK_ERR_BUSY)
+        return;
+    s->inflight = 0;
+    if (rc != PK_OK) {
+        fatal(s, "gts_journal_failed", rc);
+        return; /* nothing of G_f or G_b is sent */
+    }
+    s->since_ckpt += s->gf->nrec;
+    s->st.records += s->gf->nrec;
+    release(s, s->gf);
+    if (ckpt_due(s))
+        checkpoint(s);
+    kick(s);
+}
+
+static void on_sync(pk_loop_t *loop, int fd, unsigned events, void *ctx)
+{
+    (void)loop;
+    (void)fd;
+    (void)events;
+    sync_done(ctx);
+}
+
+/* Blocks until G_f's sync is done (back-pressure, and at stop). */
+static void wait_sync(gts_server_t *s)
+{
+    while (s->inflight && !s->fatal) {
+        struct pollfd p = {s->jnl.efd, POLLIN, 0};
+        if (poll(&p, 1, 1000) > 0)
+            sync_done(s);
+    }
+}
+
+static void ckpt_timer(pk_loop_t *loop, uint64_t id, void *ctx)
+{
+    gts_server_t *s = ctx;
+    (void)id;
+    if (!s->inflight && !s->fatal && ckpt_due(s)) {
+        checkpoint(s);
+        kick(s);
+    }
+    pk_loop_timer_add(loop, pk_loop_now_ms(loop) + CKPT_TICK_MS, ckpt_timer, s);
+}
+
+/* Takes one input's actions into G_b. */
+static int take(gts_server_t *s, const pk_addr_t *peer)
+{
+    group_t *b = s->gb;
+    pk_out_t *o = &s->out;
+    uint64_t deliv = 0;
     int rc = PK_OK;
-    for (unsigned i = 0; i < c->n && rc == PK_OK; i++) {
-        pk_out_t *o = &s->outs[i];
-        for (unsigned a = 0; a < o->n && rc == PK_OK; a++) {
-            pk_act_t *act = &o->act[a];
-            uint8_t key[12];
-            if (act->kind != PK_ACT_EVENT)
-                continue;
-            pk_put_u32(key, (uint32_t)act->dest);
-            if (act->code == PK_TRIG_EV_DELIVERED) {
-                memcpy(key + 4, act->data, 8);
-                rc = pk_txn_del(txn, "gts_cmd", key, 12);
-                if (rc == PK_ERR_NOTFOUND)
-                    rc = PK_OK;
-            } else if (act->code == PK_TRIG_EV_PERSIST) {
-                uint8_t val[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
-                size_t vl;
-                rc = pk_wrap_ctx_seal(&s->wrap, NULL, "gts_dev", key, 4, act->data, act->len, val,
-                                      sizeof val, &vl);
-                if (rc == PK_OK)
-                    rc = pk_txn_put(txn, "gts_dev", key, 4, val, vl);
+    for (unsigned a = 0; a < o->n && rc == PK_OK; a++) {
+        pk_act_t *act = &o->act[a];
+        uint32_t dev = (uint32_t)act->dest;
+        if (act->kind == PK_ACT_EVENT && act->code == PK_TRIG_EV_DELIVERED) {
+            /* journalled together with the PERSIST that follows (one record) */
+            deliv = pk_get_u64(act->data);
+            rc = grow((void **)&s->deliv, &s->capdeliv, 2 * (s->ndeliv + 1), sizeof *s->deliv);
+            if (rc == PK_OK) {
+                s->deliv[2 * s->ndeliv] = dev;
+                s->deliv[2 * s->ndeliv + 1] = deliv;
+                s->ndeliv++;
+            }
+            if (!s->quiet)
+                pk_info("gts_delivered", "dev_no=%u seq=%llu", (unsigned)dev,
+                        (unsigned long long)deliv);
+        } else if (act->kind == PK_ACT_EVENT && act->code == PK_TRIG_EV_PERSIST) {
+            rc = grow((void **)&b->recs, &b->caprec, b->nrec + 1, GTS_JNL_REC_LEN);
+            if (rc == PK_OK)
+                rc = grow((void **)&b->devs, &b->capdev, b->nrec + 1, sizeof *b->devs);
+            if (rc == PK_OK)
+                rc = gts_jnl_seal(&s->jnl, dev, deliv, act->data,
+                                  b->recs + b->nrec * GTS_JNL_REC_LEN);
+            if (rc == PK_OK)
+                rc = mark_dirty(s, dev);
+            if (rc == PK_OK)
+                b->devs[b->nrec++] = dev;
+            deliv = 0;
+        } else if (act->kind == PK_ACT_SEND) {
+            rc = grow((void **)&b->resp, &b->rcap, b->rused + act->len, 1);
+            if (rc == PK_OK)
+                rc = grow((void **)&b->held, &b->capheld, b->nheld + 1, sizeof *b->held);
+            if (rc == PK_OK) {
+                memcpy(b->resp + b->rused, act->data, act->len);
+                b->held[b->nheld].peer = *peer;
+                b->held[b->nheld].off = (uint32_t)b->rused;
+                b->held[b->nheld].len = (uint32_t)act->len;
+                b->nheld++;
+                b->rused += act->len;
             }
         }
     }
@@ -79,10 +347,9 @@ static void handle_batch(gts_server_t *s)
     pk_udp_batch_t *b = &s->batch;
     uint64_t now = pk_loop_now_ms(s->loop);
     uint64_t wall = pk_now_realtime_ms();
-    int need_commit = 0;
-    for (unsigned i = 0; i < b->n; i++) {
-        pk_out_t *o = &s->outs[i];
-        pk_out_init(o, s->arena + (size_t)i * SLOT_BYTES, SLOT_BYTES);
+    for (unsigned i = 0; i < b->n && !s->fatal; i++) {
+        pk_out_t *o = &s->out;
+        pk_out_init(o, s->arena, SLOT_BYTES);
         if (b->dg[i].truncated) {
             pk_drop(&s->drops, DROP_TRUNC, now, NULL);
             continue;
@@ -96,46 +363,20 @@ static void handle_batch(gts_server_t *s)
             pk_drop(&s->drops, r, now, pk_addr_format(&b->dg[i].peer, src));
             continue;
         }
-        for (unsigned a = 0; a < o->n; a++)
-            if (o->act[a].kind == PK_ACT_EVENT)
-                need_commit = 1;
-    }
-    if (need_commit) {
-        commit_ctx_t c = {s, b->n};
-        int rc = pk_store_run(s->db.st, commit_fn, &c, 50);
-        if (rc != PK_OK) {
-            pk_error("gts_commit_failed", "err=%s action=stop", pk_strerror(rc));
-            s->fatal = 1;
-            pk_loop_stop(s->loop);
-            return; /* nothing of this batch is sent */
-        }
-        s->commits++;
-    }
-    for (unsigned i = 0; i < b->n; i++) {
-        pk_out_t *o = &s->outs[i];
-        for (unsigned a = 0; a < o->n; a++) {
-            pk_act_t *act = &o->act[a];
-            if (act->kind == PK_ACT_EVENT && act->code == PK_TRIG_EV_PERSIST) {
-                pk_trig_srv_persisted(s->core, (uint32_t)act->dest);
-                s->persisted++;
-            } else if (act->kind == PK_ACT_EVENT && act->code == PK_TRIG_EV_DELIVERED &&
-                       !s->quiet) {
-                pk_info("gts_delivered", "dev_no=%u seq=%llu", (unsigned)act->dest,
-                        (unsigned long long)pk_get_u64(act->data));
-            } else if (act->kind == PK_ACT_SEND) {
-                (void)pk_udp_send(s->udp, &b->dg[i].peer, act->data, act->len);
-                s->answered++;
-            }
-        }
+        rc = take(s, &b->dg[i].peer);
         pk_out_reset(o);
+        if (rc != PK_OK)
+            fatal(s, "gts_journal_failed", rc); /* the core is ahead of any durable state */
     }
-    pk_udp_flush(s->udp);
+    kick(s);
 }
 
 static void on_readable(pk_udp_t *u, void *ctx)
 {
     gts_server_t *s = ctx;
     for (int round = 0; round < 16 && !s->fatal; round++) {
+        if (s->gb->nheld >= GROUP_MAX)
+            wait_sync(s); /* back-pressure: the disk is the bottleneck */
         int n = pk_udp_recv_batch(u, &s->batch);
         if (n <= 0)
             break;
@@ -260,15 +501,41 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     rc = pk_wrap_ctx_init(&s->wrap, s->db.kek);
     if (rc != PK_OK)
         goto fail;
-    rc = pk_trig_srv_new(&s->core, &pk_rng_system, o->reserve);
+    s->rngpool.pos = RNG_POOL; /* empty: the first draw fills it */
+    s->rng.fill = gts_rng_fill;
+    s->rng.ctx = &s->rngpool;
+    rc = pk_trig_srv_new(&s->core, &s->rng, o->reserve);
     if (rc != PK_OK)
         goto fail;
+    s->gb = &s->g[0];
+    s->gf = &s->g[1];
+    s->ckpt_records = o->ckpt_records ? o->ckpt_records : 262144;
+    s->ckpt_ms = o->ckpt_ms ? o->ckpt_ms : 10000;
+    s->last_ckpt_ms = pk_now_mono_ms();
+    uint64_t gen = 0;
+    rc = gts_db_journal_base(o->store, o->journal, s->jbase, sizeof s->jbase);
+    if (rc == PK_OK)
+        rc = gts_db_recover(&s->db, s->jbase, &gen);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts serve: journal recovery: %s\n", pk_strerror(rc));
+        goto fail;
+    }
+    rc = gts_jnl_init(&s->jnl);
+    if (rc == PK_OK) {
+        s->jnl_ready = 1;
+        rc = gts_jnl_create(&s->jnl, s->jbase[0] ? s->jbase : NULL, s->db.kek, gen + 1);
+    }
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts serve: cannot create the journal %s: %s\n", s->jbase,
+                pk_strerror(rc));
+        goto fail;
+    }
     rc = gts_db_load(&s->db, s->core, &max_seq);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts serve: loading the store: %s\n", pk_strerror(rc));
         goto fail;
     }
-    s->arena = malloc((size_t)PK_UDP_BATCH_MAX * SLOT_BYTES);
+    s->arena = malloc(SLOT_BYTES);
     s->loop = pk_loop_new();
     if (!s->arena || !s->loop) {
         rc = PK_ERR_NOMEM;
@@ -280,11 +547,14 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         rc = pk_udp_batch_init(&s->batch, PK_TRIG_POLL_LEN + 1); /* longer = truncated */
     if (rc == PK_OK)
         rc = pk_udp_attach(s->udp, s->loop, on_readable, s);
+    if (rc == PK_OK)
+        rc = pk_loop_add_fd(s->loop, s->jnl.efd, PK_EV_READ, on_sync, s);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts serve: cannot listen on %s: %s\n", o->listen, pk_strerror(rc));
         goto fail;
     }
     pk_loop_timer_add(s->loop, pk_loop_now_ms(s->loop) + INBOX_MS, inbox_timer, s);
+    pk_loop_timer_add(s->loop, pk_loop_now_ms(s->loop) + CKPT_TICK_MS, ckpt_timer, s);
     *out = s;
     return PK_OK;
 fail:
@@ -317,6 +587,22 @@ void gts_server_free(gts_server_t *s)
 {
     if (!s)
         return;
+    if (s->jnl_ready && s->core && s->udp && !s->fatal) {
+        /* clean stop: let the syncing group finish, then fold everything */
+        wait_sync(s);
+        if (!s->fatal)
+            checkpoint(s);
+    }
+    if (s->jnl_ready && s->loop && s->jnl.efd >= 0)
+        (void)pk_loop_del_fd(s->loop, s->jnl.efd);
+    if (s->jnl_ready)
+        gts_jnl_fini(&s->jnl);
+    group_free(&s->g[0]);
+    group_free(&s->g[1]);
+    free(s->dirty);
+    free(s->dirtymap);
+    free(s->deliv);
+    pk_wipe(&s->rngpool, sizeof s->rngpool);
     pk_udp_close(s->udp);
     pk_udp_batch_free(&s->batch);
     pk_loop_free(s->loop);
@@ -336,4 +622,10 @@ size_t gts_server_devices(const gts_server_t *s)
 pk_trig_srv_t *gts_server_core(gts_server_t *s)
 {
     return s->core;
+}
+
+void gts_server_stats(const gts_server_t *s, gts_server_stats_t *st)
+{
+    *st = s->st;
+    st->sync_us = s->jnl.sync_us;
 }

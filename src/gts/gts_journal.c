@@ -1,0 +1,386 @@
+/*
+ * The gts journal (format and contract in gts_journal.h).
+ */
+#include "gts_journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/codec.h"
+
+static const uint8_t jnl_magic[8] = {'P', 'K', 'G', 'T', 'S', 'J', 'N', 'L'};
+static const char jnl_label[] = "proxkey gts journal v1";
+
+#define REC_T_STATE 1
+#define REC_AAD_LEN 24
+
+/* JK = HMAC-SHA-256(KEK, label || gen || salt), a per-file AES-256 key. */
+static int jnl_key(const uint8_t kek[32], uint64_t gen, const uint8_t salt[16], pk_aead_t *a)
+{
+    uint8_t msg[sizeof jnl_label - 1 + 8 + 16], jk[PK_HMAC_LEN];
+    memcpy(msg, jnl_label, sizeof jnl_label - 1);
+    pk_put_u64(msg + sizeof jnl_label - 1, gen);
+    memcpy(msg + sizeof jnl_label - 1 + 8, salt, 16);
+    int rc = pk_hmac_sha256(kek, 32, msg, sizeof msg, jk);
+    if (rc == PK_OK)
+        rc = pk_aead_rekey(a, jk, sizeof jk);
+    pk_wipe(jk, sizeof jk);
+    return rc;
+}
+
+static void nonce_of(uint64_t lsn, uint8_t n[PK_AEAD_NONCE_LEN])
+{
+    memset(n, 0, 4);
+    pk_put_u64(n + 4, lsn);
+}
+
+static void hdr_fields(uint8_t h[GTS_JNL_HDR_LEN], uint64_t gen, const uint8_t salt[16])
+{
+    memset(h, 0, GTS_JNL_HDR_LEN);
+    memcpy(h, jnl_magic, 8);
+    pk_put_u32(h + 8, GTS_JNL_VERSION);
+    pk_put_u32(h + 12, GTS_JNL_REC_LEN);
+    pk_put_u64(h + 16, gen);
+    memcpy(h + 24, salt, 16);
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return PK_ERR_IO;
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return PK_OK;
+}
+
+static void *sync_main(void *arg)
+{
+    gts_jnl_t *j = arg;
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        while (!j->req && !j->quit)
+            pthread_cond_wait(&j->cv, &j->mu);
+        if (!j->req && j->quit)
+            break;
+        const uint8_t *buf = j->wbuf;
+        size_t len = j->wlen;
+        uint64_t off = j->woff;
+        int fd = j->fd;
+        pthread_mutex_unlock(&j->mu);
+
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = PK_OK;
+        if (fd >= 0) {
+            rc = write_all(fd, buf, len, off);
+            if (rc == PK_OK && fdatasync(fd) != 0)
+                rc = PK_ERR_IO;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+
+        pthread_mutex_lock(&j->mu);
+        j->err = rc;
+        j->req = 0;
+        j->syncs++;
+        j->sync_us +=
+            (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+        uint64_t one = 1;
+        if (write(j->efd, &one, sizeof one) != (ssize_t)sizeof one)
+            j->err = PK_ERR_IO;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+int gts_jnl_init(gts_jnl_t *j)
+{
+    memset(j, 0, sizeof *j);
+    j->fd = -1;
+    j->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (j->efd < 0)
+        return PK_ERR_IO;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    if (pthread_create(&j->th, NULL, sync_main, j) != 0) {
+        close(j->efd);
+        j->efd = -1;
+        return PK_ERR_NOMEM;
+    }
+    j->th_started = 1;
+    return PK_OK;
+}
+
+void gts_jnl_fini(gts_jnl_t *j)
+{
+    if (j->th_started) {
+        pthread_mutex_lock(&j->mu);
+        j->quit = 1;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->th, NULL);
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+        j->th_started = 0;
+    }
+    if (j->fd >= 0)
+        close(j->fd);
+    j->fd = -1;
+    if (j->efd >= 0)
+        close(j->efd);
+    j->efd = -1;
+    pk_aead_clear(&j->aead);
+}
+
+static void dir_of(const char *path, char *dir, size_t n)
+{
+    const char *sl = strrchr(path, '/');
+    if (!sl)
+        snprintf(dir, n, ".");
+    else if (sl == path)
+        snprintf(dir, n, "/");
+    else
+        snprintf(dir, n, "%.*s", (int)(sl - path), path);
+}
+
+static int sync_dir(const char *path)
+{
+    char dir[GTS_JNL_PATH_MAX];
+    dir_of(path, dir, sizeof dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return PK_ERR_IO;
+    int rc = fsync(fd) == 0 ? PK_OK : PK_ERR_IO;
+    close(fd);
+    return rc;
+}
+
+int gts_jnl_create(gts_jnl_t *j, const char *base, const uint8_t kek[32], uint64_t gen)
+{
+    uint8_t salt[16], h[GTS_JNL_HDR_LEN], n[PK_AEAD_NONCE_LEN];
+    int rc, fd;
+
+    if (j->fd >= 0)
+        close(j->fd);
+    j->fd = -1;
+    j->gen = gen;
+    j->lsn = 0;
+    j->off = GTS_JNL_HDR_LEN;
+    rc = pk_random(salt, sizeof salt);
+    if (rc == PK_OK)
+        rc = jnl_key(kek, gen, salt, &j->aead);
+    if (rc != PK_OK || !base)
+        return rc;
+    if (snprintf(j->path, sizeof j->path, "%s.%016llx", base, (unsigned long long)gen) >=
+        (int)sizeof j->path)
+        return PK_ERR_INVAL;
+    fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? PK_ERR_EXISTS : PK_ERR_IO;
+    hdr_fields(h, gen, salt);
+    nonce_of(0, n);
+    rc = pk_aead_seal(&j->aead, n, h, 48, NULL, 0, NULL, h + 48);
+    if (rc == PK_OK)
+        rc = write_all(fd, h, sizeof h, 0);
+    if (rc == PK_OK && fsync(fd) != 0)
+        rc = PK_ERR_IO;
+    if (rc == PK_OK)
+        rc = sync_dir(j->path);
+    if (rc != PK_OK) {
+        close(fd);
+        unlink(j->path);
+        return rc;
+    }
+    j->fd = fd;
+    return PK_OK;
+}
+
+int gts_jnl_seal(gts_jnl_t *j, uint32_t dev_no, uint64_t delivered_seq,
+                 const uint8_t rec[PK_TRIG_REC_LEN], uint8_t out[GTS_JNL_REC_LEN])
+{
+    uint8_t n[PK_AEAD_NONCE_LEN];
+    uint64_t lsn = j->lsn + 1;
+    out[0] = REC_T_STATE;
+    out[1] = out[2] = out[3] = 0;
+    pk_put_u32(out + 4, dev_no);
+    pk_put_u64(out + 8, lsn);
+    pk_put_u64(out + 16, delivered_seq);
+    nonce_of(lsn, n);
+    int rc = pk_aead_seal(&j->aead, n, out, REC_AAD_LEN, rec, PK_TRIG_REC_LEN, out + REC_AAD_LEN,
+                          out + REC_AAD_LEN + PK_TRIG_REC_LEN);
+    if (rc == PK_OK)
+        j->lsn = lsn;
+    return rc;
+}
+
+int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len)
+{
+    pthread_mutex_lock(&j->mu);
+    if (j->req) {
+        pthread_mutex_unlock(&j->mu);
+        return PK_ERR_STATE;
+    }
+    j->wbuf = buf;
+    j->wlen = len;
+    j->woff = j->off;
+    j->off += len;
+    j->req = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return PK_OK;
+}
+
+int gts_jnl_done(gts_jnl_t *j)
+{
+    uint64_t v;
+    if (read(j->efd, &v, sizeof v) != (ssize_t)sizeof v)
+        return PK_ERR_BUSY;
+    pthread_mutex_lock(&j->mu);
+    int rc = j->err;
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* ---- replay ---- */
+
+/* Lists the generations of base's journal files, sorted ascending. */
+static int list_gens(const char *base, uint64_t **gens, size_t *n)
+{
+    char dir[GTS_JNL_PATH_MAX];
+    const char *name = strrchr(base, '/');
+    name = name ? name + 1 : base;
+    size_t nl = strlen(name), cap = 0;
+    dir_of(base, dir, sizeof dir);
+    *gens = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? PK_OK : PK_ERR_IO;
+    struct dirent *e;
+    int rc = PK_OK;
+    while ((e = readdir(d)) != NULL) {
+        const char *s = e->d_name;
+        if (strncmp(s, name, nl) != 0 || s[nl] != '.' || strlen(s + nl + 1) != 16)
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long g = strtoull(s + nl + 1, &end, 16);
+        if (errno || !end || *end)
+            continue;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            uint64_t *ng = realloc(*gens, nc * sizeof *ng);
+            if (!ng) {
+                rc = PK_ERR_NOMEM;
+                break;
+            }
+            *gens = ng;
+            cap = nc;
+        }
+        (*gens)[(*n)++] = g;
+    }
+    closedir(d);
+    for (size_t i = 1; i < *n; i++) /* insertion sort: few files */
+        for (size_t k = i; k > 0 && (*gens)[k - 1] > (*gens)[k]; k--) {
+            uint64_t t = (*gens)[k];
+            (*gens)[k] = (*gens)[k - 1];
+            (*gens)[k - 1] = t;
+        }
+    return rc;
+}
+
+static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gts_jnl_cb cb,
+                       void *ctx)
+{
+    uint8_t h[GTS_JNL_HDR_LEN], r[GTS_JNL_REC_LEN], rec[PK_TRIG_REC_LEN], n[PK_AEAD_NONCE_LEN];
+    pk_aead_t a = {0};
+    int rc = PK_OK;
+    FILE *f = fopen(path, "rbe");
+    if (!f)
+        return errno == ENOENT ? PK_OK : PK_ERR_IO;
+    if (fread(h, 1, sizeof h, f) != sizeof h)
+        goto out; /* crashed while creating: nothing was ever acknowledged from it */
+    rc = PK_ERR_MALFORMED;
+    if (memcmp(h, jnl_magic, 8) != 0 || pk_get_u32(h + 8) != GTS_JNL_VERSION ||
+        pk_get_u32(h + 12) != GTS_JNL_REC_LEN || pk_get_u64(h + 16) != gen)
+        goto out;
+    rc = jnl_key(kek, gen, h + 24, &a);
+    if (rc != PK_OK)
+        goto out;
+    nonce_of(0, n);
+    rc = pk_aead_open(&a, n, h, 48, NULL, 0, h + 48, NULL);
+    if (rc != PK_OK)
+        goto out;
+    for (uint64_t lsn = 1;; lsn++) {
+        if (fread(r, 1, sizeof r, f) != sizeof r)
+            break; /* end, or a torn tail */
+        if (r[0] != REC_T_STATE || r[1] || r[2] || r[3] || pk_get_u64(r + 8) != lsn)
+            break;
+        nonce_of(lsn, n);
+        if (pk_aead_open(&a, n, r, REC_AAD_LEN, r + REC_AAD_LEN, PK_TRIG_REC_LEN,
+                         r + REC_AAD_LEN + PK_TRIG_REC_LEN, rec) != PK_OK)
+            break; /* torn: this and everything after was never acknowledged */
+        rc = cb(ctx, pk_get_u32(r + 4), pk_get_u64(r + 16), rec);
+        if (rc != PK_OK)
+            break;
+    }
+out:
+    pk_wipe(rec, sizeof rec);
+    pk_wipe(r, sizeof r);
+    pk_aead_clear(&a);
+    fclose(f);
+    return rc;
+}
+
+int gts_jnl_replay(const char *base, const uint8_t kek[32], uint64_t after_gen, gts_jnl_cb cb,
+                   void *ctx, uint64_t *max_gen)
+{
+    uint64_t *gens;
+    size_t n;
+    int rc = list_gens(base, &gens, &n);
+    *max_gen = after_gen;
+    for (size_t i = 0; rc == PK_OK && i < n; i++) {
+        char path[GTS_JNL_PATH_MAX + 20];
+        if (gens[i] <= after_gen)
+            continue;
+        snprintf(path, sizeof path, "%s.%016llx", base, (unsigned long long)gens[i]);
+        rc = replay_file(path, gens[i], kek, cb, ctx);
+        if (rc == PK_OK)
+            *max_gen = gens[i];
+    }
+    free(gens);
+    return rc;
+}
+
+int gts_jnl_remove_upto(const char *base, uint64_t upto)
+{
+    uint64_t *gens;
+    size_t n;
+    int rc = list_gens(base, &gens, &n), removed = 0;
+    for (size_t i = 0; rc == PK_OK && i < n; i++) {
+        char path[GTS_JNL_PATH_MAX + 20];
+        if (gens[i] > upto)
+            continue;
+        snprintf(path, sizeof path, "%s.%016llx", base, (unsigned long long)gens[i]);
+        if (unlink(path) != 0 && errno != ENOENT)
+            rc = PK_ERR_IO;
+        removed = 1;
+    }
+    free(gens);
+    if (rc == PK_OK && removed)
+        rc = sync_dir(base);
+    return rc;
+}
