@@ -60,7 +60,16 @@ int pk_cmd_sim(int argc, char **argv);
     {"ca", pk_cmd_ca, "development CA: make the CA and the kms/node certificates"},              \
     PK_CMD_SIM
 
+#if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE) && defined(PK_HAVE_DEVICE)
+int pk_demo_root_keys(int argc, char **argv);
+#define PK_DEMO_ROOT_KEYS                                                                          \
+    {"root-keys", pk_demo_root_keys,                                                               \
+     "kms, two nodes, four devices: option 1 and 2 links across nodes"},
+#else
+#define PK_DEMO_ROOT_KEYS
+#endif
+
 /* Extra demo scenarios: {name, fn, summary}, */
-#define PK_DEMOS PK_DEMO_TRIGGER
+#define PK_DEMOS PK_DEMO_TRIGGER PK_DEMO_ROOT_KEYS
 
 #endif

@@ -18,7 +18,9 @@
 
 #include "cli.h"
 #include "conf.h"
+#include "core/log.h"
 #include "device_cmd.h"
+#include "device_mk.h"
 #include "net/addr.h"
 #include "net/loop.h"
 
@@ -32,6 +34,10 @@ int pk_cmd_device_poll(int argc, char **argv) __attribute__((weak));
 #define DEF_RTO_MS 300
 
 static volatile sig_atomic_t g_stop;
+/* PROXKEY_TRACE set (as `proxkey demo` does): one debug log line on stderr
+ * per datagram sent, with the type byte and length only (never content). */
+static int g_trace;
+static char g_self[PK_REG_ID_MAX + 1];
 static void on_signal(int sig)
 {
     (void)sig;
@@ -82,7 +88,9 @@ static int load_state(const char *cmd, const char *dir, pk_dstate_t *s)
 {
     int rc = pk_dstate_load(s, dir);
     switch (rc) {
-    case PK_OK: return 0;
+    case PK_OK:
+        snprintf(g_self, sizeof g_self, "%.*s", (int)s->id.len, (const char *)s->id.b);
+        return 0;
     case PK_ERR_NOTFOUND:
         return fail(cmd, "%s is not a device state directory (run 'proxkey device init --dir %s')",
                     dir, dir);
@@ -127,8 +135,20 @@ static int udp_socket(const pk_addr_t *bind_addr, int family)
     return fd;
 }
 
+static void trace_send(int fd, const pk_addr_t *to, const uint8_t *b, size_t n)
+{
+    pk_addr_t me;
+    char src[PK_ADDR_STRLEN] = "?", dst[PK_ADDR_STRLEN];
+    if (pk_addr_local(fd, &me) == PK_OK)
+        pk_addr_format(&me, src);
+    pk_debug("msg", "from=%s src=%s to=%s type=0x%02x len=%zu", g_self, src,
+             pk_addr_format(to, dst), n ? b[0] : 0, n);
+}
+
 static void send_to(int fd, const pk_addr_t *to, const uint8_t *b, size_t n)
 {
+    if (g_trace)
+        trace_send(fd, to, b, n);
     (void)sendto(fd, b, n, 0, (const struct sockaddr *)&to->ss, to->len);
 }
 
@@ -547,6 +567,7 @@ static int cmd_keys(int argc, char **argv)
         print_key(in->param, sizeof in->param, reveal);
         putchar('\n');
     }
+    pk_dmk_print(&s, &d, reveal); /* master keys and individual keys (device_mk.c) */
     pk_reg_dev_clear(&d);
     pk_dstate_clear(&s);
     return 0;
@@ -772,6 +793,17 @@ static int cmd_listen(int argc, char **argv)
                     fprintf(stderr, "indication from node: peer=");
                     print_id(stderr, a->data, a->len);
                     fputc('\n', stderr);
+                    /* a handshake with that peer still in progress was answered
+                     * under its previous indication (a DCR that overtook this
+                     * one): forget it, so the DCR's retransmission is answered
+                     * under the new KSI and parameter */
+                    for (unsigned i = 0; i < MAX_LINKS; i++)
+                        if (slots[i].used && pk_link_state(&slots[i].l) != PK_LINK_S_ESTABLISHED &&
+                            slots[i].l.peer_len == a->len &&
+                            memcmp(slots[i].l.peer_id, a->data, a->len) == 0) {
+                            pk_link_clear(&slots[i].l);
+                            slots[i].used = 0;
+                        }
                 }
             }
         }
@@ -984,7 +1016,11 @@ static int cmd_send(int argc, char **argv)
     pk_link_cfg_t lc = link_cfg(&s, &d, rto, tries);
     pk_out_init(&o, arena, sizeof arena);
     pk_out_init(&hs, arena2, sizeof arena2);
-    fd = udp_socket(NULL, to.ss.ss_family);
+    {
+        pk_addr_t any; /* bound now, so the trace (PROXKEY_TRACE) shows the port */
+        (void)pk_addr_parse(to.ss.ss_family == AF_INET6 ? "[::]:0" : "0.0.0.0:0", &any, NULL);
+        fd = udp_socket(&any, to.ss.ss_family);
+    }
     if (fd < 0) {
         fail("send", "socket: %s", strerror(errno));
         goto out;
@@ -1101,6 +1137,7 @@ static const pk_cmd_t device_cmds[] = {
     {"listen", cmd_listen, "accept direct links and print what arrives"},
     {"send", cmd_send, "open or reuse a direct link to PEER and send a message"},
     {"poll", cmd_poll, "poll the trigger server (proxkey device poll --help)"},
+    {"mk", pk_cmd_device_mk, "master keys: client-to-client keys (proxkey device mk --help)"},
     {NULL, NULL, NULL},
 };
 
@@ -1122,5 +1159,11 @@ int pk_cmd_device(int argc, char **argv)
     if (!c)
         return 2;
     g_stop = 0;
+    const char *tr = getenv("PROXKEY_TRACE");
+    g_trace = tr && tr[0] && strcmp(tr, "0") != 0;
+    if (g_trace) {
+        pk_log_set_level(PK_LOG_DEBUG);
+        pk_log_set_role("device");
+    }
     return c->fn(argc - 1, argv + 1);
 }

@@ -88,6 +88,12 @@ static void conn_drop(kconn_t *k)
     free(k);
 }
 
+/* --log-level debug: one line per answer sent (type byte and length only). */
+static void trace_send(const kconn_t *k, const uint8_t *b, size_t n)
+{
+    pk_debug("msg", "from=kms to=%s type=0x%02x len=%zu", k->cn, n ? b[0] : 0, n);
+}
+
 /* Sends what may leave: entries whose batch committed (up to `upto`), with
  * batch `failed` answered by KMS_ERR(BUSY). */
 static void conn_release(kconn_t *k, uint64_t upto, uint64_t failed)
@@ -100,8 +106,10 @@ static void conn_release(kconn_t *k, uint64_t upto, uint64_t failed)
         if (h->gen != 0 && h->gen == failed) {
             uint8_t e[PK_KMS_ERR_LEN];
             size_t n = pk_kms_err_frame(PK_ERR_BUSY, h->req_type, PK_KMS_REQ_MIN, e, sizeof e);
+            trace_send(k, e, n);
             (void)pk_tls_conn_send(k->c, e, n);
         } else {
+            trace_send(k, h->buf, h->len);
             (void)pk_tls_conn_send(k->c, h->buf, h->len);
         }
         held_free(h);
@@ -242,6 +250,7 @@ static void on_frame(pk_tls_conn_t *c, const uint8_t *p, size_t n, void *ud)
     }
     int needs = pk_kms_pending(s->kms) > before;
     if (!needs && !k->head) {
+        trace_send(k, resp, rl);
         (void)pk_tls_conn_send(c, resp, rl);
         pk_wipe(resp, rl);
         return;

@@ -395,11 +395,37 @@ static void log_link(int level, const char *ev, const pk_act_t *a)
            a->code == PK_NODE_EV_LINK ? "ksi" : "reason", (unsigned long long)a->dest);
 }
 
+/* --log-level debug: one line per message sent (type byte and length only;
+ * `proxkey demo` draws its trace from these). */
+static void trace_send(const node_srv_t *s, const pk_act_t *a)
+{
+    char to[PK_ADDR_STRLEN];
+    pk_addr_t ad;
+    switch (a->code & PK_NODE_DST_MASK) {
+    case PK_NODE_DST_DEVICE:
+        if (handle_addr(s, a->dest, &ad) != PK_OK)
+            return;
+        pk_addr_format(&ad, to);
+        break;
+    case PK_NODE_DST_KMS: snprintf(to, sizeof to, "%s", s->o.kms_cn); break;
+    case PK_NODE_DST_NODE:
+        if (a->dest >= s->o.npeers)
+            return;
+        snprintf(to, sizeof to, "%s", s->o.peers[a->dest].id);
+        break;
+    default: return;
+    }
+    pk_debug("msg", "from=%s to=%s type=0x%02x len=%zu", s->o.id, to, a->len ? a->data[0] : 0,
+             a->len);
+}
+
 static void perform(node_srv_t *s, pk_out_t *o)
 {
     for (unsigned i = 0; i < o->n; i++) {
         pk_act_t *a = &o->act[i];
         if (a->kind == PK_ACT_SEND) {
+            if (pk_log_get_level() >= PK_LOG_DEBUG)
+                trace_send(s, a);
             switch (a->code & PK_NODE_DST_MASK) {
             case PK_NODE_DST_DEVICE: {
                 pk_addr_t to;
