@@ -16,6 +16,7 @@ static h_world_t w;
 static pk_reg_dev_t d_ch, d_acc, d_reg;
 static pk_reg_half_t half_snap[H_HALF];
 static pk_reg_bucket_t bucket_snap[4];
+static pk_reg_node_t node_snap;
 static int ready;
 
 static void dump(const char *dir, const char *name, uint8_t sel, const uint8_t *b, size_t n)
@@ -65,6 +66,7 @@ static void setup(void)
     memcpy(resp, o.act[0].data, rl);
     memcpy(half_snap, w.half, sizeof half_snap);
     memcpy(bucket_snap, w.bucket, sizeof bucket_snap);
+    node_snap = w.node; /* the tables' index heads live in the node */
     if (dir) {
         /* a full accept (for seeds only: the world moves on, then is rebuilt) */
         static h_world_t w2;
@@ -127,6 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         memcpy(w.half, half_snap, sizeof half_snap); /* back to the setup state */
         memcpy(w.bucket, bucket_snap, sizeof bucket_snap);
+        w.node = node_snap;
         break;
     case 1:
     case 2:

@@ -489,6 +489,116 @@ static void test_half_open_bounded(void)
     h_world_clear(&w);
 }
 
+/* The half-open index against a model: many sources and devices through a
+ * 64-entry table (chains, replacement by a new nonce, eviction of the
+ * oldest, expiry) and 8 buckets reused least-recently-used first. */
+static void test_half_open_index(void)
+{
+    enum { NH = 64, NB = 8, OPS = 3000, KEYS = 150 };
+    static pk_reg_half_t half[NH];
+    static pk_reg_bucket_t bucket[NB];
+    static uint8_t arena[8192];
+    static struct {
+        int live;
+        uint64_t seq, t;
+        uint8_t nonce[16];
+    } m[KEYS];
+    pk_reg_node_t n;
+    pk_out_t o;
+    h_rng_t rs;
+    pk_rng_t rng = h_rng(&rs, 11);
+    pk_reg_node_cfg_t cfg = {.node_id = h_id(NODE),
+                             .half = half,
+                             .nhalf = NH,
+                             .bucket = bucket,
+                             .nbucket = NB,
+                             .burst = 1000000,
+                             .per_sec = 1000000,
+                             .half_ttl_ms = 500,
+                             .hash_seed = 42};
+    CHECK_EQ_INT(pk_reg_node_init(&n, &cfg), PK_OK);
+    pk_out_init(&o, arena, sizeof arena);
+    uint64_t seq = 0, evicted = 0;
+    int bad = 0;
+    for (unsigned op = 0; op < OPS && !bad; op++) {
+        uint8_t r[2];
+        pk_rng_fill(&rng, r, 2);
+        unsigned k = (unsigned)(r[0] | r[1] << 8) % KEYS;
+        uint64_t now = op; /* 1 ms per op: entries expire after 500 ops */
+        char id[16];
+        pk_reg_request_t q;
+        uint8_t buf[PK_REG_REQUEST_LEN];
+        size_t len = 0;
+        snprintf(id, sizeof id, "d%u", k / 10);
+        q.dev = h_id(id); /* 15 devices x 10 sources */
+        uint64_t src = 1000 + k % 10;
+        if (op % 97 == 0) { /* expiry, as the model sees it */
+            pk_reg_node_timeout(&n, now);
+            for (unsigned j = 0; j < KEYS; j++)
+                if (m[j].live && now - m[j].t >= 500)
+                    m[j].live = 0;
+        }
+        int retx = m[k].live && (r[0] & 3) == 0;
+        if (retx)
+            memcpy(q.nonce_d, m[k].nonce, 16);
+        else
+            pk_rng_fill(&rng, q.nonce_d, 16);
+        CHECK_EQ_INT(pk_reg_request_encode(&q, buf, sizeof buf, &len), PK_OK);
+        uint64_t dup0 = n.drops[PK_REG_DROP_DUP];
+        pk_out_reset(&o);
+        CHECK_EQ_INT(pk_reg_node_input(&n, src, buf, len, now, &o), PK_OK);
+        if (retx) { /* found: counted as a duplicate, nothing new */
+            bad |= n.drops[PK_REG_DROP_DUP] != dup0 + 1 || o.n != 0;
+            continue;
+        }
+        bad |= o.n != 1;
+        unsigned live = 0, oldest = KEYS;
+        for (unsigned j = 0; j < KEYS; j++)
+            if (m[j].live && j != k) {
+                live++;
+                if (oldest == KEYS || m[j].seq < m[oldest].seq)
+                    oldest = j;
+            }
+        if (live >= NH) { /* the model evicts the oldest too */
+            m[oldest].live = 0;
+            evicted++;
+        }
+        m[k].live = 1;
+        m[k].seq = ++seq;
+        m[k].t = now;
+        memcpy(m[k].nonce, q.nonce_d, 16);
+        unsigned count = 0;
+        for (unsigned j = 0; j < KEYS; j++)
+            count += m[j].live;
+        bad |= pk_reg_node_count(&n) != count;
+    }
+    CHECK(!bad);
+    CHECK(evicted > 100); /* the table was full for much of the run */
+    CHECK_EQ_INT(n.drops[PK_REG_DROP_EVICTED], evicted);
+    /* every live entry is found (a vector is taken), every other one not */
+    for (unsigned j = 0; j < KEYS; j++) {
+        char id[16];
+        snprintf(id, sizeof id, "d%u", j / 10);
+        pk_reg_id_t dev = h_id(id);
+        pk_reg_vector_t v;
+        memset(&v, 0, sizeof v);
+        pk_out_reset(&o);
+        int rc = pk_reg_node_vector(&n, 1000 + j % 10, &dev, m[j].nonce, &v, OPS, &o);
+        if (m[j].live)
+            CHECK_EQ_INT(rc, PK_OK);
+        else
+            CHECK_EQ_INT(rc, PK_ERR_NOTFOUND);
+    }
+    /* the LRU bucket went to new sources: 10 sources shared 8 buckets */
+    unsigned used = 0;
+    for (unsigned b = 0; b < NB; b++)
+        used += bucket[b].used;
+    CHECK_EQ_INT(used, NB);
+    pk_reg_node_clear(&n);
+    CHECK_EQ_INT(pk_reg_node_count(&n), 0);
+    CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
+}
+
 /* Per-source token bucket: burst, then refill; other sources unaffected. */
 static void test_rate_limit(void)
 {
@@ -584,6 +694,7 @@ int main(void)
     RUN(test_lost_accept);
     RUN(test_device_gives_up);
     RUN(test_half_open_bounded);
+    RUN(test_half_open_index);
     RUN(test_rate_limit);
     RUN(test_net_frames);
     return check_report();

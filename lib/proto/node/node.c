@@ -311,7 +311,9 @@ int pk_node_new(const pk_node_cfg_t *cfg, pk_node_t **out)
         .per_sec = c->per_sec,
         .half_ttl_ms = c->half_ttl_ms,
     };
-    int r = pk_reg_node_init(&n->reg, &rc);
+    int r = pk_rng_fill(c->rng, &rc.hash_seed, sizeof rc.hash_seed);
+    if (r == PK_OK)
+        r = pk_reg_node_init(&n->reg, &rc);
     if (r != PK_OK) {
         pk_node_free(n);
         return r;

@@ -1,4 +1,5 @@
 /* The node's registration core (see reg.h). */
+#include <stddef.h>
 #include <string.h>
 
 #include "proto/reg/reg.h"
@@ -7,70 +8,185 @@ const char *const pk_reg_drop_names[PK_REG_DROP_N] = {
     "malformed", "version", "rate", "no_entry", "bad_res", "state", "dup", "evicted",
 };
 
+#define NIL UINT32_MAX
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint32_t half_slot(const pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev)
+{
+    uint64_t h = mix64(n->cfg.hash_seed ^ src) ^ dev->len;
+    for (unsigned i = 0; i < dev->len; i++)
+        h = (h ^ dev->b[i]) * 0x100000001b3ull;
+    return (uint32_t)(mix64(h) % n->cfg.nhalf);
+}
+
+static uint32_t bucket_slot(const pk_reg_node_t *n, uint64_t src)
+{
+    return (uint32_t)(mix64(n->cfg.hash_seed ^ mix64(src)) % n->cfg.nbucket);
+}
+
+/* Sets up the index over a half-open table whose entries are all free. */
+static void half_index_init(pk_reg_node_t *n)
+{
+    pk_reg_half_t *t = n->cfg.half;
+    for (size_t i = 0; i < n->cfg.nhalf; i++) {
+        t[i].hhead = NIL;
+        t[i].hnext = i + 1 < n->cfg.nhalf ? (uint32_t)(i + 1) : NIL; /* free chain */
+        t[i].older = t[i].newer = NIL;
+    }
+    n->hfree = 0;
+    n->holdest = n->hnewest = NIL;
+}
+
 int pk_reg_node_init(pk_reg_node_t *n, const pk_reg_node_cfg_t *cfg)
 {
-    if (!cfg->half || cfg->nhalf == 0 || !cfg->bucket || cfg->nbucket == 0 || cfg->burst == 0 ||
-        cfg->half_ttl_ms == 0 || !pk_reg_id_valid(cfg->node_id.b, cfg->node_id.len))
+    if (!cfg->half || cfg->nhalf == 0 || cfg->nhalf >= NIL || !cfg->bucket || cfg->nbucket == 0 ||
+        cfg->nbucket >= NIL || cfg->burst == 0 || cfg->half_ttl_ms == 0 ||
+        !pk_reg_id_valid(cfg->node_id.b, cfg->node_id.len))
         return PK_ERR_INVAL;
     memset(n, 0, sizeof *n);
     n->cfg = *cfg;
     memset(cfg->half, 0, cfg->nhalf * sizeof *cfg->half);
     memset(cfg->bucket, 0, cfg->nbucket * sizeof *cfg->bucket);
+    half_index_init(n);
+    for (size_t i = 0; i < cfg->nbucket; i++)
+        cfg->bucket[i].hhead = cfg->bucket[i].hnext = cfg->bucket[i].older = cfg->bucket[i].newer =
+            NIL;
+    n->boldest = n->bnewest = NIL;
     return PK_OK;
 }
 
-static void half_free(pk_reg_half_t *h)
+/* Unlinks an entry in use from its chain and the age list, wipes it (the
+ * accept cache up to its length: the rest is still zero) and frees it. */
+static void half_free(pk_reg_node_t *n, pk_reg_half_t *h)
 {
-    pk_wipe(h, sizeof *h);
+    pk_reg_half_t *t = n->cfg.half;
+    uint32_t i = (uint32_t)(h - t);
+    uint32_t *p = &t[half_slot(n, h->src, &h->dev)].hhead;
+    while (*p != NIL && *p != i)
+        p = &t[*p].hnext;
+    if (*p == i)
+        *p = h->hnext;
+    if (h->older != NIL)
+        t[h->older].newer = h->newer;
+    else
+        n->holdest = h->newer;
+    if (h->newer != NIL)
+        t[h->newer].older = h->older;
+    else
+        n->hnewest = h->older;
+    uint32_t head = h->hhead;
+    pk_wipe(h->acc, h->acc_len);
+    pk_wipe(h, offsetof(pk_reg_half_t, acc));
+    h->hhead = head;
+    h->older = h->newer = NIL;
+    h->hnext = n->hfree;
+    n->hfree = i;
 }
 
 static pk_reg_half_t *half_find(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev)
 {
-    for (size_t i = 0; i < n->cfg.nhalf; i++) {
-        pk_reg_half_t *h = &n->cfg.half[i];
-        if (h->state != PK_REG_H_FREE && h->src == src && pk_reg_id_eq(&h->dev, dev))
+    pk_reg_half_t *t = n->cfg.half;
+    for (uint32_t i = t[half_slot(n, src, dev)].hhead; i != NIL; i = t[i].hnext) {
+        pk_reg_half_t *h = &t[i];
+        if (h->src == src && pk_reg_id_eq(&h->dev, dev))
             return h;
     }
     return NULL;
 }
 
-/* A free slot, or the oldest one (evicted). */
-static pk_reg_half_t *half_alloc(pk_reg_node_t *n)
+/* A free slot, or the oldest one (evicted), taken for (src, dev): chained
+ * and made the newest. The caller fills in the rest. */
+static pk_reg_half_t *half_alloc(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev)
 {
-    pk_reg_half_t *old = NULL;
-    for (size_t i = 0; i < n->cfg.nhalf; i++) {
-        pk_reg_half_t *h = &n->cfg.half[i];
-        if (h->state == PK_REG_H_FREE)
-            return h;
-        if (!old || h->seq < old->seq)
-            old = h;
+    pk_reg_half_t *t = n->cfg.half;
+    if (n->hfree == NIL) {
+        n->drops[PK_REG_DROP_EVICTED]++;
+        half_free(n, &t[n->holdest]);
     }
-    n->drops[PK_REG_DROP_EVICTED]++;
-    half_free(old);
-    return old;
+    uint32_t i = n->hfree;
+    pk_reg_half_t *h = &t[i];
+    n->hfree = h->hnext;
+    h->src = src;
+    h->dev = *dev;
+    uint32_t *head = &t[half_slot(n, src, dev)].hhead;
+    h->hnext = *head;
+    *head = i;
+    h->older = n->hnewest;
+    h->newer = NIL;
+    if (n->hnewest != NIL)
+        t[n->hnewest].newer = i;
+    else
+        n->holdest = i;
+    n->hnewest = i;
+    return h;
 }
 
-/* Charges one request to src's token bucket; 1 when allowed. */
+static void bucket_unlink_lru(pk_reg_node_t *n, pk_reg_bucket_t *c)
+{
+    pk_reg_bucket_t *b = n->cfg.bucket;
+    if (c->older != NIL)
+        b[c->older].newer = c->newer;
+    else
+        n->boldest = c->newer;
+    if (c->newer != NIL)
+        b[c->newer].older = c->older;
+    else
+        n->bnewest = c->older;
+    c->older = c->newer = NIL;
+}
+
+/* Charges one request to src's token bucket; 1 when allowed. A new source
+ * takes an unused bucket or the least recently used one. */
 static int rate_take(pk_reg_node_t *n, uint64_t src, uint64_t now_ms)
 {
     const uint64_t cap = (uint64_t)n->cfg.burst * 1000;
-    pk_reg_bucket_t *b = NULL, *lru = NULL;
-    for (size_t i = 0; i < n->cfg.nbucket; i++) {
-        pk_reg_bucket_t *c = &n->cfg.bucket[i];
-        if (c->used && c->src == src) {
-            b = c;
+    pk_reg_bucket_t *t = n->cfg.bucket, *b = NULL;
+    uint32_t slot = bucket_slot(n, src), i;
+    for (i = t[slot].hhead; i != NIL; i = t[i].hnext)
+        if (t[i].src == src) {
+            b = &t[i];
             break;
         }
-        if (!lru || !c->used || (lru->used && c->last_ms < lru->last_ms))
-            lru = c;
-    }
     if (!b) {
-        b = lru;
+        if (n->bused < n->cfg.nbucket) {
+            i = n->bused++;
+        } else { /* reuse the LRU bucket: out of its chain */
+            i = n->boldest;
+            uint32_t *p = &t[bucket_slot(n, t[i].src)].hhead;
+            while (*p != NIL && *p != i)
+                p = &t[*p].hnext;
+            if (*p == i)
+                *p = t[i].hnext;
+        }
+        b = &t[i];
+        if (b->used)
+            bucket_unlink_lru(n, b);
         b->used = 1;
         b->src = src;
         b->milli = cap;
         b->last_ms = now_ms;
+        b->hnext = t[slot].hhead;
+        t[slot].hhead = i;
+    } else {
+        bucket_unlink_lru(n, b);
     }
+    /* most recently used */
+    b->older = n->bnewest;
+    b->newer = NIL;
+    if (n->bnewest != NIL)
+        t[n->bnewest].newer = i;
+    else
+        n->boldest = i;
+    n->bnewest = i;
     if (now_ms > b->last_ms) {
         uint64_t dt = now_ms - b->last_ms;
         uint64_t per = n->cfg.per_sec; /* milli-tokens per ms */
@@ -148,14 +264,11 @@ static int on_request(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t
         return rc;
     /* commit: a new run (a new nonce_d replaces the old run of this device) */
     if (h)
-        half_free(h);
-    else
-        h = half_alloc(n);
+        half_free(n, h);
+    h = half_alloc(n, src, &m.dev);
     h->state = PK_REG_H_WAIT_VEC;
-    h->src = src;
     h->seq = ++n->seq;
     h->created_ms = now_ms;
-    h->dev = m.dev;
     memcpy(h->nonce_d, m.nonce_d, PK_REG_NONCE_LEN);
     return PK_OK;
 }
@@ -289,7 +402,7 @@ void pk_reg_node_timeout(pk_reg_node_t *n, uint64_t now_ms)
         pk_reg_half_t *h = &n->cfg.half[i];
         if (h->state != PK_REG_H_FREE && now_ms >= h->created_ms &&
             now_ms - h->created_ms >= n->cfg.half_ttl_ms)
-            half_free(h);
+            half_free(n, h);
     }
 }
 
@@ -314,6 +427,6 @@ size_t pk_reg_node_count(const pk_reg_node_t *n)
 
 void pk_reg_node_clear(pk_reg_node_t *n)
 {
-    for (size_t i = 0; i < n->cfg.nhalf; i++)
-        half_free(&n->cfg.half[i]);
+    pk_wipe(n->cfg.half, n->cfg.nhalf * sizeof *n->cfg.half);
+    half_index_init(n);
 }

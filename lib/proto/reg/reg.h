@@ -106,9 +106,13 @@ enum pk_reg_half_state {
     PK_REG_H_DONE = 4,       /* accept sent and cached for retransmitted responses */
 };
 
-/* One half-open registration, keyed by (source, device id). */
+/* One half-open registration, keyed by (source, device id). The index
+ * fields are the core's: entries are found through hash chains whose heads
+ * live in the table itself (hhead of slot i heads chain i), and kept in
+ * insertion order (older/newer) for eviction; free slots are chained too. */
 typedef struct pk_reg_half {
     uint8_t state;
+    uint32_t hhead, hnext, older, newer;
     uint64_t src;
     uint64_t seq; /* insertion order: the lowest is evicted first */
     uint64_t created_ms;
@@ -119,8 +123,10 @@ typedef struct pk_reg_half {
     uint8_t acc[PK_REG_ACCEPT_MAX];
 } pk_reg_half_t;
 
-/* Token bucket of one source. */
+/* Token bucket of one source (indexed like pk_reg_half_t; older/newer is
+ * the least-recently-used order). */
 typedef struct pk_reg_bucket {
+    uint32_t hhead, hnext, older, newer;
     uint64_t src;
     uint64_t last_ms;
     uint64_t milli; /* tokens x 1000 */
@@ -136,6 +142,7 @@ typedef struct pk_reg_node_cfg {
     uint32_t burst;       /* REQUESTs a source may send at once (>= 1) */
     uint32_t per_sec;     /* sustained REQUESTs per second per source */
     uint64_t half_ttl_ms; /* lifetime of an entry in any state */
+    uint64_t hash_seed;   /* seeds the table index (draw it at random; 0 is valid) */
 } pk_reg_node_cfg_t;
 
 enum pk_reg_drop {
@@ -150,10 +157,22 @@ enum pk_reg_drop {
     PK_REG_DROP_N
 };
 
+/*
+ * Lookups are O(1) on average: half-open entries and buckets are found
+ * through hash chains over (source, device id) / source, mixed with
+ * cfg.hash_seed (not a keyed PRF: a sender who forces collisions degrades a
+ * lookup to a scan of the table, which is what every lookup cost before the
+ * index; the shell's SipHash-keyed per-IP limiter stands in front). The
+ * oldest entry (eviction) and the least recently used bucket are list heads.
+ * The index lives in the tables and in the fields below: a caller that
+ * snapshots the node's state must copy both.
+ */
 typedef struct pk_reg_node {
     pk_reg_node_cfg_t cfg;
     uint64_t seq;
     uint64_t drops[PK_REG_DROP_N];
+    uint32_t hfree, holdest, hnewest; /* free chain, insertion order */
+    uint32_t bused, boldest, bnewest; /* buckets handed out, LRU order */
 } pk_reg_node_t;
 
 /* Names of the drop reasons (for pk_drops_init in the shell). */
