@@ -15,6 +15,9 @@ int pk_bench_suite_gts(int argc, char **argv);
 #ifdef PK_HAVE_SIM
 int pk_bench_suite_sim(int argc, char **argv);
 #endif
+#if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE)
+int pk_bench_suite_reg(int argc, char **argv);
+#endif
 
 static const pk_cmd_t systems[] = {
 #ifdef PK_HAVE_GTS
@@ -22,6 +25,9 @@ static const pk_cmd_t systems[] = {
 #endif
 #ifdef PK_HAVE_SIM
     {"sim", pk_bench_suite_sim, "simulator: 100,000 devices through registration and a link"},
+#endif
+#if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE)
+    {"reg", pk_bench_suite_reg, "registrations/s through real kms and node daemons on loopback"},
 #endif
     {NULL, NULL, NULL},
 };
