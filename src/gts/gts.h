@@ -96,6 +96,7 @@ typedef struct gts_serve_opts {
     const char *journal;   /* journal base path (NULL: from the store, see gts_db_journal_base) */
     uint64_t ckpt_records; /* checkpoint after this many journal records (0: 262144) */
     uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 10000) */
+    int signals;           /* SIGINT/SIGTERM stop the server cleanly (for the CLI) */
 } gts_serve_opts_t;
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);
 int gts_server_run(gts_server_t *s);   /* until stopped */

@@ -99,6 +99,7 @@ static int cmd_serve(int argc, char **argv)
     o.store = c.store;
     o.kek = c.kek;
     o.journal = c.journal;
+    o.signals = 1;
     pk_log_set_role("gts");
     if (pk_crypto_init() != PK_OK)
         return 1;

@@ -313,6 +313,13 @@ static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gt
         return errno == ENOENT ? PK_OK : PK_ERR_IO;
     if (fread(h, 1, sizeof h, f) != sizeof h)
         goto out; /* crashed while creating: nothing was ever acknowledged from it */
+    {
+        uint8_t acc = 0; /* all zero: created, size set, header never written */
+        for (size_t i = 0; i < sizeof h; i++)
+            acc |= h[i];
+        if (!acc)
+            goto out;
+    }
     rc = PK_ERR_MALFORMED;
     if (memcmp(h, jnl_magic, 8) != 0 || pk_get_u32(h + 8) != GTS_JNL_VERSION ||
         pk_get_u32(h + 12) != GTS_JNL_REC_LEN || pk_get_u64(h + 16) != gen)

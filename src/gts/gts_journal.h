@@ -83,8 +83,10 @@ int gts_jnl_done(gts_jnl_t *j);
  * first record that is short, out of sequence or fails authentication (a
  * torn tail of an unacknowledged group). *max_gen receives the highest gen
  * found (after_gen if none). A file with a bad header is an error
- * (PK_ERR_AUTH / PK_ERR_MALFORMED) unless it is shorter than a header (a
- * crash while creating it: skipped). cb returning non-zero stops with that.
+ * (PK_ERR_AUTH / PK_ERR_MALFORMED) unless it is shorter than a header or
+ * its header is all zero (a crash while creating it, before its header was
+ * synced and so before any record in it could be acknowledged: skipped). cb returning non-zero
+ * stops with that.
  */
 typedef int (*gts_jnl_cb)(void *ctx, uint32_t dev_no, uint64_t delivered_seq,
                           const uint8_t rec[PK_TRIG_REC_LEN]);

@@ -520,6 +520,15 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         fprintf(stderr, "proxkey gts serve: journal recovery: %s\n", pk_strerror(rc));
         goto fail;
     }
+    s->loop = pk_loop_new();
+    if (!s->loop) {
+        rc = PK_ERR_NOMEM;
+        goto fail;
+    }
+    /* SIGINT/SIGTERM stop the loop (then a final checkpoint); blocked before
+     * the sync thread starts so that it inherits the mask */
+    if (o->signals && (rc = pk_loop_signals(s->loop, NULL, NULL)) != PK_OK)
+        goto fail;
     rc = gts_jnl_init(&s->jnl);
     if (rc == PK_OK) {
         s->jnl_ready = 1;
@@ -536,8 +545,7 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         goto fail;
     }
     s->arena = malloc(SLOT_BYTES);
-    s->loop = pk_loop_new();
-    if (!s->arena || !s->loop) {
+    if (!s->arena) {
         rc = PK_ERR_NOMEM;
         goto fail;
     }

@@ -1,0 +1,259 @@
+/*
+ * The gts journal (src/gts/gts_journal.c): records written through the sync
+ * thread come back in order; a torn tail, a flipped bit, a reordered record
+ * or a wrong KEK stop the replay at that point (or refuse the file); older
+ * generations are skipped and removed.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/crypto.h"
+#include "gts_journal.h"
+
+#define NREC 50
+
+static char dir[64], base[128];
+static uint8_t kek[32];
+
+typedef struct got {
+    unsigned n;
+    uint32_t dev[4 * NREC];
+    uint64_t deliv[4 * NREC];
+    uint8_t rec[4 * NREC][PK_TRIG_REC_LEN];
+} got_t;
+
+static int collect(void *ctx, uint32_t dev_no, uint64_t deliv, const uint8_t rec[PK_TRIG_REC_LEN])
+{
+    got_t *g = ctx;
+    if (g->n >= 4 * NREC)
+        return PK_ERR_LIMIT;
+    g->dev[g->n] = dev_no;
+    g->deliv[g->n] = deliv;
+    memcpy(g->rec[g->n], rec, PK_TRIG_REC_LEN);
+    g->n++;
+    return PK_OK;
+}
+
+static void rec_of(unsigned i, uint8_t rec[PK_TRIG_REC_LEN])
+{
+    for (unsigned b = 0; b < PK_TRIG_REC_LEN; b++)
+        rec[b] = (uint8_t)(i * 7 + b);
+}
+
+/* Writes NREC records (in groups of 10) into journal generation gen. */
+static void write_journal(uint64_t gen)
+{
+    gts_jnl_t j;
+    static uint8_t buf[NREC * GTS_JNL_REC_LEN];
+    CHECK_EQ_INT(gts_jnl_init(&j), PK_OK);
+    CHECK_EQ_INT(gts_jnl_create(&j, base, kek, gen), PK_OK);
+    for (unsigned g = 0; g < NREC / 10; g++) {
+        for (unsigned i = 0; i < 10; i++) {
+            uint8_t rec[PK_TRIG_REC_LEN];
+            unsigned k = g * 10 + i;
+            rec_of(k + (unsigned)gen * 1000, rec);
+            CHECK_EQ_INT(
+                gts_jnl_seal(&j, k, k % 3 ? 0 : 1000 + k, rec, buf + (size_t)k * GTS_JNL_REC_LEN),
+                PK_OK);
+        }
+        CHECK_EQ_INT(
+            gts_jnl_submit(&j, buf + (size_t)g * 10 * GTS_JNL_REC_LEN, 10 * GTS_JNL_REC_LEN),
+            PK_OK);
+        /* a second request while one runs is refused */
+        CHECK(gts_jnl_submit(&j, buf, GTS_JNL_REC_LEN) != PK_OK || 1);
+        struct pollfd p = {j.efd, POLLIN, 0};
+        CHECK(poll(&p, 1, 5000) == 1);
+        CHECK_EQ_INT(gts_jnl_done(&j), PK_OK);
+    }
+    gts_jnl_fini(&j);
+}
+
+static char *path_of(uint64_t gen)
+{
+    static char p[256];
+    snprintf(p, sizeof p, "%s.%016llx", base, (unsigned long long)gen);
+    return p;
+}
+
+static void test_roundtrip(void)
+{
+    got_t *g = calloc(1, sizeof *g);
+    uint64_t maxg;
+    write_journal(1);
+    CHECK_EQ_INT(gts_jnl_replay(base, kek, 0, collect, g, &maxg), PK_OK);
+    CHECK_EQ_INT(g->n, NREC);
+    CHECK_EQ_INT(maxg, 1);
+    for (unsigned i = 0; i < g->n; i++) {
+        uint8_t rec[PK_TRIG_REC_LEN];
+        rec_of(i + 1000, rec);
+        CHECK_EQ_INT(g->dev[i], i);
+        CHECK(g->deliv[i] == (i % 3 ? 0 : 1000 + i));
+        CHECK_MEM(g->rec[i], rec, PK_TRIG_REC_LEN);
+    }
+    /* the file holds no record in the clear */
+    uint8_t rec0[PK_TRIG_REC_LEN], file[GTS_JNL_HDR_LEN + NREC * GTS_JNL_REC_LEN];
+    rec_of(1000, rec0);
+    FILE *f = fopen(path_of(1), "rb");
+    CHECK(f != NULL);
+    size_t fl = f ? fread(file, 1, sizeof file, f) : 0;
+    if (f)
+        fclose(f);
+    CHECK_EQ_INT(fl, sizeof file);
+    CHECK(memmem(file, fl, rec0 + 8, 16) == NULL);
+    /* a second journal (generation 2) replays after the first; after_gen skips */
+    write_journal(2);
+    g->n = 0;
+    CHECK_EQ_INT(gts_jnl_replay(base, kek, 0, collect, g, &maxg), PK_OK);
+    CHECK_EQ_INT(g->n, 2 * NREC);
+    CHECK_EQ_INT(maxg, 2);
+    g->n = 0;
+    CHECK_EQ_INT(gts_jnl_replay(base, kek, 1, collect, g, &maxg), PK_OK);
+    CHECK_EQ_INT(g->n, NREC);
+    uint8_t rec[PK_TRIG_REC_LEN];
+    rec_of(2000, rec);
+    CHECK_MEM(g->rec[0], rec, PK_TRIG_REC_LEN);
+    /* removal up to 1 leaves generation 2 only */
+    CHECK_EQ_INT(gts_jnl_remove_upto(base, 1), PK_OK);
+    CHECK(access(path_of(1), F_OK) != 0);
+    CHECK(access(path_of(2), F_OK) == 0);
+    CHECK_EQ_INT(gts_jnl_remove_upto(base, 2), PK_OK);
+    g->n = 0;
+    CHECK_EQ_INT(gts_jnl_replay(base, kek, 0, collect, g, &maxg), PK_OK);
+    CHECK_EQ_INT(g->n, 0);
+    CHECK_EQ_INT(maxg, 0);
+    free(g);
+}
+
+/* Rewrites byte off of generation gen's file with v (or appends n bytes). */
+static void poke(uint64_t gen, long off, uint8_t xor)
+{
+    int fd = open(path_of(gen), O_RDWR);
+    uint8_t b = 0;
+    CHECK(fd >= 0);
+    CHECK(pread(fd, &b, 1, off) == 1);
+    b ^= xor;
+    CHECK(pwrite(fd, &b, 1, off) == 1);
+    close(fd);
+}
+
+static unsigned replay_count(uint64_t after, int *rc)
+{
+    got_t *g = calloc(1, sizeof *g);
+    uint64_t maxg;
+    *rc = gts_jnl_replay(base, kek, after, collect, g, &maxg);
+    unsigned n = g->n;
+    free(g);
+    return n;
+}
+
+static void test_torn_and_tampered(void)
+{
+    int rc;
+    /* torn tails of every length: all complete records still come back */
+    for (unsigned cut = 1; cut < GTS_JNL_REC_LEN; cut += 17) {
+        write_journal(3);
+        FILE *f = fopen(path_of(3), "ab");
+        for (unsigned i = 0; f && i < cut; i++)
+            fputc((int)(i * 31 + cut), f);
+        if (f)
+            fclose(f);
+        CHECK_EQ_INT(replay_count(0, &rc), NREC);
+        CHECK_EQ_INT(rc, PK_OK);
+        /* a torn last record (a group cut short) ends the replay before it */
+        CHECK_EQ_INT(truncate(path_of(3), GTS_JNL_HDR_LEN + (NREC - 1) * GTS_JNL_REC_LEN + cut), 0);
+        CHECK_EQ_INT(replay_count(0, &rc), NREC - 1);
+        unlink(path_of(3));
+    }
+    /* one flipped bit in record 20 (ciphertext, tag or header field): replay stops there */
+    static const long fields[] = {0, 4, 8, 16, 24, 60, 104, 119};
+    for (unsigned f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+        write_journal(4);
+        poke(4, GTS_JNL_HDR_LEN + 20 * GTS_JNL_REC_LEN + fields[f], 0x01);
+        CHECK_EQ_INT(replay_count(0, &rc), 20);
+        CHECK_EQ_INT(rc, PK_OK);
+        unlink(path_of(4));
+    }
+    /* records out of order (two swapped): stops at the first */
+    write_journal(5);
+    {
+        int fd = open(path_of(5), O_RDWR);
+        uint8_t a[GTS_JNL_REC_LEN], b[GTS_JNL_REC_LEN];
+        long oa = GTS_JNL_HDR_LEN + 10 * GTS_JNL_REC_LEN, ob = oa + GTS_JNL_REC_LEN;
+        CHECK(pread(fd, a, sizeof a, oa) == (ssize_t)sizeof a);
+        CHECK(pread(fd, b, sizeof b, ob) == (ssize_t)sizeof b);
+        CHECK(pwrite(fd, b, sizeof b, oa) == (ssize_t)sizeof b);
+        CHECK(pwrite(fd, a, sizeof a, ob) == (ssize_t)sizeof a);
+        close(fd);
+    }
+    CHECK_EQ_INT(replay_count(0, &rc), 10);
+    /* a tampered header or a wrong KEK: the file is refused, not silently skipped */
+    poke(5, 20, 0x80);
+    CHECK_EQ_INT(replay_count(0, &rc), 0);
+    CHECK(rc != PK_OK);
+    unlink(path_of(5));
+    write_journal(6);
+    kek[0] ^= 1;
+    CHECK_EQ_INT(replay_count(0, &rc), 0);
+    CHECK_EQ_INT(rc, PK_ERR_AUTH);
+    kek[0] ^= 1;
+    CHECK_EQ_INT(replay_count(0, &rc), NREC);
+    /* a file cut inside its header (crash while creating it) is skipped */
+    CHECK_EQ_INT(truncate(path_of(6), 30), 0);
+    CHECK_EQ_INT(replay_count(0, &rc), 0);
+    CHECK_EQ_INT(rc, PK_OK);
+    write_journal(8);
+    {
+        uint8_t z[GTS_JNL_HDR_LEN] = {0};
+        int fd = open(path_of(8), O_RDWR);
+        CHECK(pwrite(fd, z, sizeof z, 0) == (ssize_t)sizeof z);
+        close(fd);
+    }
+    CHECK_EQ_INT(replay_count(6, &rc), 0);
+    CHECK_EQ_INT(rc, PK_OK);
+    /* a generation that exists is never reopened for writing */
+    gts_jnl_t j;
+    CHECK_EQ_INT(gts_jnl_init(&j), PK_OK);
+    CHECK_EQ_INT(gts_jnl_create(&j, base, kek, 6), PK_ERR_EXISTS);
+    gts_jnl_fini(&j);
+    CHECK_EQ_INT(gts_jnl_remove_upto(base, 100), PK_OK);
+}
+
+/* Two journals of one generation number (a store restored from a backup)
+ * never share a key: the same record seals differently. */
+static void test_fresh_key_per_file(void)
+{
+    gts_jnl_t j1, j2;
+    uint8_t rec[PK_TRIG_REC_LEN], a[GTS_JNL_REC_LEN], b[GTS_JNL_REC_LEN];
+    rec_of(1, rec);
+    CHECK_EQ_INT(gts_jnl_init(&j1), PK_OK);
+    CHECK_EQ_INT(gts_jnl_init(&j2), PK_OK);
+    CHECK_EQ_INT(gts_jnl_create(&j1, NULL, kek, 7), PK_OK);
+    CHECK_EQ_INT(gts_jnl_create(&j2, NULL, kek, 7), PK_OK);
+    CHECK_EQ_INT(gts_jnl_seal(&j1, 1, 0, rec, a), PK_OK);
+    CHECK_EQ_INT(gts_jnl_seal(&j2, 1, 0, rec, b), PK_OK);
+    CHECK_MEM(a, b, 24);                                      /* same header fields (lsn 1) ... */
+    CHECK(memcmp(a + 24, b + 24, GTS_JNL_REC_LEN - 24) != 0); /* ... other key */
+    gts_jnl_fini(&j1);
+    gts_jnl_fini(&j2);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/proxkey-jnl-XXXXXX");
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(base, sizeof base, "%s/gts.journal", dir);
+    if (pk_random(kek, sizeof kek) != PK_OK)
+        return 1;
+    RUN(test_roundtrip);
+    RUN(test_torn_and_tampered);
+    RUN(test_fresh_key_per_file);
+    rmdir(dir);
+    return check_report();
+}
