@@ -145,6 +145,37 @@ int pk_aead_rekey(pk_aead_t *a, const uint8_t *key, size_t keylen)
     return PK_OK;
 }
 
+int pk_aead_rekey_seal(pk_aead_t *a, const uint8_t *key, size_t keylen)
+{
+    const EVP_CIPHER *c;
+    int rc = pk_crypto_init();
+
+    if (rc != PK_OK)
+        return rc;
+    if (!a || !key || (keylen != 16 && keylen != 32))
+        return PK_ERR_INVAL;
+    c = keylen == 16 ? pk_aes128gcm : pk_aes256gcm;
+    EVP_CIPHER_CTX_free(a->dec); /* cleanses the old key schedule */
+    a->dec = NULL;
+    if (a->enc && a->keylen == keylen) {
+        if (EVP_EncryptInit_ex2(a->enc, NULL, key, NULL, NULL) == 1)
+            return PK_OK;
+        pk_aead_clear(a);
+        return PK_ERR_CRYPTO;
+    }
+    /* first key or another key size: a fresh context (freeing the old one
+     * cleanses its key schedule) */
+    pk_aead_clear(a);
+    if (!(a->enc = EVP_CIPHER_CTX_new()))
+        return PK_ERR_NOMEM;
+    if (EVP_EncryptInit_ex2(a->enc, c, key, NULL, NULL) != 1) {
+        pk_aead_clear(a);
+        return PK_ERR_CRYPTO;
+    }
+    a->keylen = keylen;
+    return PK_OK;
+}
+
 int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,
                  size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct,
                  uint8_t tag[PK_AEAD_TAG_LEN])

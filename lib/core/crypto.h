@@ -84,6 +84,14 @@ void pk_aead_clear(pk_aead_t *a);
  */
 int pk_aead_rekey(pk_aead_t *a, const uint8_t *key, size_t keylen);
 
+/*
+ * As pk_aead_rekey for a context that only seals (a server answering many
+ * peers: half the key set-up). The decryption side is dropped (freed, its
+ * key schedule cleansed): pk_aead_open returns PK_ERR_INVAL until the next
+ * pk_aead_init or pk_aead_rekey. Same errors as pk_aead_rekey.
+ */
+int pk_aead_rekey_seal(pk_aead_t *a, const uint8_t *key, size_t keylen);
+
 /* Encrypts ptlen bytes from pt into ct (which may equal pt) and writes the
  * 16-byte tag. The caller guarantees the nonce is never reused with the key. */
 int pk_aead_seal(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uint8_t *aad,

@@ -21,6 +21,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -68,16 +69,26 @@ typedef struct srv_thread {
     int echo;
     gts_server_t *gts;
     echo_t e;
+    double cpu_s; /* CPU time of the server thread */
 } srv_thread_t;
+
+static double thread_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 
 static void *srv_main(void *arg)
 {
     srv_thread_t *t = arg;
     pin(0);
+    double c0 = thread_cpu_s();
     if (t->echo)
         pk_loop_run(t->e.loop);
     else
         gts_server_run(t->gts);
+    t->cpu_s = thread_cpu_s() - c0;
     return NULL;
 }
 
@@ -320,6 +331,7 @@ typedef struct bench_cfg {
 
 typedef struct round_res {
     double rate;
+    double cpu_us; /* server-thread CPU per answer */
     size_t resp_bytes;
     uint64_t retrans, groups, records;
     double sync_ms; /* mean fdatasync per group */
@@ -389,6 +401,7 @@ static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t 
     pthread_join(ts, NULL);
     memset(res, 0, sizeof *res);
     res->rate = (double)g.answered / g.seconds;
+    res->cpu_us = g.answered ? st.cpu_s * 1e6 / (double)g.answered : 0;
     res->resp_bytes = g.resp_bytes;
     res->retrans = g.retrans;
     if (!echo) {
@@ -491,19 +504,22 @@ int pk_bench_suite_gts(int argc, char **argv)
     double load0[3] = {0}, load1[3] = {0};
     (void)getloadavg(load0, 3);
     /* alternate rounds so a noisy neighbour hits both alike; take medians */
-    double gts[21], echo[21], ratio[21], sync_ms[21];
+    double gts[21], echo[21], ratio[21], sync_ms[21], gcpu[21], ecpu[21];
     round_res_t rr;
     size_t resp_bytes = 0;
     uint64_t retrans = 0, groups = 0, records = 0;
     int rc = 0;
     for (unsigned r = 0; r < rounds; r++) {
         echo[r] = 0;
+        ecpu[r] = 0;
         if (!skip_echo) {
             rc |= run_one(1, &bc, r, &rr);
             echo[r] = rr.rate;
+            ecpu[r] = rr.cpu_us;
         }
         rc |= run_one(0, &bc, r, &rr);
         gts[r] = rr.rate;
+        gcpu[r] = rr.cpu_us;
         sync_ms[r] = rr.sync_ms;
         resp_bytes = rr.resp_bytes;
         retrans += rr.retrans;
@@ -511,9 +527,10 @@ int pk_bench_suite_gts(int argc, char **argv)
         records += rr.records;
         ratio[r] = echo[r] > 0 ? gts[r] / echo[r] : 0;
         if (!json)
-            printf("round %u: gts %.0f/s, echo %.0f/s, ratio %.2f; %llu journal groups, "
-                   "fdatasync %.2f ms mean\n",
-                   r + 1, gts[r], echo[r], ratio[r], (unsigned long long)rr.groups, rr.sync_ms);
+            printf("round %u: gts %.0f/s, echo %.0f/s, ratio %.2f; server CPU per answer: gts "
+                   "%.2f us, echo %.2f us; %llu journal groups, fdatasync %.2f ms mean\n",
+                   r + 1, gts[r], echo[r], ratio[r], gcpu[r], ecpu[r],
+                   (unsigned long long)rr.groups, rr.sync_ms);
     }
     (void)getloadavg(load1, 3);
     (void)rmdir(jdir);
@@ -521,6 +538,9 @@ int pk_bench_suite_gts(int argc, char **argv)
     sort_d(echo, (unsigned)rounds);
     sort_d(ratio, (unsigned)rounds);
     sort_d(sync_ms, (unsigned)rounds);
+    sort_d(gcpu, (unsigned)rounds);
+    sort_d(ecpu, (unsigned)rounds);
+    double gc = gcpu[rounds / 2], ec = ecpu[rounds / 2];
     double g = gts[rounds / 2], e = echo[rounds / 2], q = ratio[rounds / 2];
 
     /* memory: 1,000,000 devices provisioned into a bare core */
@@ -555,6 +575,9 @@ int pk_bench_suite_gts(int argc, char **argv)
            (unsigned long long)groups, (unsigned long long)records,
            groups ? (double)records / (double)groups : 0.0, sync_ms[rounds / 2],
            (unsigned long long)retrans);
+    printf("server-thread CPU per answer (median): gts %.2f us, echo %.2f us; CPU-bound "
+           "ratio echo/gts %.2f (what an idle core would give)\n",
+           gc, ec, gc > 0 ? ec / gc : 0.0);
     printf("load average before %.2f, after %.2f\n", load0[0], load1[0]);
     printf("bytes on the wire: poll %d, response %zu (no command) = %d + payload\n",
            PK_TRIG_POLL_LEN, resp_bytes, PK_TRIG_RESP_FIXED);
@@ -567,9 +590,10 @@ int pk_bench_suite_gts(int argc, char **argv)
                "\"mem_devices\":%llu,\"index_bytes_per_device\":%.1f,"
                "\"rss_bytes_per_device\":%.1f,\"rounds\":%llu,\"seconds\":%.0f,"
                "\"inflight\":%llu,\"journal_groups\":%llu,\"journal_records\":%llu,"
-               "\"fdatasync_ms\":%.3f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
+               "\"fdatasync_ms\":%.3f,\"gts_cpu_us_per_poll\":%.3f,\"echo_cpu_us_per_msg\":%.3f,"
+               "\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
                g, e, q, PK_TRIG_POLL_LEN, resp_bytes, ndev, memdev, idx_per_dev, rss_per_dev,
                rounds, seconds, (unsigned long long)bc.depth * NS, (unsigned long long)groups,
-               (unsigned long long)records, sync_ms[rounds / 2], load0[0], load1[0]);
+               (unsigned long long)records, sync_ms[rounds / 2], gc, ec, load0[0], load1[0]);
     return rc;
 }

@@ -314,6 +314,36 @@ static void test_gcm_rekey(void)
     CHECK_EQ_INT(pk_aead_open(&a, iv, NULL, 0, ct, sizeof ct, tag, out), PK_OK);
     CHECK_MEM(out, pt, sizeof pt);
 
+    /* seal-only rekey: seals as a full context would, refuses to open, and a
+     * full rekey afterwards restores both directions; sizes switch both ways */
+    for (int rep = 0; rep < 4; rep++) {
+        const struct gcm_vec *v = &gcm_vecs[rep % 2 ? i32 : i16];
+        uint8_t key[32], viv[12], vpt[128], vaad[64], vct[128], vtag[16], o[128], otag[16];
+        size_t kl = unhex(v->key, key, sizeof key);
+        unhex(v->iv, viv, sizeof viv);
+        size_t pl = unhex(v->pt, vpt, sizeof vpt);
+        size_t al = unhex(v->aad, vaad, sizeof vaad);
+        size_t cl = unhex(v->ct, vct, sizeof vct);
+        unhex(v->tag, vtag, sizeof vtag);
+        CHECK_EQ_INT(pk_aead_rekey_seal(&a, key, kl), PK_OK);
+        CHECK(a.dec == NULL);
+        CHECK_EQ_INT(
+            pk_aead_seal(&a, viv, al ? vaad : NULL, al, pl ? vpt : NULL, pl, pl ? o : NULL, otag),
+            PK_OK);
+        CHECK_MEM(o, vct, cl);
+        CHECK_MEM(otag, vtag, 16);
+        CHECK_EQ_INT(
+            pk_aead_open(&a, viv, al ? vaad : NULL, al, cl ? vct : NULL, cl, vtag, cl ? o : NULL),
+            PK_ERR_INVAL);
+    }
+    gcm_check_vec(&a, &gcm_vecs[i16]); /* full rekey after seal-only */
+    pk_aead_clear(&a);
+    CHECK_EQ_INT(pk_aead_rekey_seal(&a, k1, 16), PK_OK); /* from a cleared context */
+    CHECK_EQ_INT(pk_aead_seal(&a, iv, NULL, 0, pt, sizeof pt, out, tag), PK_OK);
+    CHECK_MEM(out, ct, sizeof ct);
+    CHECK_EQ_INT(pk_aead_rekey_seal(&a, k1, 24), PK_ERR_INVAL);
+    CHECK_EQ_INT(pk_aead_rekey(&a, k1, 16), PK_OK);
+
     /* bad sizes and arguments: refused, and the context is left usable or cleared */
     CHECK_EQ_INT(pk_aead_rekey(&a, k1, 24), PK_ERR_INVAL);
     CHECK_EQ_INT(pk_aead_rekey(&a, NULL, 16), PK_ERR_INVAL);

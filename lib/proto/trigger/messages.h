@@ -128,7 +128,7 @@ int pk_trig_resp_seal(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_T
                       size_t *outlen);
 
 /* As pk_trig_resp_seal on a caller-owned, reusable context (hot paths):
- * the context is re-keyed with k1 (pk_aead_rekey) and keeps that key. */
+ * the context is re-keyed with k1 for sealing only (pk_aead_rekey_seal). */
 int pk_trig_resp_seal_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
                          const uint8_t uid1[PK_TRIG_UID_LEN],
                          const uint8_t nonce[PK_TRIG_NONCE_LEN], uint8_t cmd, uint8_t flags,

@@ -128,7 +128,7 @@ int pk_trig_resp_seal_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
         return PK_ERR_INVAL;
 
     pk_trig_aad(aad, uid1);
-    rc = pk_aead_rekey(a, k1, PK_TRIG_KEY_LEN);
+    rc = pk_aead_rekey_seal(a, k1, PK_TRIG_KEY_LEN);
     if (rc != PK_OK)
         goto out;
     uint8_t *pt = out + PK_TRIG_HDR_LEN + PK_TRIG_NONCE_LEN;
