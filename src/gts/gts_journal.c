@@ -19,8 +19,7 @@
 static const uint8_t jnl_magic[8] = {'P', 'K', 'G', 'T', 'S', 'J', 'N', 'L'};
 static const char jnl_label[] = "proxkey gts journal v1";
 
-#define REC_T_STATE 1
-#define REC_AAD_LEN 24
+#define FRAME_T_GROUP 1
 
 /* JK = HMAC-SHA-256(KEK, label || gen || salt), a per-file AES-256 key. */
 static int jnl_key(const uint8_t kek[32], uint64_t gen, const uint8_t salt[16], pk_aead_t *a)
@@ -36,10 +35,10 @@ static int jnl_key(const uint8_t kek[32], uint64_t gen, const uint8_t salt[16], 
     return rc;
 }
 
-static void nonce_of(uint64_t lsn, uint8_t n[PK_AEAD_NONCE_LEN])
+static void nonce_of(uint64_t seq, uint8_t n[PK_AEAD_NONCE_LEN])
 {
     memset(n, 0, 4);
-    pk_put_u64(n + 4, lsn);
+    pk_put_u64(n + 4, seq);
 }
 
 static void hdr_fields(uint8_t h[GTS_JNL_HDR_LEN], uint64_t gen, const uint8_t salt[16])
@@ -47,7 +46,7 @@ static void hdr_fields(uint8_t h[GTS_JNL_HDR_LEN], uint64_t gen, const uint8_t s
     memset(h, 0, GTS_JNL_HDR_LEN);
     memcpy(h, jnl_magic, 8);
     pk_put_u32(h + 8, GTS_JNL_VERSION);
-    pk_put_u32(h + 12, GTS_JNL_REC_LEN);
+    pk_put_u32(h + 12, GTS_JNL_ENT_LEN);
     pk_put_u64(h + 16, gen);
     memcpy(h + 24, salt, 16);
 }
@@ -177,7 +176,7 @@ int gts_jnl_create(gts_jnl_t *j, const char *base, const uint8_t kek[32], uint64
         close(j->fd);
     j->fd = -1;
     j->gen = gen;
-    j->lsn = 0;
+    j->seq = 0;
     j->off = GTS_JNL_HDR_LEN;
     rc = pk_random(salt, sizeof salt);
     if (rc == PK_OK)
@@ -208,31 +207,41 @@ int gts_jnl_create(gts_jnl_t *j, const char *base, const uint8_t kek[32], uint64
     return PK_OK;
 }
 
-int gts_jnl_seal(gts_jnl_t *j, uint32_t dev_no, uint64_t delivered_seq,
-                 const uint8_t rec[PK_TRIG_REC_LEN], uint8_t out[GTS_JNL_REC_LEN])
+void gts_jnl_entry(uint8_t *ent, uint32_t dev_no, uint64_t delivered_seq,
+                   const uint8_t rec[PK_TRIG_REC_LEN])
+{
+    pk_put_u32(ent, dev_no);
+    pk_put_u64(ent + 4, delivered_seq);
+    memcpy(ent + 12, rec, PK_TRIG_REC_LEN);
+}
+
+int gts_jnl_seal_frame(gts_jnl_t *j, uint8_t *buf, size_t count, size_t *len)
 {
     uint8_t n[PK_AEAD_NONCE_LEN];
-    uint64_t lsn = j->lsn + 1;
-    out[0] = REC_T_STATE;
-    out[1] = out[2] = out[3] = 0;
-    pk_put_u32(out + 4, dev_no);
-    pk_put_u64(out + 8, lsn);
-    pk_put_u64(out + 16, delivered_seq);
-    nonce_of(lsn, n);
-    int rc = pk_aead_seal(&j->aead, n, out, REC_AAD_LEN, rec, PK_TRIG_REC_LEN, out + REC_AAD_LEN,
-                          out + REC_AAD_LEN + PK_TRIG_REC_LEN);
-    if (rc == PK_OK)
-        j->lsn = lsn;
-    return rc;
+    uint64_t seq = j->seq + 1;
+    size_t ctlen = count * GTS_JNL_ENT_LEN;
+    if (count == 0 || count > GTS_JNL_FRAME_MAX)
+        return PK_ERR_INVAL;
+    buf[0] = FRAME_T_GROUP;
+    buf[1] = buf[2] = buf[3] = 0;
+    pk_put_u32(buf + 4, (uint32_t)count);
+    pk_put_u64(buf + 8, seq);
+    nonce_of(seq, n);
+    int rc = pk_aead_seal(&j->aead, n, buf, GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR, ctlen,
+                          buf + GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR + ctlen);
+    if (rc != PK_OK)
+        return rc;
+    j->seq = seq;
+    *len = GTS_JNL_FRAME_HDR + ctlen + GTS_JNL_TAG_LEN;
+    return PK_OK;
 }
 
 int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len)
 {
-    pthread_mutex_lock(&j->mu);
-    if (j->req) {
-        pthread_mutex_unlock(&j->mu);
+    if (j->busy) /* the previous request's completion is not collected yet */
         return PK_ERR_STATE;
-    }
+    pthread_mutex_lock(&j->mu);
+    j->busy = 1;
     j->wbuf = buf;
     j->wlen = len;
     j->woff = j->off;
@@ -248,6 +257,7 @@ int gts_jnl_done(gts_jnl_t *j)
     uint64_t v;
     if (read(j->efd, &v, sizeof v) != (ssize_t)sizeof v)
         return PK_ERR_BUSY;
+    j->busy = 0;
     pthread_mutex_lock(&j->mu);
     int rc = j->err;
     pthread_mutex_unlock(&j->mu);
@@ -305,7 +315,9 @@ static int list_gens(const char *base, uint64_t **gens, size_t *n)
 static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gts_jnl_cb cb,
                        void *ctx)
 {
-    uint8_t h[GTS_JNL_HDR_LEN], r[GTS_JNL_REC_LEN], rec[PK_TRIG_REC_LEN], n[PK_AEAD_NONCE_LEN];
+    uint8_t h[GTS_JNL_HDR_LEN], fh[GTS_JNL_FRAME_HDR], n[PK_AEAD_NONCE_LEN];
+    uint8_t *body = NULL;
+    size_t bodycap = 0, bodylen = 0;
     pk_aead_t a = {0};
     int rc = PK_OK;
     FILE *f = fopen(path, "rbe");
@@ -322,7 +334,7 @@ static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gt
     }
     rc = PK_ERR_MALFORMED;
     if (memcmp(h, jnl_magic, 8) != 0 || pk_get_u32(h + 8) != GTS_JNL_VERSION ||
-        pk_get_u32(h + 12) != GTS_JNL_REC_LEN || pk_get_u64(h + 16) != gen)
+        pk_get_u32(h + 12) != GTS_JNL_ENT_LEN || pk_get_u64(h + 16) != gen)
         goto out;
     rc = jnl_key(kek, gen, h + 24, &a);
     if (rc != PK_OK)
@@ -331,22 +343,45 @@ static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gt
     rc = pk_aead_open(&a, n, h, 48, NULL, 0, h + 48, NULL);
     if (rc != PK_OK)
         goto out;
-    for (uint64_t lsn = 1;; lsn++) {
-        if (fread(r, 1, sizeof r, f) != sizeof r)
+    for (uint64_t seq = 1;; seq++) {
+        if (fread(fh, 1, sizeof fh, f) != sizeof fh)
             break; /* end, or a torn tail */
-        if (r[0] != REC_T_STATE || r[1] || r[2] || r[3] || pk_get_u64(r + 8) != lsn)
+        uint32_t count = pk_get_u32(fh + 4);
+        if (fh[0] != FRAME_T_GROUP || fh[1] || fh[2] || fh[3] || pk_get_u64(fh + 8) != seq ||
+            count == 0 || count > GTS_JNL_FRAME_MAX)
             break;
-        nonce_of(lsn, n);
-        if (pk_aead_open(&a, n, r, REC_AAD_LEN, r + REC_AAD_LEN, PK_TRIG_REC_LEN,
-                         r + REC_AAD_LEN + PK_TRIG_REC_LEN, rec) != PK_OK)
-            break; /* torn: this and everything after was never acknowledged */
-        rc = cb(ctx, pk_get_u32(r + 4), pk_get_u64(r + 16), rec);
+        size_t ctlen = (size_t)count * GTS_JNL_ENT_LEN;
+        if (ctlen + GTS_JNL_TAG_LEN > bodycap) {
+            uint8_t *nb = malloc(ctlen + GTS_JNL_TAG_LEN);
+            if (!nb) {
+                rc = PK_ERR_NOMEM;
+                break;
+            }
+            if (body) {
+                pk_wipe(body, bodylen);
+                free(body);
+            }
+            body = nb;
+            bodycap = ctlen + GTS_JNL_TAG_LEN;
+        }
+        if (fread(body, 1, ctlen + GTS_JNL_TAG_LEN, f) != ctlen + GTS_JNL_TAG_LEN)
+            break; /* torn */
+        bodylen = ctlen;
+        nonce_of(seq, n);
+        if (pk_aead_open(&a, n, fh, sizeof fh, body, ctlen, body + ctlen, body) != PK_OK)
+            break; /* torn: this group was never acknowledged, nor anything after */
+        for (uint32_t i = 0; i < count && rc == PK_OK; i++) {
+            const uint8_t *e = body + (size_t)i * GTS_JNL_ENT_LEN;
+            rc = cb(ctx, pk_get_u32(e), pk_get_u64(e + 4), e + 12);
+        }
         if (rc != PK_OK)
             break;
     }
 out:
-    pk_wipe(rec, sizeof rec);
-    pk_wipe(r, sizeof r);
+    if (body) {
+        pk_wipe(body, bodylen);
+        free(body);
+    }
     pk_aead_clear(&a);
     fclose(f);
     return rc;

@@ -48,8 +48,12 @@ typedef struct held {
     uint32_t off, len;
 } held_t;
 
+/* recs: room for the frame header, nrec plaintext journal entries, room for
+ * the tag; sealed in place into one frame when the group is handed off. */
+#define RECS_BYTES(n) (GTS_JNL_FRAME_HDR + (size_t)(n)*GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN)
+
 typedef struct group {
-    uint8_t *recs; /* nrec sealed journal records */
+    uint8_t *recs;
     uint32_t *devs;
     size_t nrec, caprec, capdev;
     uint8_t *resp; /* held responses */
@@ -130,10 +134,31 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return PK_OK;
 }
 
+/* As grow() for a buffer of secrets: the old copy is wiped, not just freed. */
+static int grow_wiped(uint8_t **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return PK_OK;
+    size_t nc = *cap ? *cap : 4096;
+    while (nc < need)
+        nc *= 2;
+    uint8_t *np = malloc(nc);
+    if (!np)
+        return PK_ERR_NOMEM;
+    if (*p) {
+        memcpy(np, *p, *cap);
+        pk_wipe(*p, *cap);
+        free(*p);
+    }
+    *p = np;
+    *cap = nc;
+    return PK_OK;
+}
+
 static void group_free(group_t *g)
 {
     if (g->recs)
-        pk_wipe(g->recs, g->nrec * GTS_JNL_REC_LEN);
+        pk_wipe(g->recs, g->caprec);
     free(g->recs);
     free(g->devs);
     free(g->resp);
@@ -184,7 +209,7 @@ static void release(gts_server_t *s, group_t *g)
     if (g->nheld)
         pk_udp_flush(s->udp);
     if (g->nrec)
-        pk_wipe(g->recs, g->nrec * GTS_JNL_REC_LEN);
+        pk_wipe(g->recs, RECS_BYTES(g->nrec)); /* plaintext entries when never sealed */
     g->nrec = g->rused = g->nheld = 0;
 }
 
@@ -198,9 +223,13 @@ static void kick(gts_server_t *s)
         release(s, b); /* depends only on records already durable */
         return;
     }
-    s->gb = s->gf;
-    s->gf = b;
-    int rc = gts_jnl_submit(&s->jnl, b->recs, b->nrec * GTS_JNL_REC_LEN);
+    size_t len = 0;
+    int rc = gts_jnl_seal_frame(&s->jnl, b->recs, b->nrec, &len);
+    if (rc == PK_OK) {
+        s->gb = s->gf;
+        s->gf = b;
+        rc = gts_jnl_submit(&s->jnl, b->recs, len);
+    }
     if (rc != PK_OK) {
         fatal(s, "gts_journal_failed", rc);
         return;
@@ -314,12 +343,12 @@ static int take(gts_server_t *s, const pk_addr_t *peer)
                 pk_info("gts_delivered", "dev_no=%u seq=%llu", (unsigned)dev,
                         (unsigned long long)deliv);
         } else if (act->kind == PK_ACT_EVENT && act->code == PK_TRIG_EV_PERSIST) {
-            rc = grow((void **)&b->recs, &b->caprec, b->nrec + 1, GTS_JNL_REC_LEN);
+            rc = grow_wiped(&b->recs, &b->caprec, RECS_BYTES(b->nrec + 1));
             if (rc == PK_OK)
                 rc = grow((void **)&b->devs, &b->capdev, b->nrec + 1, sizeof *b->devs);
             if (rc == PK_OK)
-                rc = gts_jnl_seal(&s->jnl, dev, deliv, act->data,
-                                  b->recs + b->nrec * GTS_JNL_REC_LEN);
+                gts_jnl_entry(b->recs + GTS_JNL_FRAME_HDR + b->nrec * GTS_JNL_ENT_LEN, dev, deliv,
+                              act->data);
             if (rc == PK_OK)
                 rc = mark_dirty(s, dev);
             if (rc == PK_OK)

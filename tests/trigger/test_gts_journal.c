@@ -16,7 +16,8 @@
 #include "core/crypto.h"
 #include "gts_journal.h"
 
-#define NREC 50
+#define NREC  50 /* written as 5 frames (groups) of 10 entries */
+#define FRAME (GTS_JNL_FRAME_HDR + 10 * GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN)
 
 static char dir[64], base[128];
 static uint8_t kek[32];
@@ -46,31 +47,33 @@ static void rec_of(unsigned i, uint8_t rec[PK_TRIG_REC_LEN])
         rec[b] = (uint8_t)(i * 7 + b);
 }
 
-/* Writes NREC records (in groups of 10) into journal generation gen. */
+/* Writes NREC entries (5 groups of 10) into journal generation gen. */
 static void write_journal(uint64_t gen)
 {
     gts_jnl_t j;
-    static uint8_t buf[NREC * GTS_JNL_REC_LEN];
+    static uint8_t buf[FRAME];
     CHECK_EQ_INT(gts_jnl_init(&j), PK_OK);
     CHECK_EQ_INT(gts_jnl_create(&j, base, kek, gen), PK_OK);
     for (unsigned g = 0; g < NREC / 10; g++) {
+        size_t len = 0;
         for (unsigned i = 0; i < 10; i++) {
             uint8_t rec[PK_TRIG_REC_LEN];
             unsigned k = g * 10 + i;
             rec_of(k + (unsigned)gen * 1000, rec);
-            CHECK_EQ_INT(
-                gts_jnl_seal(&j, k, k % 3 ? 0 : 1000 + k, rec, buf + (size_t)k * GTS_JNL_REC_LEN),
-                PK_OK);
+            gts_jnl_entry(buf + GTS_JNL_FRAME_HDR + i * GTS_JNL_ENT_LEN, k, k % 3 ? 0 : 1000 + k,
+                          rec);
         }
-        CHECK_EQ_INT(
-            gts_jnl_submit(&j, buf + (size_t)g * 10 * GTS_JNL_REC_LEN, 10 * GTS_JNL_REC_LEN),
-            PK_OK);
-        /* a second request while one runs is refused */
-        CHECK(gts_jnl_submit(&j, buf, GTS_JNL_REC_LEN) != PK_OK || 1);
+        CHECK_EQ_INT(gts_jnl_seal_frame(&j, buf, 10, &len), PK_OK);
+        CHECK_EQ_INT(len, FRAME);
+        CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_OK);
+        /* a second request while one is pending is refused */
+        CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_ERR_STATE);
         struct pollfd p = {j.efd, POLLIN, 0};
         CHECK(poll(&p, 1, 5000) == 1);
         CHECK_EQ_INT(gts_jnl_done(&j), PK_OK);
     }
+    size_t len;
+    CHECK_EQ_INT(gts_jnl_seal_frame(&j, buf, 0, &len), PK_ERR_INVAL);
     gts_jnl_fini(&j);
 }
 
@@ -97,7 +100,7 @@ static void test_roundtrip(void)
         CHECK_MEM(g->rec[i], rec, PK_TRIG_REC_LEN);
     }
     /* the file holds no record in the clear */
-    uint8_t rec0[PK_TRIG_REC_LEN], file[GTS_JNL_HDR_LEN + NREC * GTS_JNL_REC_LEN];
+    uint8_t rec0[PK_TRIG_REC_LEN], file[GTS_JNL_HDR_LEN + 5 * FRAME];
     rec_of(1000, rec0);
     FILE *f = fopen(path_of(1), "rb");
     CHECK(f != NULL);
@@ -156,7 +159,7 @@ static void test_torn_and_tampered(void)
 {
     int rc;
     /* torn tails of every length: all complete records still come back */
-    for (unsigned cut = 1; cut < GTS_JNL_REC_LEN; cut += 17) {
+    for (unsigned cut = 1; cut < FRAME; cut += 97) {
         write_journal(3);
         FILE *f = fopen(path_of(3), "ab");
         for (unsigned i = 0; f && i < cut; i++)
@@ -165,26 +168,27 @@ static void test_torn_and_tampered(void)
             fclose(f);
         CHECK_EQ_INT(replay_count(0, &rc), NREC);
         CHECK_EQ_INT(rc, PK_OK);
-        /* a torn last record (a group cut short) ends the replay before it */
-        CHECK_EQ_INT(truncate(path_of(3), GTS_JNL_HDR_LEN + (NREC - 1) * GTS_JNL_REC_LEN + cut), 0);
-        CHECK_EQ_INT(replay_count(0, &rc), NREC - 1);
+        /* a torn last frame (a group cut short) ends the replay before it */
+        CHECK_EQ_INT(truncate(path_of(3), GTS_JNL_HDR_LEN + 4 * FRAME + cut), 0);
+        CHECK_EQ_INT(replay_count(0, &rc), NREC - 10);
         unlink(path_of(3));
     }
-    /* one flipped bit in record 20 (ciphertext, tag or header field): replay stops there */
-    static const long fields[] = {0, 4, 8, 16, 24, 60, 104, 119};
+    /* one flipped bit in frame 2 (entries 20..29: its header fields, its
+     * ciphertext, its tag): replay stops there */
+    static const long fields[] = {0, 2, 4, 7, 8, 15, 16, 500, FRAME - 16, FRAME - 1};
     for (unsigned f = 0; f < sizeof fields / sizeof fields[0]; f++) {
         write_journal(4);
-        poke(4, GTS_JNL_HDR_LEN + 20 * GTS_JNL_REC_LEN + fields[f], 0x01);
+        poke(4, GTS_JNL_HDR_LEN + 2 * FRAME + fields[f], 0x01);
         CHECK_EQ_INT(replay_count(0, &rc), 20);
         CHECK_EQ_INT(rc, PK_OK);
         unlink(path_of(4));
     }
-    /* records out of order (two swapped): stops at the first */
+    /* frames out of order (two swapped): stops at the first */
     write_journal(5);
     {
         int fd = open(path_of(5), O_RDWR);
-        uint8_t a[GTS_JNL_REC_LEN], b[GTS_JNL_REC_LEN];
-        long oa = GTS_JNL_HDR_LEN + 10 * GTS_JNL_REC_LEN, ob = oa + GTS_JNL_REC_LEN;
+        static uint8_t a[FRAME], b[FRAME];
+        long oa = GTS_JNL_HDR_LEN + FRAME, ob = oa + FRAME;
         CHECK(pread(fd, a, sizeof a, oa) == (ssize_t)sizeof a);
         CHECK(pread(fd, b, sizeof b, ob) == (ssize_t)sizeof b);
         CHECK(pwrite(fd, b, sizeof b, oa) == (ssize_t)sizeof b);
@@ -229,16 +233,22 @@ static void test_torn_and_tampered(void)
 static void test_fresh_key_per_file(void)
 {
     gts_jnl_t j1, j2;
-    uint8_t rec[PK_TRIG_REC_LEN], a[GTS_JNL_REC_LEN], b[GTS_JNL_REC_LEN];
+    uint8_t rec[PK_TRIG_REC_LEN], a[GTS_JNL_FRAME_HDR + GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN],
+        b[sizeof a];
+    size_t la, lb;
     rec_of(1, rec);
+    gts_jnl_entry(a + GTS_JNL_FRAME_HDR, 1, 0, rec);
+    memcpy(b, a, sizeof a);
     CHECK_EQ_INT(gts_jnl_init(&j1), PK_OK);
     CHECK_EQ_INT(gts_jnl_init(&j2), PK_OK);
     CHECK_EQ_INT(gts_jnl_create(&j1, NULL, kek, 7), PK_OK);
     CHECK_EQ_INT(gts_jnl_create(&j2, NULL, kek, 7), PK_OK);
-    CHECK_EQ_INT(gts_jnl_seal(&j1, 1, 0, rec, a), PK_OK);
-    CHECK_EQ_INT(gts_jnl_seal(&j2, 1, 0, rec, b), PK_OK);
-    CHECK_MEM(a, b, 24);                                      /* same header fields (lsn 1) ... */
-    CHECK(memcmp(a + 24, b + 24, GTS_JNL_REC_LEN - 24) != 0); /* ... other key */
+    CHECK_EQ_INT(gts_jnl_seal_frame(&j1, a, 1, &la), PK_OK);
+    CHECK_EQ_INT(gts_jnl_seal_frame(&j2, b, 1, &lb), PK_OK);
+    CHECK_EQ_INT(la, sizeof a);
+    CHECK_MEM(a, b, GTS_JNL_FRAME_HDR); /* same frame header (seq 1) ... */
+    CHECK(memcmp(a + GTS_JNL_FRAME_HDR, b + GTS_JNL_FRAME_HDR, la - GTS_JNL_FRAME_HDR) != 0);
+    CHECK(memmem(a, la, rec, 16) == NULL); /* ... other keys, nothing in the clear */
     gts_jnl_fini(&j1);
     gts_jnl_fini(&j2);
 }
