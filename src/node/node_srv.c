@@ -44,8 +44,37 @@ typedef struct peer_conn {
     uint64_t retry_at, backoff;
 } peer_conn_t;
 
+/* Randomness for the core (temporary ids, the index seed): OpenSSL's DRBG
+ * read 4 KiB at a time (one RAND_bytes call costs about as much for 8 bytes
+ * as for 4 KiB: ~8% of the node's CPU per registration otherwise); served
+ * bytes are wiped from the pool. */
+#define RNG_POOL 4096
+typedef struct node_rng {
+    uint8_t buf[RNG_POOL];
+    size_t pos; /* bytes before pos are used (wiped) */
+} node_rng_t;
+
+static int node_rng_fill(void *ctx, uint8_t *out, size_t n)
+{
+    node_rng_t *r = ctx;
+    if (n > RNG_POOL / 4)
+        return pk_random(out, n);
+    if (RNG_POOL - r->pos < n) {
+        int rc = pk_random(r->buf, RNG_POOL);
+        if (rc != PK_OK)
+            return rc;
+        r->pos = 0;
+    }
+    memcpy(out, r->buf + r->pos, n);
+    pk_wipe(r->buf + r->pos, n);
+    r->pos += n;
+    return PK_OK;
+}
+
 struct node_srv {
     node_srv_opts_t o;
+    node_rng_t rngpool;
+    pk_rng_t rng;
     pk_node_t *core;
     pk_loop_t *loop;
     pk_udp_t *udp;
@@ -538,9 +567,12 @@ int node_srv_new(node_srv_t **out, const node_srv_opts_t *o)
     pk_drops_init(&s->drops, s->drop_names, SD_N);
     s->kms_backoff = BACKOFF_MIN_MS;
 
-    pk_node_cfg_t nc = {.rng = &pk_rng_system,
+    s->rngpool.pos = RNG_POOL; /* empty: filled on first use */
+    s->rng.fill = node_rng_fill;
+    s->rng.ctx = &s->rngpool;
+    pk_node_cfg_t nc = {.rng = &s->rng,
                         .max_half = o->max_half,
-                        .max_buckets = 1024, /* scanned linearly by the reg core */
+                        .max_buckets = 1024,
                         .burst = o->reg_burst,
                         .per_sec = o->reg_rate,
                         .max_devices = o->max_devices,
@@ -678,5 +710,6 @@ void node_srv_free(node_srv_t *s)
     pk_node_free(s->core);
     free(s->arena);
     free(s->v6);
+    pk_wipe(&s->rngpool, sizeof s->rngpool);
     free(s);
 }
