@@ -84,7 +84,8 @@ typedef struct rb {
     size_t idle_head, idle_n;
     rb_sock_t sock[RB_MAX_SOCKS];
     size_t active;
-    int requeue; /* 0 during the first pass: each device registers once */
+    int requeue;    /* 0 during the first pass: each device registers once */
+    int daemon_cpu; /* CPU the kms and node are pinned to; -1: not pinned */
     uint64_t done, failed, trials, stray;
     uint8_t arena[4096];
     pk_out_t out;
@@ -300,7 +301,7 @@ static int setup(rb_t *r, double *prov_s)
                       P(6, "%s/kms.port", r->dir),
                       NULL};
         snprintf(log, sizeof log, "%s/kms.log", r->dir);
-        r->kms_pid = spawn(log, 0, av);
+        r->kms_pid = spawn(log, r->daemon_cpu, av);
         if (r->kms_pid < 0 || wait_for(log, "event=listening", NULL, 0, 10000) != 0) {
             fprintf(stderr, "proxkey bench reg: kms serve did not start (%s)\n", log);
             return PK_ERR_IO;
@@ -348,7 +349,7 @@ static int setup(rb_t *r, double *prov_s)
                       NULL};
         char line[1024];
         snprintf(log, sizeof log, "%s/node.log", r->dir);
-        r->node_pid = spawn(log, 0, av);
+        r->node_pid = spawn(log, r->daemon_cpu, av);
         if (r->node_pid < 0 || wait_for(log, "node_listening", line, sizeof line, 10000) != 0 ||
             wait_for(log, "node_kms_connected", NULL, 0, 10000) != 0) {
             fprintf(stderr, "proxkey bench reg: node serve did not start (%s)\n", log);
@@ -587,8 +588,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: proxkey bench reg [--devices N] [--inflight N] [--sockets N] "
                "[--rounds N] [--seconds S] [--json] [--keep]\n\n"
                "Registrations per second through real `proxkey kms serve` (SQLite, durable)\n"
-               "and `proxkey node serve` child processes on loopback (both pinned to CPU 0),\n"
-               "driven by device cores in this process (pinned to CPU 1). Median of rounds\n"
+               "and `proxkey node serve` child processes on loopback, driven by device cores\n"
+               "in this process (pinned to CPU 1). Median of rounds\n"
                "of re-registrations, after one first registration of every device.\n\n"
                "  --devices N   provisioned devices (2..65535, default 4000)\n"
                "  --inflight N  registrations in progress at once (1..8192, default 512)\n"
@@ -596,6 +597,8 @@ static void usage(FILE *f)
                "  --rounds N    measured rounds (1..101, default 5)\n"
                "  --seconds S   length of a round (0.2..60, default 2)\n"
                "  --json        also print one JSON object\n"
+               "  --float-daemons  let the scheduler place the kms and the node on both CPUs\n"
+               "                (default: both pinned to CPU 0, the generator alone on CPU 1)\n"
                "  --keep        keep the temporary directory (logs, database)\n");
 }
 
@@ -619,6 +622,7 @@ int pk_bench_suite_reg(int argc, char **argv)
     r->ndev = 4000;
     r->inflight = 512;
     r->nsock = 8;
+    r->daemon_cpu = 0;
     r->rounds = 5;
     r->seconds = 2;
     for (int i = 1; i < argc; i++) {
@@ -629,6 +633,8 @@ int pk_bench_suite_reg(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             r->json = 1;
+        } else if (!strcmp(a, "--float-daemons")) {
+            r->daemon_cpu = -1;
         } else if (!strcmp(a, "--keep")) {
             r->keep = 1;
         } else if (!strcmp(a, "--devices") && !uarg(v, 2, RB_MAX_DEV, &r->ndev)) {
@@ -677,9 +683,10 @@ int pk_bench_suite_reg(int argc, char **argv)
     }
     printf("# reg: %u devices provisioned in %.2f s (%.0f/s; kms admin core, sqlite sync=normal)\n",
            r->ndev, prov_s, r->ndev / prov_s);
-    printf("# reg: layout: kms + node pinned to CPU 0, load generator pinned to CPU 1; "
+    printf("# reg: layout: kms + node %s, load generator pinned to CPU 1; "
            "%u inflight over %u UDP sockets; load average before: %s\n",
-           r->inflight, r->nsock, la0);
+           r->daemon_cpu == 0 ? "pinned to CPU 0" : "not pinned (CPUs 0 and 1)", r->inflight,
+           r->nsock, la0);
     fflush(stdout);
 
     /* first registration of every device (creates root keys, directory) */
@@ -731,17 +738,18 @@ int pk_bench_suite_reg(int argc, char **argv)
     qsort(gcpu, r->rounds, sizeof *gcpu, cmp_d);
     double med = rate[r->rounds / 2];
     loadavg(la1, sizeof la1);
-    printf("reg: %.0f registrations/s median of %u rounds x %.1f s (min %.0f, max %.0f)\n"
-           "     target %.0f/s: ratio %.2f; MIT Kerberos KDC ~%.0f AS-REQ/s: ratio %.1f\n"
-           "     cpu per registration (median): kms %.1f us, node %.1f us (both on CPU 0: %.0f/s "
-           "if CPU-bound), generator %.1f us\n"
-           "     failed %llu, retransmission-free trials %llu, stray datagrams %llu; load "
-           "average after: %s\n",
-           med, r->rounds, r->seconds, rate[0], rate[r->rounds - 1], RB_TARGET, med / RB_TARGET,
-           RB_KERBEROS, med / RB_KERBEROS, kcpu[r->rounds / 2], ncpu[r->rounds / 2],
-           1e6 / (kcpu[r->rounds / 2] + ncpu[r->rounds / 2]), gcpu[r->rounds / 2],
-           (unsigned long long)r->failed, (unsigned long long)r->trials,
-           (unsigned long long)r->stray, la1);
+    printf(
+        "reg: %.0f registrations/s median of %u rounds x %.1f s (min %.0f, max %.0f)\n"
+        "     target %.0f/s: ratio %.2f; MIT Kerberos KDC ~%.0f AS-REQ/s: ratio %.1f\n"
+        "     cpu per registration (median): kms %.1f us, node %.1f us (one CPU for both: %.0f/s "
+        "if CPU-bound), generator %.1f us\n"
+        "     failed %llu, retransmission-free trials %llu, stray datagrams %llu; load "
+        "average after: %s\n",
+        med, r->rounds, r->seconds, rate[0], rate[r->rounds - 1], RB_TARGET, med / RB_TARGET,
+        RB_KERBEROS, med / RB_KERBEROS, kcpu[r->rounds / 2], ncpu[r->rounds / 2],
+        1e6 / (kcpu[r->rounds / 2] + ncpu[r->rounds / 2]), gcpu[r->rounds / 2],
+        (unsigned long long)r->failed, (unsigned long long)r->trials, (unsigned long long)r->stray,
+        la1);
     if (r->json)
         printf("{\"bench\":\"reg\",\"median_per_s\":%.0f,\"min_per_s\":%.0f,\"max_per_s\":%.0f,"
                "\"rounds\":%u,\"target_per_s\":%.0f,\"kerberos_per_s\":%.0f,"
