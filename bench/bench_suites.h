@@ -51,8 +51,9 @@ int pk_bench_run_pair(pk_bench_fn fa, void *ca, pk_bench_fn fb, void *cb, unsign
                       unsigned round_ms, pk_bench_result_t *ra, pk_bench_result_t *rb);
 
 /* ---- suites ---- */
-int pk_bench_suite_kdf(const pk_bench_opts_t *o);  /* bench_crypto.c */
-int pk_bench_suite_aead(const pk_bench_opts_t *o); /* bench_crypto.c */
+int pk_bench_suite_kdf(const pk_bench_opts_t *o);    /* bench_crypto.c */
+int pk_bench_suite_aead(const pk_bench_opts_t *o);   /* bench_crypto.c */
 int pk_bench_suite_record(const pk_bench_opts_t *o); /* bench_record.c */
+int pk_bench_suite_link(const pk_bench_opts_t *o);   /* bench_link.c */
 
 #endif
