@@ -242,6 +242,11 @@ static void test_mk_seeds(void)
     scenario_seeds("mk", 24);
 }
 
+static void test_reg_seeds(void)
+{
+    scenario_seeds("reg", 60);
+}
+
 static void replay(const char *name, uint32_t n)
 {
     pk_sim_opts_t o;
@@ -258,6 +263,7 @@ static void test_replay(void)
 {
     replay("trigger", 60);
     replay("mk", 12);
+    replay("reg", 24);
 }
 
 /* The full trace written to a file is identical for the same seed. */
@@ -327,6 +333,21 @@ static void test_fault_trigger_double(void)
     CHECK(strstr(r.first_failure, "applied seq=1 2 times") != NULL);
 }
 
+/* A corrupted root key on one side: the link can never be verified. */
+static void test_fault_reg_corrupt(void)
+{
+    pk_sim_opts_t o;
+    opts(&o, 1, 12);
+    o.fault = PK_SIM_FAULT_REG_CORRUPT;
+    pk_sim_result_t r = run("reg", &o);
+    CHECK(r.failures > 0);
+    CHECK(strstr(r.first_failure, "pair 0 ") != NULL);
+    /* the same run without the fault holds */
+    o.fault = PK_SIM_FAULT_NONE;
+    r = run("reg", &o);
+    CHECK_EQ_INT(r.failures, 0);
+}
+
 int main(void)
 {
     RUN(test_rng);
@@ -336,10 +357,12 @@ int main(void)
     RUN(test_unknown_scenario);
     RUN(test_trigger_seeds);
     RUN(test_mk_seeds);
+    RUN(test_reg_seeds);
     RUN(test_replay);
     RUN(test_trace_file);
     RUN(test_fault_mk_corrupt);
     RUN(test_fault_trigger_no_persist);
     RUN(test_fault_trigger_double);
+    RUN(test_fault_reg_corrupt);
     return check_report();
 }

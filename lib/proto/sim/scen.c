@@ -6,7 +6,7 @@
 #include "core/err.h"
 #include "proto/sim/scen.h"
 
-const char *const pk_sim_scenarios[] = {"trigger", "mk", NULL};
+const char *const pk_sim_scenarios[] = {"trigger", "mk", "reg", NULL};
 
 void pk_sim_opts_default(pk_sim_opts_t *o)
 {
@@ -26,5 +26,7 @@ int pk_sim_scenario_run(const char *name, const pk_sim_opts_t *o, FILE *summary,
         return pk_sim_run_trigger(o, summary, json, r);
     if (strcmp(name, "mk") == 0)
         return pk_sim_run_mk(o, summary, json, r);
+    if (strcmp(name, "reg") == 0)
+        return pk_sim_run_reg(o, summary, json, r);
     return PK_ERR_INVAL;
 }

@@ -32,6 +32,8 @@ enum pk_sim_fault {
     PK_SIM_FAULT_TRIG_NO_PERSIST = 2, /* trigger: gts sends before its PERSIST is durable,
                                        * and its crashes land in that window */
     PK_SIM_FAULT_TRIG_DOUBLE = 3,     /* trigger: a device applies one command twice */
+    PK_SIM_FAULT_REG_CORRUPT = 4,     /* reg: device 1's copy of its pair root key is
+                                       * corrupted after each registration */
 };
 
 typedef struct pk_sim_opts {
@@ -75,5 +77,6 @@ extern const char *const pk_sim_scenarios[];
 /* Per-scenario entry points (scen_<name>.c). */
 int pk_sim_run_trigger(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_result_t *r);
 int pk_sim_run_mk(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_result_t *r);
+int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_result_t *r);
 
 #endif
