@@ -66,10 +66,11 @@ int gts_db_journal_base(const char *uri, const char *opt, char *out, size_t n);
  * store (one transaction), removes them; *gen = the newest generation seen. */
 int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen);
 
-/* Checkpoint: writes the core's records of devs[0..ndev) and deletes the
- * delivered commands deliv[2*i] (dev_no), deliv[2*i+1] (seq) in one
- * transaction that also records gen as folded. */
-int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, pk_trig_srv_t *core, const uint32_t *devs,
+/* Checkpoint: writes the records recs[i] (PK_TRIG_REC_LEN bytes each) of
+ * devs[i], i < ndev, sealed under w, and deletes the delivered commands
+ * deliv[2*i] (dev_no), deliv[2*i+1] (seq), i < ndeliv, in one transaction
+ * that also records journal generation gen as folded. */
+int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, const uint32_t *devs, const uint8_t *recs,
                       size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen);
 
 /* The journal's newest state over a store snapshot, for readers (CLI). */
@@ -94,8 +95,8 @@ typedef struct gts_serve_opts {
     int quiet;
     size_t reserve;
     const char *journal;   /* journal base path (NULL: from the store, see gts_db_journal_base) */
-    uint64_t ckpt_records; /* checkpoint after this many journal records (0: 262144) */
-    uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 10000) */
+    uint64_t ckpt_records; /* checkpoint after this many journal records (0: 1048576) */
+    uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 60000) */
     int signals;           /* SIGINT/SIGTERM stop the server cleanly (for the CLI) */
 } gts_serve_opts_t;
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);

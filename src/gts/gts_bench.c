@@ -11,6 +11,7 @@
  */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -327,20 +328,23 @@ typedef struct bench_cfg {
     uint32_t ndev, depth;
     double seconds;
     const char *jdir; /* journal directory (a fresh temp dir) */
+    int sqlite;       /* the store is SQLite in jdir (else memory:) */
+    uint64_t ckpt_records;
 } bench_cfg_t;
 
 typedef struct round_res {
     double rate;
     double cpu_us; /* server-thread CPU per answer */
     size_t resp_bytes;
-    uint64_t retrans, groups, records;
+    uint64_t retrans, groups, records, checkpoints;
+    double ckpt_ms; /* mean checkpoint time */
     double sync_ms; /* mean fdatasync per group */
 } round_res_t;
 
 static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t *res)
 {
     uint32_t ndev = bc->ndev;
-    char jbase[600];
+    char jbase[600], store[600];
     srv_thread_t st;
     lg_t g;
     pk_trig_dev_cfg_t cfg = {200, 254, 1, 86400};
@@ -369,11 +373,13 @@ static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t 
     } else {
         /* the durable path for real: journal groups fdatasync'ed on this disk */
         snprintf(jbase, sizeof jbase, "%s/round%u.journal", bc->jdir, round);
-        gts_serve_opts_t o = {.store = "memory:",
+        snprintf(store, sizeof store, "sqlite:%s/round%u.db", bc->jdir, round);
+        gts_serve_opts_t o = {.store = bc->sqlite ? store : "memory:",
                               .listen = "127.0.0.1:0",
                               .quiet = 1,
                               .reserve = ndev,
-                              .journal = jbase};
+                              .journal = jbase,
+                              .ckpt_records = bc->ckpt_records};
         if (gts_server_new(&st.gts, &o) != PK_OK)
             goto out;
         g.port = gts_server_port(st.gts);
@@ -410,6 +416,8 @@ static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t 
         res->groups = ss.groups;
         res->records = ss.records;
         res->sync_ms = ss.groups ? (double)ss.sync_us / 1000.0 / (double)ss.groups : 0;
+        res->checkpoints = ss.checkpoints;
+        res->ckpt_ms = ss.checkpoints ? (double)ss.ckpt_us / 1000.0 / (double)ss.checkpoints : 0;
     }
     rc = g.bad ? 1 : 0;
     if (g.bad)
@@ -439,6 +447,23 @@ static long rss_kb(void)
     return res * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* Removes the bench's temporary directory and the files in it. */
+static void rm_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[1024];
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        (void)unlink(p);
+    }
+    if (d)
+        closedir(d);
+    (void)rmdir(dir);
+}
+
 static void sort_d(double *v, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
@@ -453,7 +478,8 @@ static void sort_d(double *v, unsigned n)
 int pk_bench_suite_gts(int argc, char **argv)
 {
     int json = 0, skip_echo = 0;
-    unsigned long long ndev = 100000, memdev = 1000000, rounds = 3, inflight = 4096;
+    unsigned long long ndev = 100000, memdev = 1000000, rounds = 3, inflight = 4096, ckpt = 0;
+    int sqlite = 0;
     double seconds = 2.0;
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     for (int i = 1; i < argc; i++) {
@@ -461,18 +487,24 @@ int pk_bench_suite_gts(int argc, char **argv)
         if (pk_cli_is_help(argv[i])) {
             printf("usage: proxkey bench gts [--json] [--devices N] [--inflight N]\n"
                    "          [--mem-devices N] [--rounds N] [--seconds S] [--skip-echo]\n"
+                   "          [--sqlite] [--checkpoint-records N]\n"
                    "Polls answered per second on loopback (gts on core 0, load on core 1,\n"
                    "N polls in flight over %d sockets, recvmmsg/sendmmsg) beside a bare\n"
                    "batched UDP echo server with the same load generator, median of rounds.\n"
                    "The gts journals every exchange durably (group commit, fdatasync in\n"
-                   "$TMPDIR) before answering. Bytes per poll and response; index memory\n"
-                   "per device with --mem-devices devices (default 1000000).\n",
+                   "$TMPDIR) before answering; its checkpoints go to a memory: store, or\n"
+                   "with --sqlite to a SQLite file there. Bytes per poll and response;\n"
+                   "index memory per device with --mem-devices devices (default 1000000).\n",
                    NS);
             return 0;
         } else if (strcmp(argv[i], "--skip-echo") == 0) {
             skip_echo = 1; /* for profiling the gts alone */
         } else if (strcmp(argv[i], "--json") == 0) {
             json = 1;
+        } else if (strcmp(argv[i], "--sqlite") == 0) {
+            sqlite = 1;
+        } else if (strcmp(argv[i], "--checkpoint-records") == 0 && i + 1 < argc &&
+                   pk_cli_parse_u64(argv[++i], 1, 1ull << 40, &ckpt) == 0) {
         } else if (strcmp(argv[i], "--devices") == 0 && i + 1 < argc &&
                    pk_cli_parse_u64(argv[++i], 1024, 10000000, &ndev) == 0) {
         } else if (strcmp(argv[i], "--inflight") == 0 && i + 1 < argc &&
@@ -488,7 +520,7 @@ int pk_bench_suite_gts(int argc, char **argv)
             return pk_cli_usage_error("bench gts", "unknown argument '%s'", argv[i]);
         }
     }
-    bench_cfg_t bc = {(uint32_t)ndev, (uint32_t)(inflight / NS), seconds, NULL};
+    bench_cfg_t bc = {(uint32_t)ndev, (uint32_t)(inflight / NS), seconds, NULL, sqlite, ckpt};
     if (bc.depth * NS > ndev / 2)
         return pk_cli_usage_error("bench gts", "--devices must be at least twice --inflight");
     if (pk_crypto_init() != PK_OK)
@@ -507,7 +539,8 @@ int pk_bench_suite_gts(int argc, char **argv)
     double gts[21], echo[21], ratio[21], sync_ms[21], gcpu[21], ecpu[21];
     round_res_t rr;
     size_t resp_bytes = 0;
-    uint64_t retrans = 0, groups = 0, records = 0;
+    uint64_t retrans = 0, groups = 0, records = 0, ckpts = 0;
+    double ckpt_ms = 0;
     int rc = 0;
     for (unsigned r = 0; r < rounds; r++) {
         echo[r] = 0;
@@ -525,6 +558,8 @@ int pk_bench_suite_gts(int argc, char **argv)
         retrans += rr.retrans;
         groups += rr.groups;
         records += rr.records;
+        ckpts += rr.checkpoints;
+        ckpt_ms += rr.ckpt_ms * (double)rr.checkpoints;
         ratio[r] = echo[r] > 0 ? gts[r] / echo[r] : 0;
         if (!json)
             printf("round %u: gts %.0f/s, echo %.0f/s, ratio %.2f; server CPU per answer: gts "
@@ -533,7 +568,7 @@ int pk_bench_suite_gts(int argc, char **argv)
                    (unsigned long long)rr.groups, rr.sync_ms);
     }
     (void)getloadavg(load1, 3);
-    (void)rmdir(jdir);
+    rm_dir(jdir);
     sort_d(gts, (unsigned)rounds);
     sort_d(echo, (unsigned)rounds);
     sort_d(ratio, (unsigned)rounds);
@@ -578,6 +613,9 @@ int pk_bench_suite_gts(int argc, char **argv)
     printf("server-thread CPU per answer (median): gts %.2f us, echo %.2f us; CPU-bound "
            "ratio echo/gts %.2f (what an idle core would give)\n",
            gc, ec, gc > 0 ? ec / gc : 0.0);
+    printf("checkpoints during the runs: %llu, %.1f ms each on average (%s store)\n",
+           (unsigned long long)ckpts, ckpts ? ckpt_ms / (double)ckpts : 0.0,
+           sqlite ? "SQLite" : "memory:");
     printf("load average before %.2f, after %.2f\n", load0[0], load1[0]);
     printf("bytes on the wire: poll %d, response %zu (no command) = %d + payload\n",
            PK_TRIG_POLL_LEN, resp_bytes, PK_TRIG_RESP_FIXED);

@@ -75,8 +75,8 @@ static int cmd_serve(int argc, char **argv)
                 "  --reserve N   size the UID index for N devices\n"
                 "  --quiet       no per-delivery log lines\n"
                 "  --checkpoint-records N  fold the journal into the store every N records\n"
-                "                (default 262144) ...\n"
-                "  --checkpoint-ms MS      ... or every MS ms with changes (default 10000)\n",
+                "                (default 1048576) ...\n"
+                "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n",
                 common_help);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {

@@ -564,8 +564,8 @@ int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen)
 
 typedef struct ckpt_ctx {
     pk_wrap_ctx_t *w;
-    pk_trig_srv_t *core;
     const uint32_t *devs;
+    const uint8_t *recs;
     size_t ndev;
     const uint64_t *deliv;
     size_t ndeliv;
@@ -575,25 +575,20 @@ typedef struct ckpt_ctx {
 static int ckpt_fn(pk_txn_t *txn, void *ctx)
 {
     ckpt_ctx_t *c = ctx;
-    uint8_t rec[PK_TRIG_REC_LEN];
     int rc = PK_OK;
     for (size_t i = 0; rc == PK_OK && i < c->ndeliv; i++)
         rc = store_rec(txn, c->w, (uint32_t)c->deliv[2 * i], c->deliv[2 * i + 1], NULL);
-    for (size_t i = 0; rc == PK_OK && i < c->ndev; i++) {
-        rc = pk_trig_srv_record(c->core, c->devs[i], rec);
-        if (rc == PK_OK)
-            rc = store_rec(txn, c->w, c->devs[i], 0, rec);
-    }
-    pk_wipe(rec, sizeof rec);
+    for (size_t i = 0; rc == PK_OK && i < c->ndev; i++)
+        rc = store_rec(txn, c->w, c->devs[i], 0, c->recs + i * PK_TRIG_REC_LEN);
     if (rc == PK_OK)
         rc = put_ckpt(txn, c->gen);
     return rc;
 }
 
-int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, pk_trig_srv_t *core, const uint32_t *devs,
+int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, const uint32_t *devs, const uint8_t *recs,
                       size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen)
 {
-    ckpt_ctx_t c = {w, core, devs, ndev, deliv, ndeliv, gen};
+    ckpt_ctx_t c = {w, devs, recs, ndev, deliv, ndeliv, gen};
     return pk_store_run(db->st, ckpt_fn, &c, 20);
 }
 

@@ -22,6 +22,9 @@
  * responses are released at once.
  */
 #include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,20 @@ struct gts_server {
     uint64_t *deliv;
     size_t ndeliv, capdeliv;
     uint64_t since_ckpt, last_ckpt_ms, ckpt_records, ckpt_ms;
+    /* the checkpoint thread: folds a snapshot into the store off the loop */
+    pthread_t ck_th;
+    int ck_started, ck_efd;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
+    int ck_req, ck_quit, ck_err; /* under ck_mu */
+    int ck_busy;                 /* loop thread: a snapshot is being folded */
+    pk_wrap_ctx_t ck_wrap;
+    uint8_t *ck_recs; /* snapshot: ck_n records of the devices ck_devs */
+    uint32_t *ck_devs;
+    size_t ck_n, ck_caprec, ck_capdev;
+    uint64_t *ck_deliv;
+    size_t ck_nd, ck_capd;
+    uint64_t ck_gen, ck_t0;
     gts_server_stats_t st;
 };
 
@@ -213,6 +230,17 @@ static void release(gts_server_t *s, group_t *g)
     g->nrec = g->rused = g->nheld = 0;
 }
 
+/* Forgets a group's held responses (a stop): its state is folded by the
+ * final checkpoint; the devices retransmit. */
+static void release_drop(gts_server_t *s, group_t *g)
+{
+    for (size_t i = 0; i < g->nrec; i++)
+        pk_trig_srv_persisted(s->core, g->devs[i]);
+    if (g->nrec)
+        pk_wipe(g->recs, RECS_BYTES(g->nrec));
+    g->nrec = g->rused = g->nheld = 0;
+}
+
 /* Hands G_b to the sync thread when none is syncing. */
 static void kick(gts_server_t *s)
 {
@@ -238,35 +266,118 @@ static void kick(gts_server_t *s)
     s->st.groups++;
 }
 
+static void *ck_main(void *arg)
+{
+    gts_server_t *s = arg;
+    pthread_mutex_lock(&s->ck_mu);
+    for (;;) {
+        while (!s->ck_req && !s->ck_quit)
+            pthread_cond_wait(&s->ck_cv, &s->ck_mu);
+        if (!s->ck_req)
+            break;
+        pthread_mutex_unlock(&s->ck_mu);
+        int rc = gts_db_checkpoint(&s->db, &s->ck_wrap, s->ck_devs, s->ck_recs, s->ck_n,
+                                   s->ck_deliv, s->ck_nd, s->ck_gen);
+        if (rc == PK_OK && s->jbase[0])
+            rc = gts_jnl_remove_upto(s->jbase, s->ck_gen);
+        pk_wipe(s->ck_recs, s->ck_n * PK_TRIG_REC_LEN);
+        pthread_mutex_lock(&s->ck_mu);
+        s->ck_err = rc;
+        s->ck_req = 0;
+        uint64_t one = 1;
+        if (write(s->ck_efd, &one, sizeof one) != (ssize_t)sizeof one)
+            s->ck_err = PK_ERR_IO;
+    }
+    pthread_mutex_unlock(&s->ck_mu);
+    return NULL;
+}
+
+/*
+ * Starts a checkpoint (no group syncing, none folding): snapshots the records
+ * of the devices changed since the last one and the delivered commands,
+ * switches to a new journal generation (G_b will be sealed into it), and
+ * lets the checkpoint thread fold the snapshot into the store and then
+ * remove the old generation. Until it is done the store belongs to it.
+ */
 static void checkpoint(gts_server_t *s)
 {
-    uint64_t t0 = pk_now_mono_ms(), gen = s->jnl.gen;
-    int rc =
-        gts_db_checkpoint(&s->db, &s->wrap, s->core, s->dirty, s->ndirty, s->deliv, s->ndeliv, gen);
+    int rc;
+    uint64_t gen = s->jnl.gen;
+    if (s->inflight || s->ck_busy || s->fatal)
+        return;
+    rc = grow_wiped(&s->ck_recs, &s->ck_caprec, (s->ndirty + 1) * PK_TRIG_REC_LEN);
+    if (rc == PK_OK)
+        rc = grow((void **)&s->ck_devs, &s->ck_capdev, s->ndirty + 1, sizeof *s->ck_devs);
+    if (rc == PK_OK)
+        rc = grow((void **)&s->ck_deliv, &s->ck_capd, 2 * (s->ndeliv + 1), sizeof *s->ck_deliv);
+    for (size_t i = 0; rc == PK_OK && i < s->ndirty; i++) {
+        s->ck_devs[i] = s->dirty[i];
+        rc = pk_trig_srv_record(s->core, s->dirty[i], s->ck_recs + i * PK_TRIG_REC_LEN);
+    }
     if (rc != PK_OK) {
         fatal(s, "gts_checkpoint_failed", rc);
         return;
     }
-    /* G_b's records are in the store now: a fresh journal, and G_b goes out. */
+    s->ck_n = s->ndirty;
+    if (s->ndeliv)
+        memcpy(s->ck_deliv, s->deliv, s->ndeliv * 2 * sizeof *s->deliv);
+    s->ck_nd = s->ndeliv;
+    s->ck_gen = gen;
     rc = gts_jnl_create(&s->jnl, s->jbase[0] ? s->jbase : NULL, s->db.kek, gen + 1);
-    if (rc == PK_OK && s->jbase[0])
-        rc = gts_jnl_remove_upto(s->jbase, gen);
     if (rc != PK_OK) {
         fatal(s, "gts_journal_failed", rc);
         return;
     }
-    release(s, s->gb);
     for (size_t i = 0; i < s->ndirty; i++)
         s->dirtymap[s->dirty[i] / 8] = 0;
     s->ndirty = s->ndeliv = 0;
     s->since_ckpt = 0;
+    s->ck_busy = 1;
+    s->ck_t0 = pk_now_mono_ms();
+    pthread_mutex_lock(&s->ck_mu);
+    s->ck_req = 1;
+    pthread_cond_signal(&s->ck_cv);
+    pthread_mutex_unlock(&s->ck_mu);
+}
+
+/* The checkpoint thread is done. */
+static void ck_done(gts_server_t *s)
+{
+    uint64_t v;
+    if (read(s->ck_efd, &v, sizeof v) != (ssize_t)sizeof v)
+        return;
+    pthread_mutex_lock(&s->ck_mu);
+    int rc = s->ck_err;
+    pthread_mutex_unlock(&s->ck_mu);
+    s->ck_busy = 0;
     s->last_ckpt_ms = pk_now_mono_ms();
     s->st.checkpoints++;
-    s->st.ckpt_us += (s->last_ckpt_ms - t0) * 1000;
+    s->st.ckpt_us += (s->last_ckpt_ms - s->ck_t0) * 1000;
+    if (rc != PK_OK)
+        fatal(s, "gts_checkpoint_failed", rc); /* the journal still holds everything */
+}
+
+static void on_ck(pk_loop_t *loop, int fd, unsigned events, void *ctx)
+{
+    (void)loop;
+    (void)fd;
+    (void)events;
+    ck_done(ctx);
+}
+
+static void wait_ck(gts_server_t *s)
+{
+    while (s->ck_busy) {
+        struct pollfd p = {s->ck_efd, POLLIN, 0};
+        if (poll(&p, 1, 1000) > 0)
+            ck_done(s);
+    }
 }
 
 static int ckpt_due(gts_server_t *s)
 {
+    if (s->ck_busy)
+        return 0;
     if (s->since_ckpt >= s->ckpt_records)
         return 1;
     return (s->ndirty || s->ndeliv) && pk_now_mono_ms() - s->last_ckpt_ms >= s->ckpt_ms;
@@ -495,7 +606,7 @@ static void inbox_timer(pk_loop_t *loop, uint64_t id, void *ctx)
 {
     gts_server_t *s = ctx;
     (void)id;
-    inbox_ctx_t *c = calloc(1, sizeof *c);
+    inbox_ctx_t *c = s->ck_busy ? NULL : calloc(1, sizeof *c); /* the store is busy: later */
     if (c) {
         c->s = s;
         int rc = pk_store_run(s->db.st, inbox_fn, c, 5);
@@ -538,8 +649,8 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         goto fail;
     s->gb = &s->g[0];
     s->gf = &s->g[1];
-    s->ckpt_records = o->ckpt_records ? o->ckpt_records : 262144;
-    s->ckpt_ms = o->ckpt_ms ? o->ckpt_ms : 10000;
+    s->ckpt_records = o->ckpt_records ? o->ckpt_records : 1048576;
+    s->ckpt_ms = o->ckpt_ms ? o->ckpt_ms : 60000;
     s->last_ckpt_ms = pk_now_mono_ms();
     uint64_t gen = 0;
     rc = gts_db_journal_base(o->store, o->journal, s->jbase, sizeof s->jbase);
@@ -559,6 +670,19 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     if (o->signals && (rc = pk_loop_signals(s->loop, NULL, NULL)) != PK_OK)
         goto fail;
     rc = gts_jnl_init(&s->jnl);
+    s->ck_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (rc == PK_OK && s->ck_efd < 0)
+        rc = PK_ERR_IO;
+    if (rc == PK_OK)
+        rc = pk_wrap_ctx_init(&s->ck_wrap, s->db.kek);
+    if (rc == PK_OK) {
+        pthread_mutex_init(&s->ck_mu, NULL);
+        pthread_cond_init(&s->ck_cv, NULL);
+        if (pthread_create(&s->ck_th, NULL, ck_main, s) != 0)
+            rc = PK_ERR_NOMEM;
+        else
+            s->ck_started = 1;
+    }
     if (rc == PK_OK) {
         s->jnl_ready = 1;
         rc = gts_jnl_create(&s->jnl, s->jbase[0] ? s->jbase : NULL, s->db.kek, gen + 1);
@@ -586,6 +710,8 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         rc = pk_udp_attach(s->udp, s->loop, on_readable, s);
     if (rc == PK_OK)
         rc = pk_loop_add_fd(s->loop, s->jnl.efd, PK_EV_READ, on_sync, s);
+    if (rc == PK_OK)
+        rc = pk_loop_add_fd(s->loop, s->ck_efd, PK_EV_READ, on_ck, s);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts serve: cannot listen on %s: %s\n", o->listen, pk_strerror(rc));
         goto fail;
@@ -624,12 +750,38 @@ void gts_server_free(gts_server_t *s)
 {
     if (!s)
         return;
-    if (s->jnl_ready && s->core && s->udp && !s->fatal) {
-        /* clean stop: let the syncing group finish, then fold everything */
+    if (s->jnl_ready && s->ck_started && s->core && s->udp && !s->fatal) {
+        /* clean stop: let the syncing group and a running checkpoint finish,
+         * then fold everything (G_b is dropped: none of it was sent) */
         wait_sync(s);
-        if (!s->fatal)
+        wait_ck(s);
+        if (!s->fatal) {
+            release_drop(s, s->gb);
             checkpoint(s);
+            wait_ck(s);
+        }
     }
+    if (s->ck_started) {
+        pthread_mutex_lock(&s->ck_mu);
+        s->ck_quit = 1;
+        pthread_cond_signal(&s->ck_cv);
+        pthread_mutex_unlock(&s->ck_mu);
+        pthread_join(s->ck_th, NULL);
+        pthread_mutex_destroy(&s->ck_mu);
+        pthread_cond_destroy(&s->ck_cv);
+    }
+    if (s->ck_efd > 0) {
+        if (s->loop)
+            (void)pk_loop_del_fd(s->loop, s->ck_efd);
+        close(s->ck_efd);
+    }
+    pk_wrap_ctx_clear(&s->ck_wrap);
+    if (s->ck_recs) {
+        pk_wipe(s->ck_recs, s->ck_caprec);
+        free(s->ck_recs);
+    }
+    free(s->ck_devs);
+    free(s->ck_deliv);
     if (s->jnl_ready && s->loop && s->jnl.efd >= 0)
         (void)pk_loop_del_fd(s->loop, s->jnl.efd);
     if (s->jnl_ready)
