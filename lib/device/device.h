@@ -67,14 +67,15 @@ const char *pk_device_version(void);
  *   "PKDR" ver(1)=1 block8(device id) block8(node id) K_reg(32)
  *   chan: session_id(2) tx_next(8) rx_top(8) rx_bitmap(16 x 8)
  *   block8(temp id) keyset (as in ACCEPT: mode count entries)
- *   n_ind(1) n_ind x { role(1) KSI(4) param(16) block8(peer) } ind_next(1)
+ *   n_ind(1) n_ind x { slot(1) role(1) KSI(4) param(16) block8(peer) } ind_next(1)
+ *   [master-key block, as in ACCEPT: present when the device is in a domain]
  * It holds secrets (K_reg, root keys): store it like a key. It does not hold
  * the device key K, which the caller keeps and passes in at import.
  */
 #define PK_DEVICE_REG_STATE_MAX                                                                    \
     (5 + 2 * (1 + PK_REG_ID_MAX) + PK_REG_KREG_LEN + 2 + 8 + 8 + 8 * PK_RECORD_WINDOW_WORDS +      \
      (1 + PK_REG_ID_MAX) + PK_REG_KEYSET_MAX + 1 +                                                 \
-     PK_REG_MAX_IND * (1 + 4 + PK_REG_PARAM_LEN + 1 + PK_REG_ID_MAX) + 1)
+     PK_REG_MAX_IND * (1 + 1 + 4 + PK_REG_PARAM_LEN + 1 + PK_REG_ID_MAX) + 1 + PK_REG_MKSET_MAX)
 
 /*
  * Writes the state of a REGISTERED device d into buf[0..cap) and sets *len.

@@ -96,6 +96,7 @@ int pk_device_reg_export(const pk_reg_dev_t *d, uint8_t *buf, size_t cap, size_t
         pk_reg_wr_id(&w, &in->peer);
     }
     pk_wr_u8(&w, (uint8_t)d->ind_next);
+    pk_reg_mkset_write(&w, &d->keys.mk); /* optional trailing master-key block */
     if (pk_wr_ok(&w) != PK_OK) {
         if (buf)
             pk_wipe(buf, cap);
@@ -153,6 +154,7 @@ int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uin
     ind_next = pk_rd_u8(&r);
     if (ind_next >= PK_REG_MAX_IND)
         r.err = PK_ERR_MALFORMED;
+    pk_reg_mkset_read_opt(&r, &keys.mk);
     if ((rc = pk_rd_done(&r)) != PK_OK)
         goto out;
     if (!pk_reg_id_eq(&dev, &d->id) || !pk_reg_id_eq(&node, &d->node_id)) {

@@ -29,9 +29,19 @@
  *   ACCEPT    (0x04, node -> device; record of 84..PK_REG_ACCEPT_MAX bytes)
  *     plaintext: nonce_d(16) tid_len(1) temp_id(tid_len) mode(1) count(1)
  *                count x { KSI(4) key(32) peer_len(1) peer(peer_len) }
+ *                [ master-key block ]
  *     mode 1 = root keys per pair (option 1, peer_len >= 1),
  *     mode 2 = pool (option 2, peer_len = 0); count <= PK_REG_MAX_KEYS.
  *     nonce_d inside binds the accept to this registration run.
+ *     The optional master-key block (Toshiba, DESIGN 3.6; present iff bytes
+ *     remain after the key entries) carries the master keys of the device's
+ *     domain, sealed by the accept's AEAD like everything else:
+ *       n(1)=1..2 domain_id(4)
+ *       n x { MK ID(4) not_before(8) expiry(8) key(32) }     (ms since epoch)
+ *     entry 0 is the current MK, entry 1 (when n = 2) the next one, already
+ *     scheduled by the kms (not_before in the future). Rules: MK IDs non-zero
+ *     and distinct, not_before < expiry, entry 1's not_before > entry 0's.
+ *     A device outside any domain gets no block (never n = 0).
  *   LINK_REQ  (0x10, device -> node; option 2, FIG. 5 step S41)
  *     plaintext: peer_len(1) peer(peer_len)
  *   LINK_IND  (0x11, node -> device; option 2, S43/S44)
@@ -44,7 +54,8 @@
  *   KMS_VEC_REQ    (0x40) type node_id(block8) device_id(block8) nonce_d(16)
  *   KMS_VEC_RESP   (0x41) type status(1) RAND(16) AUTN(16) XRES(16) K_reg(32)  [exactly 82]
  *   KMS_KEYS_REQ   (0x42) type device_id(block8)
- *   KMS_KEYS_RESP  (0x43) type status(1) mode(1) count(1) entries (as in ACCEPT)
+ *   KMS_KEYS_RESP  (0x43) type status(1) mode(1) count(1) entries
+ *                         [master-key block]          (both as in ACCEPT)
  *   KMS_ALLOC_REQ  (0x44) type initiator(block8) peer(block8)
  *   KMS_ALLOC_RESP (0x45) type status(1) KSI(4) param(16)                       [exactly 22]
  *   NODE_LINK_IND  (0x50) type initiator(block8) target(block8) KSI(4) param(16)
@@ -73,6 +84,8 @@
 #define PK_REG_ROOT_KEY_LEN 32 /* K_D, as TS 33.536 (256 bit) */
 #define PK_REG_PARAM_LEN    16 /* option-2 fresh parameter */
 #define PK_REG_MAX_KEYS     32 /* keys in one accept */
+#define PK_REG_MK_LEN       32 /* master key (Toshiba), 256 bit */
+#define PK_REG_MAX_MK       2  /* master keys in one block: current, next */
 
 enum pk_reg_type {
     PK_REG_T_REQUEST = 0x01,
@@ -98,15 +111,19 @@ enum pk_reg_type {
 #define PK_REG_RESPONSE_MAX  (2 + PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_RES_LEN) /* 99 */
 #define PK_REG_KEY_ENTRY_MAX (4 + PK_REG_ROOT_KEY_LEN + 1 + PK_REG_ID_MAX)               /* 101 */
 #define PK_REG_KEYSET_MAX    (2 + PK_REG_MAX_KEYS * PK_REG_KEY_ENTRY_MAX)                /* 3234 */
-#define PK_REG_ACCEPT_PT_MAX (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX)  /* 3315 */
-#define PK_REG_ACCEPT_MIN    PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)                 /* 48 */
-#define PK_REG_ACCEPT_MAX    PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)                         /* 3343 */
-#define PK_REG_LINK_PT_MAX   (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)              /* 86 */
-#define PK_REG_SEALED_MAX    PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                           /* 114 */
+#define PK_REG_MK_ENTRY_LEN  (4 + 8 + 8 + PK_REG_MK_LEN)                                 /* 52 */
+#define PK_REG_MKSET_MAX     (1 + 4 + PK_REG_MAX_MK * PK_REG_MK_ENTRY_LEN)               /* 109 */
+#define PK_REG_ACCEPT_PT_MAX                                                                       \
+    (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* 3424 */
+#define PK_REG_ACCEPT_MIN  PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)            /* 48 */
+#define PK_REG_ACCEPT_MAX  PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)                    /* 3452 */
+#define PK_REG_LINK_PT_MAX (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)         /* 86 */
+#define PK_REG_SEALED_MAX  PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                      /* 114 */
 #define PK_REG_KMS_VEC_RESP_LEN                                                                    \
     (2 + PK_REG_RAND_LEN + PK_REG_AUTN_LEN + PK_REG_RES_LEN + PK_REG_KREG_LEN)
-#define PK_REG_KMS_ALLOC_RESP_LEN (2 + 4 + PK_REG_PARAM_LEN)  /* 22 */
-#define PK_REG_NET_MAX            (1 + 2 + PK_REG_KEYSET_MAX) /* largest node<->kms frame */
+#define PK_REG_KMS_ALLOC_RESP_LEN (2 + 4 + PK_REG_PARAM_LEN) /* 22 */
+#define PK_REG_NET_MAX                                                                             \
+    (1 + 2 + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* largest node<->kms frame: 3346 */
 
 enum pk_reg_keymode {
     PK_REG_MODE_PAIRS = 1, /* option 1: one root key per allowed pair */
@@ -136,10 +153,30 @@ typedef struct pk_reg_key {
     pk_reg_id_t peer;
 } pk_reg_key_t;
 
+/* One master key of a domain (Toshiba: key ID and expiry with the key). */
+typedef struct pk_reg_mk {
+    uint32_t id;            /* non-zero, from the kms's per-store sequence */
+    uint64_t not_before_ms; /* effective from (ms since the Unix epoch) */
+    uint64_t expiry_ms;     /* not valid from this time on */
+    uint8_t key[PK_REG_MK_LEN];
+} pk_reg_mk_t;
+
+/* The master-key block: the domain's current key and, when scheduled, the
+ * next. n == 0: no block (the device is in no domain). */
+typedef struct pk_reg_mkset {
+    uint8_t n; /* 0..PK_REG_MAX_MK */
+    uint32_t domain_id;
+    pk_reg_mk_t k[PK_REG_MAX_MK];
+} pk_reg_mkset_t;
+
 typedef struct pk_reg_keyset {
     uint8_t mode; /* enum pk_reg_keymode */
     uint8_t n;    /* <= PK_REG_MAX_KEYS */
     pk_reg_key_t k[PK_REG_MAX_KEYS];
+    /* Master keys. NOT written or read by pk_reg_keyset_write/read: the
+     * messages that carry them (ACCEPT, KMS_KEYS_RESP) append the block after
+     * the entries with pk_reg_mkset_write/pk_reg_mkset_read_opt. */
+    pk_reg_mkset_t mk;
 } pk_reg_keyset_t;
 
 /* An authentication vector (kms -> node). */
@@ -170,6 +207,18 @@ void pk_reg_wr_id(pk_wr_t *w, const pk_reg_id_t *id);
 int pk_reg_keyset_write(pk_wr_t *w, const pk_reg_keyset_t *ks);
 /* Reads into ks (which the caller wipes after use: it holds keys). */
 void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks);
+
+/* ---- master-key block (see ACCEPT) ---- */
+
+/* 1 when mk follows the block's rules (n 1..2, IDs, times; see ACCEPT). */
+int pk_reg_mkset_valid(const pk_reg_mkset_t *mk);
+/* Writes the block; nothing when mk->n == 0. Marks w failed with
+ * PK_ERR_INVAL for a block breaking the rules. */
+void pk_reg_mkset_write(pk_wr_t *w, const pk_reg_mkset_t *mk);
+/* Reads the optional trailing block: when r has no bytes left, mk->n = 0;
+ * otherwise exactly one valid block (n 1..2), else r fails with
+ * PK_ERR_MALFORMED. The caller wipes mk (it holds keys). */
+void pk_reg_mkset_read_opt(pk_rd_t *r, pk_reg_mkset_t *mk);
 
 /* ---- plain device<->node messages ---- */
 

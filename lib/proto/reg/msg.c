@@ -136,6 +136,63 @@ void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks)
         r->err = PK_ERR_MALFORMED;
 }
 
+int pk_reg_mkset_valid(const pk_reg_mkset_t *mk)
+{
+    if (mk->n < 1 || mk->n > PK_REG_MAX_MK)
+        return 0;
+    for (unsigned i = 0; i < mk->n; i++) {
+        const pk_reg_mk_t *e = &mk->k[i];
+        if (e->id == 0 || e->not_before_ms >= e->expiry_ms)
+            return 0;
+    }
+    if (mk->n == 2 &&
+        (mk->k[1].id == mk->k[0].id || mk->k[1].not_before_ms <= mk->k[0].not_before_ms))
+        return 0;
+    return 1;
+}
+
+void pk_reg_mkset_write(pk_wr_t *w, const pk_reg_mkset_t *mk)
+{
+    if (mk->n == 0)
+        return;
+    if (!pk_reg_mkset_valid(mk)) {
+        w->err = PK_ERR_INVAL;
+        return;
+    }
+    pk_wr_u8(w, mk->n);
+    pk_wr_u32(w, mk->domain_id);
+    for (unsigned i = 0; i < mk->n; i++) {
+        pk_wr_u32(w, mk->k[i].id);
+        pk_wr_u64(w, mk->k[i].not_before_ms);
+        pk_wr_u64(w, mk->k[i].expiry_ms);
+        pk_wr_bytes(w, mk->k[i].key, PK_REG_MK_LEN);
+    }
+}
+
+void pk_reg_mkset_read_opt(pk_rd_t *r, pk_reg_mkset_t *mk)
+{
+    memset(mk, 0, sizeof *mk);
+    if (r->err != PK_OK || r->left == 0)
+        return;
+    uint8_t n = pk_rd_u8(r);
+    if (n < 1 || n > PK_REG_MAX_MK) {
+        r->err = PK_ERR_MALFORMED;
+        return;
+    }
+    mk->domain_id = pk_rd_u32(r);
+    for (unsigned i = 0; i < n && r->err == PK_OK; i++) {
+        mk->k[i].id = pk_rd_u32(r);
+        mk->k[i].not_before_ms = pk_rd_u64(r);
+        mk->k[i].expiry_ms = pk_rd_u64(r);
+        pk_rd_copy(r, mk->k[i].key, PK_REG_MK_LEN);
+    }
+    mk->n = n;
+    if (r->err == PK_OK && !pk_reg_mkset_valid(mk))
+        r->err = PK_ERR_MALFORMED;
+    if (r->err != PK_OK)
+        pk_wipe(mk, sizeof *mk);
+}
+
 /* type(1) ver(1) prefix of the plain messages. */
 static int rd_head(pk_rd_t *r, uint8_t type)
 {
@@ -249,6 +306,7 @@ int pk_reg_accept_pt_encode(const pk_reg_accept_pt_t *m, uint8_t *buf, size_t ca
     pk_wr_bytes(&w, m->nonce_d, PK_REG_NONCE_LEN);
     pk_reg_wr_id(&w, &m->temp_id);
     pk_reg_keyset_write(&w, &m->keys);
+    pk_reg_mkset_write(&w, &m->keys.mk);
     *len = w.len;
     return pk_wr_ok(&w);
 }
@@ -262,6 +320,7 @@ int pk_reg_accept_pt_decode(const uint8_t *buf, size_t len, pk_reg_accept_pt_t *
     pk_rd_copy(&r, m->nonce_d, PK_REG_NONCE_LEN);
     pk_reg_rd_id(&r, &m->temp_id);
     pk_reg_keyset_read(&r, &m->keys);
+    pk_reg_mkset_read_opt(&r, &m->keys.mk);
     return pk_rd_done(&r);
 }
 
@@ -330,6 +389,7 @@ int pk_reg_net_encode(const pk_reg_net_t *m, uint8_t *buf, size_t cap, size_t *l
     case PK_REG_T_KMS_KEYS_RESP:
         pk_wr_u8(&w, m->status);
         pk_reg_keyset_write(&w, &m->keys);
+        pk_reg_mkset_write(&w, &m->keys.mk);
         break;
     case PK_REG_T_KMS_ALLOC_REQ:
         pk_reg_wr_id(&w, &m->a);
@@ -377,6 +437,7 @@ int pk_reg_net_decode(const uint8_t *buf, size_t len, pk_reg_net_t *m)
     case PK_REG_T_KMS_KEYS_RESP:
         m->status = pk_rd_u8(&r);
         pk_reg_keyset_read(&r, &m->keys);
+        pk_reg_mkset_read_opt(&r, &m->keys.mk);
         break;
     case PK_REG_T_KMS_ALLOC_REQ:
         pk_reg_rd_id(&r, &m->a);

@@ -373,6 +373,7 @@ int pk_reg_node_accept(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev, u
         pk_wr_bytes(&w, h->nonce_d, PK_REG_NONCE_LEN);
         pk_reg_wr_id(&w, temp_id);
         pk_reg_keyset_write(&w, keys);
+        pk_reg_mkset_write(&w, &keys->mk); /* master keys (Toshiba), when any */
         ptlen = w.len;
         if ((rc = pk_wr_ok(&w)) != PK_OK) {
             rc = PK_ERR_INVAL;
