@@ -39,6 +39,13 @@ static const char usage_text[] =
     "  pool create NAME N              a pool of N root keys (option 2)\n"
     "  pool show NAME\n"
     "  audit [--from N] [--limit N]    the audit log (never key values)\n"
+    "  domain add NAME                 a domain: a named group of devices sharing master keys\n"
+    "  domain member add|remove DOMAIN DEVICE...\n"
+    "  domain show DEVICE              the domain a device is in\n"
+    "  master rotate DOMAIN [--at TIME] [--lifetime DUR]\n"
+    "                                  make the domain's next master key, effective at TIME\n"
+    "                                  (now, +DUR, ms since the epoch or YYYY-MM-DDTHH:MM:SSZ)\n"
+    "  master list DOMAIN              its master keys (IDs and validity, never values)\n"
     "\n"
     "Common options: --db URI (default kms.db: SQLite; postgresql://... for PostgreSQL),\n"
     "--kek FILE (default kms.kek, mode 0600), --log-level LEVEL, --config FILE.\n"
@@ -87,6 +94,12 @@ static const pk_conf_key_t keys_dev_add[] = {
     {"mode", "root keys: pairs (option 1) or pool (option 2)", "pairs", 0},
     {"pool", "the pool of a mode-pool device", NULL, 0},
     {"device-key", "the device's long-term key, 32 or 64 hex digits (default: generate)", NULL, 0},
+    {"domain", "put the device in this domain (master keys)", NULL, 0},
+};
+static const pk_conf_key_t keys_rotate[] = {
+    COMMON_KEYS,
+    {"at", "effective from: now, +DUR, ms since the epoch or YYYY-MM-DDTHH:MM:SSZ", "now", 0},
+    {"lifetime", "validity from TIME: N[ms|s|m|h|d] (default 24h)", "24h", 0},
 };
 static const pk_conf_key_t keys_dev_list[] = {
     COMMON_KEYS,
@@ -352,6 +365,15 @@ static int cmd_device(int argc, char **argv)
             }
         }
         pk_wipe(gen, sizeof gen);
+        const char *dom = pk_conf_get(&e.conf, "domain");
+        if (rc == PK_OK && dom) {
+            rc = pk_kms_domain_member_add(e.kms, dom, e.pos[0], wall());
+            if (rc == PK_OK)
+                printf("added %s to domain %s\n", e.pos[0], dom);
+            else
+                fprintf(stderr, "proxkey kms %s: domain %s: %s (device added without it)\n", what,
+                        dom, pk_strerror(rc));
+        }
         close_env(&e);
         if (rc == PK_ERR_INVAL)
             return usage_err(what, "bad device ID or pool name (1..64 bytes of UTF-8)");
@@ -530,6 +552,209 @@ static int cmd_pool(int argc, char **argv)
     return rc == PK_OK ? 0 : fail(what, rc, "pool %s", e.pos[0]);
 }
 
+/* ---- domains and master keys ---- */
+
+/* N[ms|s|m|h|d] -> ms. 0 or -1. */
+static int parse_dur(const char *s, uint64_t *ms)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    uint64_t mul = 1000;
+    if (errno || end == s)
+        return -1;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (strcmp(end, "s") == 0 || *end == 0)
+        mul = 1000;
+    else if (strcmp(end, "m") == 0)
+        mul = 60000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mul = 86400000;
+    else
+        return -1;
+    if (v > UINT64_MAX / mul)
+        return -1;
+    *ms = v * mul;
+    return 0;
+}
+
+/* now | +DUR | ms since the epoch | YYYY-MM-DDTHH:MM:SSZ -> ms. */
+static int parse_time(const char *s, uint64_t now, uint64_t *ms)
+{
+    struct tm tm;
+    uint64_t d = 0;
+    if (strcmp(s, "now") == 0) {
+        *ms = now;
+        return 0;
+    }
+    if (s[0] == '+') {
+        if (parse_dur(s + 1, &d))
+            return -1;
+        *ms = now + d;
+        return 0;
+    }
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (end && *end == 0) {
+        time_t t = timegm(&tm);
+        if (t < 0)
+            return -1;
+        *ms = (uint64_t)t * 1000;
+        return 0;
+    }
+    return parse_u64(s, 1, UINT64_MAX / 2, ms);
+}
+
+static void print_ts(uint64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char ts[32] = "?";
+    if (gmtime_r(&t, &tm))
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    printf("%s.%03uZ", ts, (unsigned)(ms % 1000));
+}
+
+static int cmd_domain(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms domain add NAME | domain member add|remove DOMAIN DEVICE... | "
+              "domain show DEVICE\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    cmdenv_t e = {0};
+    int rc = PK_OK, failed = 0, r;
+    if (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "show") == 0) {
+        int add = argv[1][0] == 'a';
+        const char *what = add ? "domain add" : "domain show";
+        r = parse(&e, what, keys_common, 3, argc - 1, argv + 1,
+                  add ? "domain add NAME" : "domain show DEVICE");
+        if (r)
+            return r == 1 ? 0 : r;
+        if (e.npos != 1)
+            return usage_err(what, add ? "expected one domain NAME" : "expected one DEVICE");
+        if (open_env(&e, what))
+            return 1;
+        uint32_t id = 0;
+        pk_reg_id_t dom;
+        if (add) {
+            rc = pk_kms_domain_add(e.kms, e.pos[0], wall(), &id);
+            if (rc == PK_OK)
+                printf("added domain %s id=%" PRIu32
+                       " (no master key yet: proxkey kms master rotate %s)\n",
+                       e.pos[0], id, e.pos[0]);
+        } else {
+            rc = pk_kms_domain_of(e.kms, e.pos[0], &dom, &id);
+            if (rc == PK_OK)
+                printf("device=%s domain=%.*s domain_id=%" PRIu32 "\n", e.pos[0], dom.len,
+                       (const char *)dom.b, id);
+        }
+        close_env(&e);
+        if (rc == PK_ERR_INVAL)
+            return usage_err(what, "bad name (1..64 bytes of UTF-8)");
+        return rc == PK_OK ? 0 : fail(what, rc, "%s", e.pos[0]);
+    }
+    if (strcmp(argv[1], "member") != 0 || argc < 3 ||
+        (strcmp(argv[2], "add") != 0 && strcmp(argv[2], "remove") != 0))
+        return usage_err("domain", "unknown subcommand (add, member add, member remove, show)");
+    int add = strcmp(argv[2], "add") == 0;
+    const char *what = add ? "domain member add" : "domain member remove";
+    r = parse(&e, what, keys_common, 3, argc - 2, argv + 2,
+              add ? "domain member add DOMAIN DEVICE..." : "domain member remove DOMAIN DEVICE...");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos < 2)
+        return usage_err(what, "expected DOMAIN and at least one DEVICE");
+    if (open_env(&e, what))
+        return 1;
+    for (int i = 1; i < e.npos; i++) {
+        rc = add ? pk_kms_domain_member_add(e.kms, e.pos[0], e.pos[i], wall())
+                 : pk_kms_domain_member_remove(e.kms, e.pos[0], e.pos[i], wall());
+        if (rc == PK_OK)
+            printf("%s %s %s %s\n", add ? "added" : "removed", e.pos[i], add ? "to" : "from",
+                   e.pos[0]);
+        else if (rc == PK_ERR_EXISTS)
+            failed = fail(what, rc, "%s is already in a domain", e.pos[i]);
+        else
+            failed = fail(what, rc, "%s in %s", e.pos[i], e.pos[0]);
+    }
+    close_env(&e);
+    return failed;
+}
+
+static int cmd_master(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms master rotate DOMAIN [--at TIME] [--lifetime DUR] | master list "
+              "DOMAIN\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    int rot = strcmp(argv[1], "rotate") == 0;
+    if (!rot && strcmp(argv[1], "list") != 0)
+        return usage_err("master", "unknown subcommand '%s' (rotate, list)", argv[1]);
+    cmdenv_t e = {0};
+    const char *what = rot ? "master rotate" : "master list";
+    int r = rot ? parse(&e, what, keys_rotate, sizeof keys_rotate / sizeof keys_rotate[0], argc - 1,
+                        argv + 1, "master rotate DOMAIN [--at TIME] [--lifetime DUR]")
+                : parse(&e, what, keys_common, 3, argc - 1, argv + 1, "master list DOMAIN");
+    if (r)
+        return r == 1 ? 0 : r;
+    if (e.npos != 1)
+        return usage_err(what, "expected one DOMAIN");
+    uint64_t now = wall(), at = 0, life = 0;
+    if (rot && parse_time(pk_conf_get(&e.conf, "at"), now, &at))
+        return usage_err(what, "--at: now, +DUR, ms since the epoch or YYYY-MM-DDTHH:MM:SSZ");
+    if (rot && (parse_dur(pk_conf_get(&e.conf, "lifetime"), &life) || life == 0 ||
+                life > PK_KMS_MK_LIFETIME_MAX))
+        return usage_err(what, "--lifetime: N[ms|s|m|h|d], at most 366d");
+    if (open_env(&e, what))
+        return 1;
+    int rc;
+    if (rot) {
+        pk_kms_mk_info_t mi;
+        rc = pk_kms_master_rotate(e.kms, e.pos[0], at, life, now, &mi);
+        if (rc == PK_OK) {
+            printf("domain=%s mk_id=%" PRIu32 " not_before=", e.pos[0], mi.id);
+            print_ts(mi.not_before_ms);
+            printf(" expiry=");
+            print_ts(mi.expiry_ms);
+            printf("\n");
+            pk_info("master_key_created", "domain=%s mk_id=%" PRIu32, e.pos[0], mi.id);
+        }
+    } else {
+        pk_kms_mk_info_t mi[PK_KMS_MK_PER_DOMAIN + 1];
+        size_t n = 0;
+        uint32_t did = 0;
+        rc = pk_kms_master_list(e.kms, e.pos[0], &did, mi, PK_KMS_MK_PER_DOMAIN + 1, &n);
+        if (rc == PK_OK) {
+            printf("domain=%s domain_id=%" PRIu32 " master_keys=%zu\n", e.pos[0], did, n);
+            for (size_t i = 0; i < n; i++) {
+                const char *st = mi[i].expiry_ms <= now      ? "expired"
+                                 : mi[i].not_before_ms > now ? "scheduled"
+                                                             : "valid";
+                printf("mk_id=%" PRIu32 " not_before=", mi[i].id);
+                print_ts(mi[i].not_before_ms);
+                printf(" expiry=");
+                print_ts(mi[i].expiry_ms);
+                printf(" state=%s\n", st);
+            }
+        }
+    }
+    close_env(&e);
+    if (rc == PK_ERR_STATE)
+        return fail(what, rc, "%s already has a key effective at or after that time", e.pos[0]);
+    if (rc == PK_ERR_INVAL)
+        return usage_err(what, "bad domain name or times");
+    return rc == PK_OK ? 0 : fail(what, rc, "domain %s", e.pos[0]);
+}
+
 static int audit_cb(void *ctx, const pk_kms_audit_t *a)
 {
     (void)ctx;
@@ -598,6 +823,10 @@ int pk_cmd_kms(int argc, char **argv)
         return cmd_pool(argc - 1, argv + 1);
     if (strcmp(c, "audit") == 0)
         return cmd_audit(argc - 1, argv + 1);
+    if (strcmp(c, "domain") == 0)
+        return cmd_domain(argc - 1, argv + 1);
+    if (strcmp(c, "master") == 0)
+        return cmd_master(argc - 1, argv + 1);
     fprintf(stderr, "proxkey kms: unknown command '%s' (see proxkey kms --help)\n", c);
     return 2;
 }

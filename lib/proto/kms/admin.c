@@ -164,6 +164,8 @@ static int dev_rm_fn(pk_txn_t *txn, void *ctx)
         rc = (r2 == PK_OK || r2 == PK_ERR_NOTFOUND) ? PK_OK : r2;
     }
     if (rc == PK_OK)
+        rc = kms_domain_forget(txn, &c->id); /* domain membership (domain.c) */
+    if (rc == PK_OK)
         rc = kms_audit_append(txn, PK_KMS_A_DEVICE_REMOVE, c->now_ms, 0, 0, &admin_node, &c->id,
                               NULL);
     return rc;

@@ -423,6 +423,7 @@ struct keys_ctx {
     int write;
     pk_reg_keyset_t ks;
     pk_reg_id_t pool;
+    pk_reg_id_t domain; /* the device's domain (len 0: none) */
 };
 
 /* Fills ks with the device's root keys per pair; creates missing ones when
@@ -586,6 +587,9 @@ static int keys_fn(pk_txn_t *txn, void *ctx)
         rc = PK_ERR_MALFORMED;
     if (rc != PK_OK)
         return rc;
+    /* the master keys of the device's domain (Toshiba; domain.c) */
+    if ((rc = kms_mk_fill(c->k, txn, c->dev, c->now_ms, &c->ks.mk, &c->domain)) != PK_OK)
+        return rc;
     /* the directory: this node now serves the device */
     uint8_t dk[BLK_MAX], val[BLK_MAX + 8];
     size_t dl = kms_blk(dk, c->dev), vl = 0;
@@ -621,7 +625,7 @@ static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, 
     }
     if (rc != PK_OK)
         goto out;
-    unsigned nrec = c->ks.mode == PK_REG_MODE_PAIRS ? c->ks.n : 1;
+    unsigned nrec = (c->ks.mode == PK_REG_MODE_PAIRS ? c->ks.n : 1) + c->ks.mk.n;
     if (k->qmax - k->qn < nrec) {
         rc = PK_ERR_LIMIT;
         goto out;
@@ -641,6 +645,10 @@ static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, 
                           &c->pool);
         k->stats.pool_keys_issued += c->ks.n;
     }
+    for (unsigned i = 0; i < c->ks.mk.n; i++)
+        (void)queue_audit(k, PK_KMS_A_MASTER_KEY, now_ms, c->ks.mk.k[i].id, 1, node, &m->a,
+                          &c->domain);
+    k->stats.master_keys_issued += c->ks.mk.n;
 out:
     if (c)
         pk_wipe(c, sizeof *c);
@@ -650,6 +658,52 @@ out:
     free(r);
     if (rc != PK_OK)
         *resp_len = 0;
+    return rc;
+}
+
+/* ---- MK (master-key refresh of a registered device) ---- */
+
+struct mk_ctx {
+    pk_kms_t *k;
+    const pk_reg_id_t *dev;
+    uint64_t now_ms;
+    pk_reg_mkset_t mk;
+    pk_reg_id_t domain;
+};
+
+static int mk_fn(pk_txn_t *txn, void *ctx)
+{
+    struct mk_ctx *c = ctx;
+    kms_dev_t d;
+    int rc = kms_dev_get(c->k, txn, c->dev, 0, &d);
+    if (rc == PK_OK)
+        rc = kms_mk_fill(c->k, txn, c->dev, c->now_ms, &c->mk, &c->domain);
+    return rc;
+}
+
+static int do_mk(pk_kms_t *k, const pk_reg_id_t *node, const pk_kms_msg_t *m, uint64_t now_ms,
+                 uint8_t *resp, size_t cap, size_t *resp_len)
+{
+    struct mk_ctx c = {.k = k, .dev = &m->id, .now_ms = now_ms};
+    pk_kms_msg_t r;
+    int rc;
+    memset(&r, 0, sizeof r);
+    rc = pk_store_run_read(k->st, mk_fn, &c, STORE_TRIES);
+    if (rc == PK_OK && k->qmax - k->qn < c.mk.n)
+        rc = PK_ERR_LIMIT;
+    if (rc == PK_OK) {
+        r.type = PK_KMS_T_MK_RESP;
+        r.mk = c.mk;
+        rc = pk_kms_msg_encode(&r, resp, cap, resp_len);
+    }
+    if (rc == PK_OK) {
+        for (unsigned i = 0; i < c.mk.n; i++)
+            (void)queue_audit(k, PK_KMS_A_MASTER_KEY, now_ms, c.mk.k[i].id, 1, node, &m->id,
+                              &c.domain);
+        k->stats.master_keys_issued += c.mk.n;
+    }
+    pk_wipe(&c, sizeof c);
+    pk_wipe(&r, sizeof r);
     return rc;
 }
 
@@ -834,11 +888,13 @@ int pk_kms_handle(pk_kms_t *k, const char *node_cn, const uint8_t *req, size_t l
         rc = PK_ERR_DENIED;
         goto out;
     }
-    if (type == PK_KMS_T_DIR_REQ) {
+    if (type == PK_KMS_T_DIR_REQ || type == PK_KMS_T_MK_REQ) {
         pk_kms_msg_t dm;
         rc = pk_kms_msg_decode(req, len, &dm);
-        if (rc == PK_OK)
+        if (rc == PK_OK && type == PK_KMS_T_DIR_REQ)
             rc = do_dir(k, &dm, resp, cap, resp_len);
+        else if (rc == PK_OK)
+            rc = do_mk(k, &node, &dm, now_ms, resp, cap, resp_len);
         goto out;
     }
     if (type != PK_REG_T_KMS_VEC_REQ && type != PK_REG_T_KMS_KEYS_REQ &&

@@ -32,6 +32,20 @@
  *   bucket kms_pairalloc pair -> ksi(4)            the pair's current allocation
  *   bucket kms_dir      blk(device) -> blk(node) at_ms(8)   node directory
  *   sequence kms_ksi    every KSI (root keys and pool keys: one namespace)
+ *
+ *   Master keys (Toshiba US 9,294,269; DESIGN 3.6; domain.c):
+ *   bucket kms_dom      blk(domain) -> ver(1)=1 domain_id(4) created_ms(8)
+ *   bucket kms_dommem   blk(device) -> blk(domain)   a device is in <= 1 domain
+ *   bucket kms_domdev   blk(domain) || blk(device) -> ""         (index)
+ *   bucket kms_mk       blk(domain) || mk_id(4) -> ver(1)=1 not_before_ms(8)
+ *                                      expiry_ms(8) created_ms(8) sealed(MK, 32)
+ *                                      bound to ("kms_mk", that key)
+ *   sequence kms_domid  domain IDs (u32, the clients' domain ID)
+ *   sequence kms_mkid   master-key IDs (u32, one namespace for all domains)
+ *   A domain's keys have strictly increasing not_before (rotate refuses an
+ *   earlier one); expired keys are deleted at the next rotation. The key
+ *   served at time t is the one with the latest not_before <= t that has
+ *   not expired ("current"), plus the earliest with not_before > t ("next").
  *   log kms_audit       audit records (format below)
  *
  * Secrets (K, K_D, pool keys) are only ever stored sealed under the KEK with
@@ -97,6 +111,7 @@ enum pk_kms_audit_what {
     PK_KMS_A_ROOT_KEY = 2,
     PK_KMS_A_POOL_KEYS = 3,
     PK_KMS_A_POOL_ALLOC = 4,
+    PK_KMS_A_MASTER_KEY = 5, /* MK ksi=mk_id sent to node for device (peer = domain) */
     PK_KMS_A_DEVICE_ADD = 16,
     PK_KMS_A_DEVICE_REMOVE = 17,
     PK_KMS_A_ALLOW = 18,
@@ -104,6 +119,10 @@ enum pk_kms_audit_what {
     PK_KMS_A_GROUP_ADD = 20,
     PK_KMS_A_GROUP_REMOVE = 21,
     PK_KMS_A_POOL_CREATE = 22,
+    PK_KMS_A_DOMAIN_ADD = 23,   /* peer = domain, ksi = domain ID */
+    PK_KMS_A_DOMAIN_JOIN = 24,  /* device joined domain (peer) */
+    PK_KMS_A_DOMAIN_LEAVE = 25, /* device left domain (peer) */
+    PK_KMS_A_MK_CREATE = 26,    /* master key ksi = MK ID made for domain (peer) */
 };
 
 /* A decoded audit record. */
@@ -135,6 +154,7 @@ typedef struct pk_kms_cfg {
 typedef struct pk_kms_stats {
     uint64_t vectors, root_keys_issued, pool_keys_issued, allocs, dir_lookups;
     uint64_t root_keys_created;
+    uint64_t master_keys_issued;
     uint64_t refused; /* requests answered with KMS_ERR or nothing */
     uint64_t cache_hits, cache_misses;
     uint64_t batches, batched_records;
@@ -171,7 +191,13 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *                 option 2 (mode pool): the first PK_REG_MAX_KEYS
  *                 unallocated keys of the device's pool (its window, stored).
  *                 The directory records node_cn as the device's node.
- *                 -> KMS_KEYS_RESP; audit ROOT_KEY per key / POOL_KEYS queued.
+ *                 When the device is in a domain with a valid master key,
+ *                 the master-key block (current, and next when scheduled)
+ *                 follows the entries.
+ *                 -> KMS_KEYS_RESP; audit ROOT_KEY per key / POOL_KEYS queued,
+ *                 MASTER_KEY per master key.
+ *   KMS_MK_REQ    -> KMS_MK_RESP with the device's master-key block only
+ *                 (the refresh of a registered device); audit MASTER_KEY.
  *   KMS_ALLOC_REQ initiator and peer both in mode pool, one pool, allowed:
  *                 the pair's KSI if both still hold it, else the lowest
  *                 KSI in both windows never allocated, claimed in one
@@ -282,6 +308,47 @@ int pk_kms_pool_create(pk_kms_t *k, const char *name, uint32_t n, uint64_t now_m
                        uint32_t *first_ksi);
 /* Unallocated and total keys of a pool. PK_ERR_NOTFOUND. */
 int pk_kms_pool_info(pk_kms_t *k, const char *name, uint32_t *total, uint32_t *allocated);
+
+/* ---- domains and master keys (domain.c; Toshiba, DESIGN 3.6) ---- */
+
+#define PK_KMS_MK_LIFETIME_DEF (24ull * 3600 * 1000)       /* 24 h */
+#define PK_KMS_MK_LIFETIME_MAX (366ull * 24 * 3600 * 1000) /* a year */
+#define PK_KMS_MK_PER_DOMAIN   64 /* unexpired master keys a domain may hold */
+
+typedef struct pk_kms_mk_info {
+    uint32_t id;
+    uint64_t not_before_ms, expiry_ms, created_ms;
+} pk_kms_mk_info_t;
+
+/* Creates domain name (1..64 bytes) with the next domain ID (*domain_id, may
+ * be NULL). It has no master key until pk_kms_master_rotate. PK_ERR_EXISTS. */
+int pk_kms_domain_add(pk_kms_t *k, const char *name, uint64_t now_ms, uint32_t *domain_id);
+/* Puts device in domain (both must exist; a device is in at most one
+ * domain: PK_ERR_EXISTS when it is in one). PK_ERR_NOTFOUND. */
+int pk_kms_domain_member_add(pk_kms_t *k, const char *domain, const char *device, uint64_t now_ms);
+/* Takes device out of domain. PK_ERR_NOTFOUND when it is not a member. */
+int pk_kms_domain_member_remove(pk_kms_t *k, const char *domain, const char *device,
+                                uint64_t now_ms);
+/* The domain of device: PK_OK with *domain (and *domain_id), PK_ERR_NOTFOUND. */
+int pk_kms_domain_of(pk_kms_t *k, const char *device, pk_reg_id_t *domain, uint32_t *domain_id);
+/*
+ * Makes the domain's next master key: 32 random bytes (rng), the next MK ID,
+ * effective at at_ms, expiring lifetime_ms later (0: PK_KMS_MK_LIFETIME_DEF;
+ * at most PK_KMS_MK_LIFETIME_MAX), sealed under the KEK; deletes the
+ * domain's keys expired at now_ms; audit MK_CREATE. *out (may be NULL)
+ * receives the new key's facts. PK_ERR_NOTFOUND (domain), PK_ERR_INVAL
+ * (lifetime, at_ms + lifetime <= now_ms), PK_ERR_STATE (a key with
+ * not_before >= at_ms exists), PK_ERR_LIMIT (PK_KMS_MK_PER_DOMAIN).
+ */
+int pk_kms_master_rotate(pk_kms_t *k, const char *domain, uint64_t at_ms, uint64_t lifetime_ms,
+                         uint64_t now_ms, pk_kms_mk_info_t *out);
+/* The domain's stored master keys (never their values) in ID order into
+ * out[0..max), *n their number, *domain_id the domain's ID. PK_ERR_NOTFOUND. */
+int pk_kms_master_list(pk_kms_t *k, const char *domain, uint32_t *domain_id, pk_kms_mk_info_t *out,
+                       size_t max, size_t *n);
+/* The master-key block the kms would send for device at now_ms (tests and
+ * tools; the caller wipes mk). PK_OK (mk->n = 0 when none). */
+int pk_kms_master_for(pk_kms_t *k, const char *device, uint64_t now_ms, pk_reg_mkset_t *mk);
 
 /* Calls cb for audit records numbered from `from` (>= 1), at most limit. */
 typedef int (*pk_kms_audit_cb)(void *ctx, const pk_kms_audit_t *a);

@@ -17,6 +17,12 @@
 #define B_PAIRALLOC "kms_pairalloc"
 #define B_DIR       "kms_dir"
 #define S_KSI       "kms_ksi"
+#define B_DOM       "kms_dom"
+#define B_DOMMEM    "kms_dommem"
+#define B_DOMDEV    "kms_domdev"
+#define B_MK        "kms_mk"
+#define S_DOMID     "kms_domid"
+#define S_MKID      "kms_mkid"
 
 #define BLK_MAX     (1 + PK_REG_ID_MAX)
 #define PAIR_MAX    (2 * BLK_MAX)
@@ -75,5 +81,13 @@ int kms_revoke_if_unallowed(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id
 int kms_audit_append(pk_txn_t *txn, uint8_t what, uint64_t now_ms, uint32_t ksi, uint16_t count,
                      const pk_reg_id_t *node, const pk_reg_id_t *dev, const pk_reg_id_t *peer);
 void kms_cache_drop(pk_kms_t *k, const pk_reg_id_t *id);
+/* domain.c: the master keys of dev's domain valid at now_ms (current, and
+ * the next when scheduled) into mk (n = 0 when dev is in no domain or the
+ * domain has no valid key); *domain receives the domain name (len 0: none).
+ * Read-only. The caller wipes mk. */
+int kms_mk_fill(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *dev, uint64_t now_ms,
+                pk_reg_mkset_t *mk, pk_reg_id_t *domain);
+/* domain.c: drops dev's domain membership (device removal). */
+int kms_domain_forget(pk_txn_t *txn, const pk_reg_id_t *dev);
 
 #endif

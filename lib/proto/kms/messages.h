@@ -11,6 +11,14 @@
  *   KMS_DIR_RESP (0x47) type status(1)=0 node(block8)            [4..67 bytes]
  *     The node that last fetched the device's keys (KMS_KEYS_REQ after a
  *     successful registration); the kms updates it then, never on request.
+ *   KMS_MK_REQ   (0x48) type device(block8)                       [3..66 bytes]
+ *     "the current master keys of device's domain" (the node asks for a
+ *     registered device's MK_REFRESH; Toshiba FIG. 8, docs/mk-flow.md).
+ *   KMS_MK_RESP  (0x49) type status(1)=0 n(1) [domain_id(4)
+ *                       n x { MK ID(4) not_before(8) expiry(8) key(32) }]
+ *                                                    [exactly 3, 60 or 112]
+ *     n = 0: the device is in no domain or its domain has no valid key;
+ *     else the master-key block of proto/reg/messages.h (ACCEPT).
  *   KMS_ERR      (0x4F) type status(1) req_type(1)               [exactly 3]
  *     The kms's answer to any request it refuses, whatever the request's
  *     type: status is PK_REG_ST_* / PK_KMS_ST_*, req_type the refused
@@ -37,6 +45,8 @@
 enum pk_kms_type {
     PK_KMS_T_DIR_REQ = 0x46,
     PK_KMS_T_DIR_RESP = 0x47,
+    PK_KMS_T_MK_REQ = 0x48,
+    PK_KMS_T_MK_RESP = 0x49,
     PK_KMS_T_ERR = 0x4F,
 };
 
@@ -54,14 +64,16 @@ enum pk_kms_status {
 #define PK_KMS_DIR_REQ_MAX  (1 + 1 + PK_REG_ID_MAX)
 #define PK_KMS_DIR_RESP_MIN (2 + 1 + 1)
 #define PK_KMS_DIR_RESP_MAX (2 + 1 + PK_REG_ID_MAX)
-#define PK_KMS_REQ_MIN      3 /* the shortest request of any type */
+#define PK_KMS_REQ_MIN      3                      /* the shortest request of any type */
+#define PK_KMS_MK_RESP_MAX  (2 + PK_REG_MKSET_MAX) /* 111 */
 
-/* KMS_DIR_REQ / KMS_DIR_RESP / KMS_ERR as one struct. */
+/* KMS_DIR_REQ / KMS_DIR_RESP / KMS_MK_REQ / KMS_MK_RESP / KMS_ERR as one struct. */
 typedef struct pk_kms_msg {
-    uint8_t type;     /* PK_KMS_T_* */
-    uint8_t status;   /* DIR_RESP, ERR */
-    uint8_t req_type; /* ERR */
-    pk_reg_id_t id;   /* DIR_REQ: device; DIR_RESP: node */
+    uint8_t type;      /* PK_KMS_T_* */
+    uint8_t status;    /* DIR_RESP, ERR */
+    uint8_t req_type;  /* ERR */
+    pk_reg_id_t id;    /* DIR_REQ, MK_REQ: device; DIR_RESP: node */
+    pk_reg_mkset_t mk; /* MK_RESP (holds keys: wipe after use) */
 } pk_kms_msg_t;
 
 /* Encodes m into buf[0..cap) and sets *len. PK_ERR_INVAL (unknown type, bad

@@ -1,6 +1,8 @@
 /* kms frames (messages.h) and audit records (kms.h). */
 #include <string.h>
 
+#include "core/crypto.h"
+
 #include "proto/kms/kms.h"
 #include "proto/kms/messages.h"
 
@@ -11,10 +13,18 @@ int pk_kms_msg_encode(const pk_kms_msg_t *m, uint8_t *buf, size_t cap, size_t *l
     *len = 0;
     pk_wr_u8(&w, m->type);
     switch (m->type) {
-    case PK_KMS_T_DIR_REQ: pk_reg_wr_id(&w, &m->id); break;
+    case PK_KMS_T_DIR_REQ:
+    case PK_KMS_T_MK_REQ: pk_reg_wr_id(&w, &m->id); break;
     case PK_KMS_T_DIR_RESP:
         pk_wr_u8(&w, m->status);
         pk_reg_wr_id(&w, &m->id);
+        break;
+    case PK_KMS_T_MK_RESP:
+        pk_wr_u8(&w, m->status);
+        if (m->mk.n == 0)
+            pk_wr_u8(&w, 0);
+        else
+            pk_reg_mkset_write(&w, &m->mk);
         break;
     case PK_KMS_T_ERR:
         pk_wr_u8(&w, m->status);
@@ -32,12 +42,23 @@ int pk_kms_msg_decode(const uint8_t *buf, size_t len, pk_kms_msg_t *m)
 {
     pk_rd_t r;
     memset(m, 0, sizeof *m);
-    if (len < PK_KMS_REQ_MIN || len > PK_KMS_DIR_RESP_MAX)
+    if (len < PK_KMS_REQ_MIN || len > PK_KMS_MK_RESP_MAX ||
+        (buf[0] != PK_KMS_T_MK_RESP && len > PK_KMS_DIR_RESP_MAX))
         return PK_ERR_MALFORMED;
     pk_rd_init(&r, buf, len);
     m->type = pk_rd_u8(&r);
     switch (m->type) {
-    case PK_KMS_T_DIR_REQ: pk_reg_rd_id(&r, &m->id); break;
+    case PK_KMS_T_DIR_REQ:
+    case PK_KMS_T_MK_REQ: pk_reg_rd_id(&r, &m->id); break;
+    case PK_KMS_T_MK_RESP:
+        m->status = pk_rd_u8(&r);
+        if (r.err == PK_OK && r.left == 1 && r.p[0] == 0)
+            (void)pk_rd_u8(&r); /* n = 0: no master key */
+        else
+            pk_reg_mkset_read_opt(&r, &m->mk);
+        if (r.err == PK_OK && (m->status != 0 || (m->mk.n == 0 && len != 3)))
+            r.err = PK_ERR_MALFORMED;
+        break;
     case PK_KMS_T_DIR_RESP:
         m->status = pk_rd_u8(&r);
         pk_reg_rd_id(&r, &m->id);
@@ -50,7 +71,7 @@ int pk_kms_msg_decode(const uint8_t *buf, size_t len, pk_kms_msg_t *m)
     }
     int rc = pk_rd_done(&r);
     if (rc != PK_OK)
-        memset(m, 0, sizeof *m);
+        pk_wipe(m, sizeof *m);
     return rc;
 }
 
@@ -66,6 +87,11 @@ static const char *const what_names[] = {
     [PK_KMS_A_GROUP_ADD] = "group_add",
     [PK_KMS_A_GROUP_REMOVE] = "group_remove",
     [PK_KMS_A_POOL_CREATE] = "pool_create",
+    [PK_KMS_A_MASTER_KEY] = "master_key",
+    [PK_KMS_A_DOMAIN_ADD] = "domain_add",
+    [PK_KMS_A_DOMAIN_JOIN] = "domain_join",
+    [PK_KMS_A_DOMAIN_LEAVE] = "domain_leave",
+    [PK_KMS_A_MK_CREATE] = "mk_create",
 };
 
 const char *pk_kms_audit_what_name(uint8_t what)
