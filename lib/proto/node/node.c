@@ -411,18 +411,26 @@ static int translate_reg(pk_node_t *n, unsigned n0, uint64_t now_ms, pk_out_t *o
         if (a->kind != PK_ACT_EVENT ||
             (a->code != PK_REG_EV_NEED_VECTOR && a->code != PK_REG_EV_NEED_KEYS))
             continue;
-        pk_reg_net_t q;
+        /* our own KMS_VEC_REQ (type node dev nonce_d) or KMS_KEYS_REQ (type
+         * dev): read in place (no secrets; a full pk_reg_net_t is 3 KiB to
+         * clear and wipe twice per registration) */
         kq_ent_t e;
+        pk_reg_id_t node_id;
+        pk_rd_t r;
         memset(&e, 0, sizeof e);
-        int rc = pk_reg_net_decode(a->data, a->len, &q);
-        if (rc != PK_OK)
-            return rc; /* our own frame: cannot happen */
         e.kind = a->code == PK_REG_EV_NEED_VECTOR ? KQ_VEC : KQ_KEYS;
+        pk_rd_init(&r, a->data, a->len);
+        if (pk_rd_u8(&r) != (e.kind == KQ_VEC ? PK_REG_T_KMS_VEC_REQ : PK_REG_T_KMS_KEYS_REQ))
+            return PK_ERR_MALFORMED; /* our own frame: cannot happen */
+        if (e.kind == KQ_VEC)
+            pk_reg_rd_id(&r, &node_id);
+        pk_reg_rd_id(&r, &e.dev);
+        if (e.kind == KQ_VEC)
+            pk_rd_copy(&r, e.nonce_d, PK_REG_NONCE_LEN);
+        if (pk_rd_done(&r) != PK_OK)
+            return PK_ERR_MALFORMED;
         e.t_ms = now_ms;
         e.src = a->dest;
-        e.dev = e.kind == KQ_VEC ? q.b : q.a;
-        memcpy(e.nonce_d, q.nonce_d, PK_REG_NONCE_LEN);
-        pk_wipe(&q, sizeof q);
         if (n->kms_up && n->kq_nsent == n->kq_count) {
             /* send the core's own frame: rewrite the event in place */
             a->kind = PK_ACT_SEND;
