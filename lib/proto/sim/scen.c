@@ -16,6 +16,7 @@ void pk_sim_opts_default(pk_sim_opts_t *o)
     o->dup = 0.05;
     o->reorder = 0.1;
     o->crash_rate = 0.01;
+    o->pool_pct = 50;
 }
 
 int pk_sim_scenario_run(const char *name, const pk_sim_opts_t *o, FILE *summary, int json,

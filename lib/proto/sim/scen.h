@@ -47,6 +47,7 @@ typedef struct pk_sim_opts {
     FILE *trace;       /* full trace, or NULL */
     int progress;      /* progress bar on stderr */
     int fault;         /* enum pk_sim_fault (tests only) */
+    uint32_t pool_pct; /* reg: percent of pairs on option 2 (0..100; > 100 means 50) */
 } pk_sim_opts_t;
 
 typedef struct pk_sim_result {
@@ -58,7 +59,7 @@ typedef struct pk_sim_result {
 } pk_sim_result_t;
 
 /* Defaults: seed 1, 0 devices (scenario default), loss 0.1, dup 0.05,
- * reorder 0.1, crash_rate 0.01. */
+ * reorder 0.1, crash_rate 0.01, pool_pct 50. */
 void pk_sim_opts_default(pk_sim_opts_t *o);
 
 /*

@@ -167,10 +167,15 @@ static int allowed(const world_t *w, uint32_t a, uint32_t b)
     return a != UINT32_MAX && b != UINT32_MAX && partner_of(w, a) == b;
 }
 
-/* Option by pair: even pairs option 1, odd pairs option 2. */
-static uint8_t mode_of(uint32_t d)
+/* Option by pair: option 2 for opts.pool_pct percent of the pairs (spread
+ * evenly: pair p is option 2 when (p * 37) % 100 < pct), option 1 for the
+ * rest. The default 50 makes it every other pair. */
+static uint8_t mode_of(const world_t *w, uint32_t d)
 {
-    return pair_of(d) % 2 ? PK_REG_MODE_POOL : PK_REG_MODE_PAIRS;
+    uint32_t pct = w->o->pool_pct > 100 ? 50 : w->o->pool_pct;
+    if (pct == 50)
+        return pair_of(d) % 2 ? PK_REG_MODE_POOL : PK_REG_MODE_PAIRS;
+    return (pair_of(d) * 37u) % 100u < pct ? PK_REG_MODE_POOL : PK_REG_MODE_PAIRS;
 }
 
 /* One pair in four has both devices on node a; the others straddle. */
@@ -341,17 +346,19 @@ static void kms_input(world_t *w, const pk_sim_ev_t *ev)
 
 static void node_start(world_t *w, int i)
 {
+    /* tables sized to the run (the node allocates them up front) */
+    size_t n = w->n;
     pk_node_cfg_t cfg = {.node_id = node_id(i),
                          .rng = &w->node_rng,
-                         .max_half = 8192,
-                         .max_buckets = 8192,
+                         .max_half = n + 64 < 8192 ? n + 64 : 8192,
+                         .max_buckets = n + 64 < 8192 ? n + 64 : 8192,
                          .burst = 8,
                          .per_sec = 4,
                          .half_ttl_ms = 30000,
-                         .max_devices = 65535,
-                         .max_kms = 65536,
+                         .max_devices = n + 16 < 65535 ? n + 16 : 65535,
+                         .max_kms = 4 * n + 64 < 65536 ? 4 * n + 64 : 65536,
                          .kms_timeout_ms = 5000,
-                         .max_links = 8192,
+                         .max_links = n + 64 < 8192 ? n + 64 : 8192,
                          .max_links_per_dev = 4};
     if (pk_node_new(&cfg, &w->node[i]) != PK_OK)
         abort();
@@ -931,8 +938,7 @@ static void on_restart(void *ctx, pk_sim_t *sim, uint32_t p)
 static int setup_kms(world_t *w)
 {
     int rc;
-    uint32_t pool_pairs = (w->n / 2 + 1) / 2;
-    uint32_t pool = 2 * pool_pairs + 64;
+    uint32_t pool = w->n + 64; /* at most one allocation per pair, twice over */
     if (pool > PK_KMS_POOL_MAX_KEYS)
         pool = PK_KMS_POOL_MAX_KEYS;
     if ((rc = pk_kms_pool_create(w->kms, "pool", pool, 0, NULL)) != PK_OK)
@@ -942,8 +948,8 @@ static int setup_kms(world_t *w)
         char id[16];
         snprintf(id, sizeof id, "d%06u", d);
         dev_key(w, d, k);
-        rc = pk_kms_device_add(w->kms, id, k, 16, mode_of(d),
-                               mode_of(d) == PK_REG_MODE_POOL ? "pool" : NULL, 0, NULL);
+        rc = pk_kms_device_add(w->kms, id, k, 16, mode_of(w, d),
+                               mode_of(w, d) == PK_REG_MODE_POOL ? "pool" : NULL, 0, NULL);
         pk_wipe(k, sizeof k);
         if (rc != PK_OK)
             return rc;
@@ -963,7 +969,7 @@ static void check(world_t *w)
     for (uint32_t d = 0; d + 1 < w->n; d += 2)
         if (w->ds[d].phase != PH_DONE && shown++ < 5)
             pk_sim_fail(w->sim, "pair %u (%u, %u, option %d) never got a verified link", pair_of(d),
-                        d, d + 1, mode_of(d) == PK_REG_MODE_PAIRS ? 1 : 2);
+                        d, d + 1, mode_of(w, d) == PK_REG_MODE_PAIRS ? 1 : 2);
 }
 
 int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_result_t *r)
@@ -992,7 +998,7 @@ int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_resul
         goto out;
     for (uint32_t d = 0; d < w->n; d++) {
         w->ds[d].node = node_of(d);
-        w->ds[d].mode = mode_of(d);
+        w->ds[d].mode = mode_of(w, d);
     }
 
     pk_sim_link_t udp = {
