@@ -816,5 +816,8 @@ pk_trig_srv_t *gts_server_core(gts_server_t *s)
 void gts_server_stats(const gts_server_t *s, gts_server_stats_t *st)
 {
     *st = s->st;
-    st->sync_us = s->jnl.sync_us;
+    gts_jnl_t *j = (gts_jnl_t *)&s->jnl; /* the counter is the sync thread's */
+    pthread_mutex_lock(&j->mu);
+    st->sync_us = j->sync_us;
+    pthread_mutex_unlock(&j->mu);
 }
