@@ -46,6 +46,18 @@ static void setup(void)
     unsigned ia = h_kms_add(&w.kms, "dev-a", 0xA1);
     unsigned ib = h_kms_add(&w.kms, "dev-b", 0xB2);
     h_kms_pair(&w.kms, ia, ib);
+    /* both in a domain: accepts and KMS_KEYS_RESP carry a master-key block */
+    for (unsigned i = 0; i < 2; i++) {
+        pk_reg_mkset_t *mk = &w.kms.keys[i == 0 ? ia : ib].mk;
+        mk->n = 2;
+        mk->domain_id = 7;
+        for (unsigned j = 0; j < 2; j++) {
+            mk->k[j].id = 1 + j;
+            mk->k[j].not_before_ms = 1000 * j;
+            mk->k[j].expiry_ms = 100000 + 1000 * j;
+            memset(mk->k[j].key, 0x51 + (int)j, PK_REG_MK_LEN);
+        }
+    }
     /* d_reg: registered; d_acc: waiting for its accept; d_ch: for a challenge */
     h_dev_init(&d_reg, "dev-b", "node-1", 0xB2);
     if (h_register(&w, &d_reg, 2, &rng, 0) != PK_OK)

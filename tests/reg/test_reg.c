@@ -634,6 +634,122 @@ static void test_rate_limit(void)
 }
 
 /* node<->kms and node<->node frames round-trip; bad ones are refused. */
+static pk_reg_mkset_t mkset(uint8_t n)
+{
+    pk_reg_mkset_t m;
+    memset(&m, 0, sizeof m);
+    m.n = n;
+    m.domain_id = 0x01020304;
+    for (unsigned i = 0; i < n; i++) {
+        m.k[i].id = 100 + i;
+        m.k[i].not_before_ms = 1000 + 500 * i;
+        m.k[i].expiry_ms = 90000 + 500 * i;
+        memset(m.k[i].key, 0x40 + (int)i, PK_REG_MK_LEN);
+    }
+    return m;
+}
+
+/* The master-key block (Toshiba): carried by the ACCEPT through the node core
+ * to the device, byte layout, bounds, canonical form, refusals. */
+static void test_master_key_block(void)
+{
+    static h_world_t w;
+    static pk_reg_accept_pt_t pt, back;
+    pk_reg_dev_t a, b;
+    uint8_t buf[PK_REG_ACCEPT_PT_MAX + 8], plain[PK_REG_ACCEPT_PT_MAX];
+    size_t len = 0, plen = 0;
+    h_rng_t rs;
+    pk_rng_t rng = h_rng(&rs, 77);
+
+    CHECK_EQ_INT(PK_REG_MKSET_MAX, 109);
+    CHECK_EQ_INT(PK_REG_ACCEPT_MAX, 3452);
+    /* end to end: the kms's block reaches the device through the node */
+    h_world_init(&w, NODE, 8);
+    unsigned ia = h_kms_add(&w.kms, "dev-a", 0xA1);
+    unsigned ib = h_kms_add(&w.kms, "dev-b", 0xB2);
+    h_kms_pair(&w.kms, ia, ib);
+    w.kms.keys[ia].mk = mkset(2);
+    h_dev_init(&a, "dev-a", NODE, 0xA1);
+    h_dev_init(&b, "dev-b", NODE, 0xB2);
+    CHECK_EQ_INT(h_register(&w, &a, 11, &rng, 100), PK_OK);
+    CHECK_EQ_INT(h_register(&w, &b, 12, &rng, 100), PK_OK);
+    CHECK_EQ_INT(a.keys.mk.n, 2);
+    CHECK_EQ_INT(a.keys.mk.domain_id, 0x01020304);
+    CHECK_EQ_INT(a.keys.mk.k[1].id, 101);
+    CHECK_EQ_INT(a.keys.mk.k[1].not_before_ms, 1500);
+    CHECK_MEM(a.keys.mk.k[1].key, w.kms.keys[ia].mk.k[1].key, PK_REG_MK_LEN);
+    CHECK_EQ_INT(b.keys.mk.n, 0); /* in no domain: no block */
+    CHECK_EQ_INT(a.keys.n, 1);
+
+    /* layout: the block follows the key entries, byte for byte */
+    memset(&pt, 0, sizeof pt);
+    memset(pt.nonce_d, 7, sizeof pt.nonce_d);
+    pt.temp_id = h_id("t1");
+    pt.keys.mode = PK_REG_MODE_PAIRS;
+    pt.keys.mk = mkset(1);
+    CHECK_EQ_INT(pk_reg_accept_pt_encode(&pt, buf, sizeof buf, &len), PK_OK);
+    CHECK_EQ_INT(len, 16 + 3 + 2 + 1 + 4 + 52);
+    static const uint8_t blk[] = {1, 1, 2,    3,    4, 0, 0, 0, 100, 0,    0,    0,   0,
+                                  0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0,   0x01, 0x5f, 0x90};
+    CHECK_MEM(buf + 21, blk, sizeof blk);
+    CHECK_EQ_INT(buf[len - 1], 0x40);
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(buf, len, &back), PK_OK);
+    CHECK_EQ_INT(back.keys.mk.n, 1);
+    CHECK_MEM(back.keys.mk.k[0].key, pt.keys.mk.k[0].key, PK_REG_MK_LEN);
+    /* every truncation inside the block fails; one byte more fails */
+    for (size_t n = 22; n < len; n++)
+        CHECK_EQ_INT(pk_reg_accept_pt_decode(buf, n, &back), PK_ERR_MALFORMED);
+    buf[len] = 0;
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(buf, len + 1, &back), PK_ERR_MALFORMED);
+    /* no block: the accept is what it was before master keys (and decodes) */
+    pt.keys.mk.n = 0;
+    CHECK_EQ_INT(pk_reg_accept_pt_encode(&pt, plain, sizeof plain, &plen), PK_OK);
+    CHECK_EQ_INT(plen, 21);
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(plain, plen, &back), PK_OK);
+    CHECK_EQ_INT(back.keys.mk.n, 0);
+    /* an explicit n = 0, n = 3, zero ID, not_before >= expiry, equal IDs,
+     * next not later than current: refused on decode (and on encode) */
+    memcpy(plain + plen, "\0", 1);
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(plain, plen + 1, &back), PK_ERR_MALFORMED);
+    pt.keys.mk = mkset(2);
+    CHECK_EQ_INT(pk_reg_accept_pt_encode(&pt, buf, sizeof buf, &len), PK_OK);
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(buf, len, &back), PK_OK);
+    buf[21] = 3;
+    CHECK_EQ_INT(pk_reg_accept_pt_decode(buf, len, &back), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(back.keys.mk.n, 0);
+    for (int bad = 0; bad < 4; bad++) {
+        pt.keys.mk = mkset(2);
+        if (bad == 0)
+            pt.keys.mk.k[0].id = 0;
+        if (bad == 1)
+            pt.keys.mk.k[0].not_before_ms = pt.keys.mk.k[0].expiry_ms;
+        if (bad == 2)
+            pt.keys.mk.k[1].id = pt.keys.mk.k[0].id;
+        if (bad == 3)
+            pt.keys.mk.k[1].not_before_ms = pt.keys.mk.k[0].not_before_ms;
+        CHECK(!pk_reg_mkset_valid(&pt.keys.mk));
+        CHECK(pk_reg_accept_pt_encode(&pt, buf, sizeof buf, &len) != PK_OK);
+    }
+    /* KMS_KEYS_RESP carries the same block and round-trips */
+    {
+        static pk_reg_net_t q, r;
+        uint8_t fb[PK_REG_NET_MAX];
+        size_t fl = 0;
+        memset(&q, 0, sizeof q);
+        q.type = PK_REG_T_KMS_KEYS_RESP;
+        q.keys.mode = PK_REG_MODE_PAIRS;
+        q.keys.mk = mkset(2);
+        CHECK_EQ_INT(pk_reg_net_encode(&q, fb, sizeof fb, &fl), PK_OK);
+        CHECK_EQ_INT(fl, 4 + 1 + 4 + 2 * 52);
+        CHECK_EQ_INT(pk_reg_net_decode(fb, fl, &r), PK_OK);
+        CHECK_EQ_INT(r.keys.mk.n, 2);
+        CHECK_MEM(r.keys.mk.k[1].key, q.keys.mk.k[1].key, PK_REG_MK_LEN);
+        CHECK_EQ_INT(pk_reg_net_decode(fb, fl - 1, &r), PK_ERR_MALFORMED);
+    }
+    pk_reg_dev_clear(&a);
+    pk_reg_dev_clear(&b);
+}
+
 static void test_net_frames(void)
 {
     static pk_reg_net_t m, m2;
@@ -697,5 +813,6 @@ int main(void)
     RUN(test_half_open_index);
     RUN(test_rate_limit);
     RUN(test_net_frames);
+    RUN(test_master_key_block);
     return check_report();
 }
