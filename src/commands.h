@@ -69,7 +69,16 @@ int pk_demo_root_keys(int argc, char **argv);
 #define PK_DEMO_ROOT_KEYS
 #endif
 
+#if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE) && defined(PK_HAVE_DEVICE)
+int pk_demo_master_keys(int argc, char **argv);
+#define PK_DEMO_MASTER_KEYS                                                                        \
+    {"master-keys", pk_demo_master_keys,                                                           \
+     "kms, node, three clients: master keys, individual keys, rotation cascade"},
+#else
+#define PK_DEMO_MASTER_KEYS
+#endif
+
 /* Extra demo scenarios: {name, fn, summary}, */
-#define PK_DEMOS PK_DEMO_TRIGGER PK_DEMO_ROOT_KEYS
+#define PK_DEMOS PK_DEMO_TRIGGER PK_DEMO_ROOT_KEYS PK_DEMO_MASTER_KEYS
 
 #endif
