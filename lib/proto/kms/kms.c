@@ -352,6 +352,7 @@ void pk_kms_free(pk_kms_t *k)
     free(k->qlen);
     free(k->peers);
     pk_wrap_ctx_clear(&k->wrap);
+    pk_kdf_clear(&k->kdf);
     free(k);
 }
 
@@ -403,7 +404,7 @@ static int do_vec(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, u
     memset(&r, 0, sizeof r);
     r.type = PK_REG_T_KMS_VEC_RESP;
     r.status = PK_REG_ST_OK;
-    rc = pk_reg_kms_vector(e->k, e->klen, k->rng, m->nonce_d, &m->b, node, &r.vec);
+    rc = pk_reg_kms_vector_cx(&k->kdf, e->k, e->klen, k->rng, m->nonce_d, &m->b, node, &r.vec);
     if (rc == PK_OK)
         rc = pk_reg_net_encode(&r, resp, cap, resp_len);
     if (rc == PK_OK)

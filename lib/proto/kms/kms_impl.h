@@ -2,6 +2,7 @@
 #ifndef PK_PROTO_KMS_IMPL_H
 #define PK_PROTO_KMS_IMPL_H
 
+#include "core/kdf.h"
 #include "proto/kms/kms.h"
 
 #define B_DEV       "kms_dev"
@@ -43,6 +44,7 @@ struct kms_cache_ent {
 struct pk_kms {
     pk_store_t *st;
     pk_wrap_ctx_t wrap;
+    pk_kdf_t kdf; /* re-keyed per vector (holds the last device key's schedule) */
     const pk_rng_t *rng;
     struct kms_cache_ent *cache;
     size_t nslots;

@@ -76,6 +76,7 @@ struct pk_node {
     uint64_t reg_seen[PK_REG_DROP_N]; /* the registration core's counters, last seen */
     unsigned last_drop;
     pk_node_stats_t st;
+    pk_kdf_t kdf; /* the registration core's, re-keyed per accept */
 };
 
 /* ---- helpers ---- */
@@ -310,6 +311,7 @@ int pk_node_new(const pk_node_cfg_t *cfg, pk_node_t **out)
         .burst = c->burst,
         .per_sec = c->per_sec,
         .half_ttl_ms = c->half_ttl_ms,
+        .kdf = &n->kdf,
     };
     int r = pk_rng_fill(c->rng, &rc.hash_seed, sizeof rc.hash_seed);
     if (r == PK_OK)
@@ -342,6 +344,7 @@ void pk_node_free(pk_node_t *n)
     free(n->link);
     free(n->free_link);
     free(n->kq);
+    pk_kdf_clear(&n->kdf);
     pk_wipe(n, sizeof *n);
     free(n);
 }

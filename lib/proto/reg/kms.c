@@ -10,8 +10,18 @@ int pk_reg_derive(const uint8_t *k, size_t klen, const uint8_t rand[PK_REG_RAND_
                   const pk_reg_id_t *dev, uint8_t autn[PK_REG_AUTN_LEN],
                   uint8_t res[PK_REG_RES_LEN], uint8_t k_reg[PK_REG_KREG_LEN])
 {
-    int rc;
     pk_kdf_t kdf = {0};
+    int rc = pk_reg_derive_cx(&kdf, k, klen, rand, nonce_d, node, dev, autn, res, k_reg);
+    pk_kdf_clear(&kdf);
+    return rc;
+}
+
+int pk_reg_derive_cx(pk_kdf_t *kdf, const uint8_t *k, size_t klen,
+                     const uint8_t rand[PK_REG_RAND_LEN], const uint8_t nonce_d[PK_REG_NONCE_LEN],
+                     const pk_reg_id_t *node, const pk_reg_id_t *dev, uint8_t autn[PK_REG_AUTN_LEN],
+                     uint8_t res[PK_REG_RES_LEN], uint8_t k_reg[PK_REG_KREG_LEN])
+{
+    int rc;
     uint8_t o[PK_KDF_OUT_LEN];
     const pk_kdf_param_t p[4] = {{rand, PK_REG_RAND_LEN},
                                  {nonce_d, PK_REG_NONCE_LEN},
@@ -23,20 +33,20 @@ int pk_reg_derive(const uint8_t *k, size_t klen, const uint8_t rand[PK_REG_RAND_
         rc = PK_ERR_INVAL;
         goto out;
     }
-    if ((rc = pk_kdf_init(&kdf, k, klen)) != PK_OK)
+    if ((rc = pk_kdf_rekey(kdf, k, klen)) != PK_OK)
         goto out;
     if (autn) {
-        if ((rc = pk_kdf_derive(&kdf, PK_FC_REG_AUTN, p, 3, o)) != PK_OK)
+        if ((rc = pk_kdf_derive(kdf, PK_FC_REG_AUTN, p, 3, o)) != PK_OK)
             goto out;
         memcpy(autn, o, PK_REG_AUTN_LEN);
     }
     if (res) {
-        if ((rc = pk_kdf_derive(&kdf, PK_FC_REG_RES, p, 3, o)) != PK_OK)
+        if ((rc = pk_kdf_derive(kdf, PK_FC_REG_RES, p, 3, o)) != PK_OK)
             goto out;
         memcpy(res, o, PK_REG_RES_LEN);
     }
     if (k_reg) {
-        if ((rc = pk_kdf_derive(&kdf, PK_FC_REG_KREG, p, 4, o)) != PK_OK)
+        if ((rc = pk_kdf_derive(kdf, PK_FC_REG_KREG, p, 4, o)) != PK_OK)
             goto out;
         memcpy(k_reg, o, PK_REG_KREG_LEN);
     }
@@ -50,7 +60,6 @@ out:
             pk_wipe(k_reg, PK_REG_KREG_LEN);
     }
     pk_wipe(o, sizeof o);
-    pk_kdf_clear(&kdf);
     return rc;
 }
 
@@ -58,9 +67,20 @@ int pk_reg_kms_vector(const uint8_t *k, size_t klen, const pk_rng_t *rng,
                       const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *dev,
                       const pk_reg_id_t *node, pk_reg_vector_t *v)
 {
+    pk_kdf_t kdf = {0};
+    int rc = pk_reg_kms_vector_cx(&kdf, k, klen, rng, nonce_d, dev, node, v);
+    pk_kdf_clear(&kdf);
+    return rc;
+}
+
+int pk_reg_kms_vector_cx(pk_kdf_t *kdf, const uint8_t *k, size_t klen, const pk_rng_t *rng,
+                         const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *dev,
+                         const pk_reg_id_t *node, pk_reg_vector_t *v)
+{
     int rc = pk_rng_fill(rng, v->rand, PK_REG_RAND_LEN);
     if (rc == PK_OK)
-        rc = pk_reg_derive(k, klen, v->rand, nonce_d, node, dev, v->autn, v->xres, v->k_reg);
+        rc =
+            pk_reg_derive_cx(kdf, k, klen, v->rand, nonce_d, node, dev, v->autn, v->xres, v->k_reg);
     if (rc != PK_OK)
         pk_wipe(v, sizeof *v);
     return rc;
@@ -84,19 +104,27 @@ int pk_reg_pool_link_key(const uint8_t pool_key[PK_REG_ROOT_KEY_LEN],
 int pk_reg_chan_init(pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN], uint16_t session_id,
                      int node_side)
 {
+    pk_kdf_t kdf = {0};
+    int rc = pk_reg_chan_init_cx(&kdf, rec, k_reg, session_id, node_side);
+    pk_kdf_clear(&kdf);
+    return rc;
+}
+
+int pk_reg_chan_init_cx(pk_kdf_t *kdf, pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN],
+                        uint16_t session_id, int node_side)
+{
     int rc;
     uint8_t up[PK_KDF_OUT_LEN], down[PK_KDF_OUT_LEN];
     uint8_t upk[PK_RECORD_KEY_LEN], ups[PK_RECORD_SALT_LEN];
     uint8_t dnk[PK_RECORD_KEY_LEN], dns[PK_RECORD_SALT_LEN];
     const uint8_t d_up = 0x00, d_down = 0x01;
     const pk_kdf_param_t pu = {&d_up, 1}, pd = {&d_down, 1};
-    pk_kdf_t kdf = {0};
 
-    if ((rc = pk_kdf_init(&kdf, k_reg, PK_REG_KREG_LEN)) != PK_OK)
+    if ((rc = pk_kdf_rekey(kdf, k_reg, PK_REG_KREG_LEN)) != PK_OK)
         goto out;
-    if ((rc = pk_kdf_derive(&kdf, PK_FC_REG_MSG, &pu, 1, up)) != PK_OK)
+    if ((rc = pk_kdf_derive(kdf, PK_FC_REG_MSG, &pu, 1, up)) != PK_OK)
         goto out;
-    if ((rc = pk_kdf_derive(&kdf, PK_FC_REG_MSG, &pd, 1, down)) != PK_OK)
+    if ((rc = pk_kdf_derive(kdf, PK_FC_REG_MSG, &pd, 1, down)) != PK_OK)
         goto out;
     pk_record_split_okm(up, upk, ups);
     pk_record_split_okm(down, dnk, dns);
@@ -105,7 +133,6 @@ int pk_reg_chan_init(pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN], uin
     else
         rc = pk_record_init(rec, session_id, 0, upk, ups, dnk, dns);
 out:
-    pk_kdf_clear(&kdf);
     pk_wipe(up, sizeof up);
     pk_wipe(down, sizeof down);
     pk_wipe(upk, sizeof upk);

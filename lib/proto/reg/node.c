@@ -380,7 +380,9 @@ int pk_reg_node_accept(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev, u
             goto out;
         }
     }
-    if ((rc = pk_reg_chan_init(chan, h->vec.k_reg, session_id, 1)) != PK_OK)
+    rc = n->cfg.kdf ? pk_reg_chan_init_cx(n->cfg.kdf, chan, h->vec.k_reg, session_id, 1)
+                    : pk_reg_chan_init(chan, h->vec.k_reg, session_id, 1);
+    if (rc != PK_OK)
         goto out;
     rc = pk_record_seal(chan, PK_REG_T_ACCEPT, ptbuf, ptlen, h->acc, sizeof h->acc, &len);
     if (rc != PK_OK) {

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "core/crypto.h"
+#include "core/kdf.h"
 #include "core/out.h"
 #include "core/kdf_fc.h"
 #include "core/record.h"
@@ -71,6 +72,21 @@ int pk_reg_kms_vector(const uint8_t *k, size_t klen, const pk_rng_t *rng,
                       const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *dev,
                       const pk_reg_id_t *node, pk_reg_vector_t *v);
 
+/*
+ * The same on a caller-owned, re-keyable KDF context (zeroed the first time;
+ * the caller pk_kdf_clear()s it when done): hot paths set the key of one
+ * context per call instead of making a context per call. The context keeps
+ * the last key's HMAC schedule until the next call or the clear, so it is as
+ * sensitive as that key.
+ */
+int pk_reg_derive_cx(pk_kdf_t *kdf, const uint8_t *k, size_t klen,
+                     const uint8_t rand[PK_REG_RAND_LEN], const uint8_t nonce_d[PK_REG_NONCE_LEN],
+                     const pk_reg_id_t *node, const pk_reg_id_t *dev, uint8_t autn[PK_REG_AUTN_LEN],
+                     uint8_t res[PK_REG_RES_LEN], uint8_t k_reg[PK_REG_KREG_LEN]);
+int pk_reg_kms_vector_cx(pk_kdf_t *kdf, const uint8_t *k, size_t klen, const pk_rng_t *rng,
+                         const uint8_t nonce_d[PK_REG_NONCE_LEN], const pk_reg_id_t *dev,
+                         const pk_reg_id_t *node, pk_reg_vector_t *v);
+
 /* The option-2 per-link root key (see top). */
 int pk_reg_pool_link_key(const uint8_t pool_key[PK_REG_ROOT_KEY_LEN],
                          const uint8_t param[PK_REG_PARAM_LEN], const pk_reg_id_t *initiator,
@@ -85,6 +101,9 @@ int pk_reg_pool_link_key(const uint8_t pool_key[PK_REG_ROOT_KEY_LEN],
  */
 int pk_reg_chan_init(pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN], uint16_t session_id,
                      int node_side);
+/* The same on a caller-owned re-keyable KDF context (see pk_reg_derive_cx). */
+int pk_reg_chan_init_cx(pk_kdf_t *kdf, pk_record_t *rec, const uint8_t k_reg[PK_REG_KREG_LEN],
+                        uint16_t session_id, int node_side);
 
 /* Seals a LINK_REQ/IND/REJ as one record into buf[0..cap). */
 int pk_reg_chan_seal_link(pk_record_t *rec, uint8_t type, const pk_reg_link_pt_t *m, uint8_t *buf,
@@ -143,6 +162,8 @@ typedef struct pk_reg_node_cfg {
     uint32_t per_sec;     /* sustained REQUESTs per second per source */
     uint64_t half_ttl_ms; /* lifetime of an entry in any state */
     uint64_t hash_seed;   /* seeds the table index (draw it at random; 0 is valid) */
+    pk_kdf_t *kdf;        /* optional re-keyable context for the accept's channel keys
+                             (caller-owned, cleared by the caller); NULL: one per accept */
 } pk_reg_node_cfg_t;
 
 enum pk_reg_drop {
