@@ -592,7 +592,7 @@ static void usage(FILE *f)
                "in this process (pinned to CPU 1). Median of rounds\n"
                "of re-registrations, after one first registration of every device.\n\n"
                "  --devices N   provisioned devices (2..65535, default 4000)\n"
-               "  --inflight N  registrations in progress at once (1..8192, default 512)\n"
+               "  --inflight N  registrations in progress at once (1..8192, default 1024)\n"
                "  --sockets N   UDP sockets of the load generator (1..64, default 8)\n"
                "  --rounds N    measured rounds (1..101, default 5)\n"
                "  --seconds S   length of a round (0.2..60, default 2)\n"
@@ -620,7 +620,7 @@ int pk_bench_suite_reg(int argc, char **argv)
     if (!r)
         return 1;
     r->ndev = 4000;
-    r->inflight = 512;
+    r->inflight = 1024;
     r->nsock = 8;
     r->daemon_cpu = 0;
     r->rounds = 5;
