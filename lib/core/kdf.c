@@ -173,6 +173,9 @@ static const pk_kdf_entry_t pk_kdf_table[] = {
     /* ---- proxkey: storage ---- */
     {"row wrap key (reserved)", PK_FC_ROW_KEY, "KEK (key-encryption key)",
      "P0 table name (UTF-8, 1..64)", "reserved: per-table wrap key of stored secrets", "proxkey"},
+    {"gts journal key", PK_FC_GTS_JOURNAL, "KEK (256-bit key-encryption key of the gts store)",
+     "P0 journal generation (8), P1 random salt (16)",
+     "seals the trigger server's journal file: AES-256-GCM key = the whole 32 bytes", "proxkey"},
 };
 
 const pk_kdf_entry_t *pk_kdf_registry(size_t *n)

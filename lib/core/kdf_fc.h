@@ -45,5 +45,7 @@
 
 /* proxkey: storage */
 #define PK_FC_ROW_KEY 0xF0 /* reserved: per-table wrap key = KDF(KEK, table name) */
+#define PK_FC_GTS_JOURNAL 0xF1 /* gts journal file key JK = KDF(KEK, generation(8), salt(16)); \
+                                  AES-256-GCM key = all 32 bytes */
 
 #endif

@@ -15,20 +15,20 @@
 #include <unistd.h>
 
 #include "core/codec.h"
+#include "core/kdf.h"
+#include "core/kdf_fc.h"
 
 static const uint8_t jnl_magic[8] = {'P', 'K', 'G', 'T', 'S', 'J', 'N', 'L'};
-static const char jnl_label[] = "proxkey gts journal v1";
-
 #define FRAME_T_GROUP 1
 
-/* JK = HMAC-SHA-256(KEK, label || gen || salt), a per-file AES-256 key. */
+/* JK = KDF(KEK, FC 0xF1, gen(8), salt(16)): a per-file AES-256 key (TS 33.220
+ * KDF, registry entry "gts journal key"). */
 static int jnl_key(const uint8_t kek[32], uint64_t gen, const uint8_t salt[16], pk_aead_t *a)
 {
-    uint8_t msg[sizeof jnl_label - 1 + 8 + 16], jk[PK_HMAC_LEN];
-    memcpy(msg, jnl_label, sizeof jnl_label - 1);
-    pk_put_u64(msg + sizeof jnl_label - 1, gen);
-    memcpy(msg + sizeof jnl_label - 1 + 8, salt, 16);
-    int rc = pk_hmac_sha256(kek, 32, msg, sizeof msg, jk);
+    uint8_t g[8], jk[PK_KDF_OUT_LEN];
+    pk_put_u64(g, gen);
+    const pk_kdf_param_t p[2] = {{g, sizeof g}, {salt, 16}};
+    int rc = pk_kdf(kek, 32, PK_FC_GTS_JOURNAL, p, 2, jk);
     if (rc == PK_OK)
         rc = pk_aead_rekey(a, jk, sizeof jk);
     pk_wipe(jk, sizeof jk);

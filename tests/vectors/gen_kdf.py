@@ -80,6 +80,7 @@ SAMPLES = {
     "IK_WRAP": [("K_wrap", seq(0x80, 32), [MK_ID, N1])],
     "UID2": [("UID2", K128, [seq(0x90, 16), seq(0xE0, 16)])],
     "K2": [("K2", K128, [seq(0xE0, 16), seq(0xF0, 16)])],
+    "GTS_JOURNAL": [("gts journal key", seq(0xB0, 32), [u32(0) + u32(7), seq(0xC0, 16)])],
     "ROW_KEY": [("row wrap key", seq(0xA0, 32), [b"devices"])],
 }
 

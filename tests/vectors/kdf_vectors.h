@@ -286,6 +286,18 @@ static const pk_kdf_vector_t pk_kdf_vectors[] = {
         "24a72784227531c84274d8e80ec6db5a98111966252c06f3835671821b22c5b3",
     },
     {
+        "gts journal key",
+        "PK_FC_GTS_JOURNAL",
+        0xF1,
+        "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf",
+        2,
+        {
+            "0000000000000007",
+            "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf",
+        },
+        "db9030d7b543e3bdf3b19faab741e13f6809caa4ba2db816a31ce12e0bfb8bd2",
+    },
+    {
         "edge: no parameters",
         NULL,
         0x7F,
