@@ -28,8 +28,13 @@ build: deps $(REL_DIR)/CMakeCache.txt
 demo: build
 	$(REL_DIR)/proxkey demo
 
+# The micro suites, then the system benchmarks (real daemons on loopback, the
+# simulator at 100,000 devices). docs/benchmarks.md records the results.
 bench: build
 	$(REL_DIR)/proxkey bench
+	$(REL_DIR)/proxkey bench gts
+	$(REL_DIR)/proxkey bench reg
+	$(REL_DIR)/proxkey bench sim
 
 $(CHECK_DIR)/CMakeCache.txt:
 	CC=clang cmake -S . -B $(CHECK_DIR) -DCMAKE_BUILD_TYPE=Debug \
