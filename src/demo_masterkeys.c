@@ -1,6 +1,6 @@
 /*
  * `proxkey demo master-keys`: master keys and individual keys (Toshiba US
- * 9,294,269; DESIGN 3.6; docs/mk-flow.md), end to end with real processes on
+ * 9,294,269; DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients"), end to end with real processes on
  * 127.0.0.1: a kms and a node daemon (mutual TLS between them), three
  * devices in one domain that register (the ACCEPT carries the domain's master
  * key), three `proxkey device mk run` clients that derive pairwise individual

@@ -1,6 +1,6 @@
 /*
  * `proxkey device mk ...`: the master-key client (Toshiba US 9,294,269;
- * DESIGN 3.6; docs/mk-flow.md) around the pure pk_mk core (proto/mk):
+ * DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients") around the pure pk_mk core (proto/mk):
  * discovery, mutual authentication with the domain's master key, the
  * individual-key table, renewal, the FIG. 8 cascade and traffic under the
  * individual key (record layer). A shell: sockets, clock, files, printing.

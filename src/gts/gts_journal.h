@@ -1,7 +1,7 @@
 /*
  * The gts journal: an append-only file of fixed-size, sealed device-state
  * records, made durable in groups by a dedicated sync thread, and folded
- * into the store by checkpoints. Format (docs/trigger.md "Durability"):
+ * into the store by checkpoints. Format (docs/protocol.md, Trigger "Durability"):
  *
  *   file  <base>.<gen as 16 hex digits>
  *   header (GTS_JNL_HDR_LEN = 64 bytes)

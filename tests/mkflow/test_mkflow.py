@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Master keys end to end with real processes on 127.0.0.1 (docs/mk-flow.md).
+"""Master keys end to end with real processes on 127.0.0.1 (docs/protocol.md "Master keys from the kms to the clients").
 
 usage: test_mkflow.py PROXKEY
 

@@ -13,7 +13,7 @@
  *     successful registration); the kms updates it then, never on request.
  *   KMS_MK_REQ   (0x48) type device(block8)                       [3..66 bytes]
  *     "the current master keys of device's domain" (the node asks for a
- *     registered device's MK_REFRESH; Toshiba FIG. 8, docs/mk-flow.md).
+ *     registered device's MK_REFRESH; Toshiba FIG. 8, docs/protocol.md "Master keys from the kms to the clients").
  *   KMS_MK_RESP  (0x49) type status(1)=0 n(1) [domain_id(4)
  *                       n x { MK ID(4) not_before(8) expiry(8) key(32) }]
  *                                                    [exactly 3, 60 or 112]

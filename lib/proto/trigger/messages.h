@@ -1,6 +1,6 @@
 /*
  * Trigger protocol (Thales GTS method, DESIGN.md §3.5): every wire format and
- * limit in one place. docs/trigger.md gives the same layouts as tables.
+ * limit in one place. docs/protocol.md (Trigger) gives the same layouts as tables.
  *
  * Two messages, one UDP datagram each, both fixed-layout and accepted only at
  * their exact length:

@@ -1,6 +1,6 @@
 /*
  * Trigger protocol messages: poll parse/build, response seal/open, the UID2
- * and K2 derivations (layouts in messages.h and docs/trigger.md).
+ * and K2 derivations (layouts in messages.h and docs/protocol.md (Trigger)).
  */
 #include "proto/trigger/messages.h"
 

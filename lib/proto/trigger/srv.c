@@ -1,6 +1,6 @@
 /*
  * Trigger server core: UID index, per-device exchange state, command queues.
- * See srv.h for the contract and docs/trigger.md for the state machine.
+ * See srv.h for the contract and docs/protocol.md (Trigger) for the state machine.
  */
 #include "proto/trigger/srv.h"
 
