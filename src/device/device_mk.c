@@ -948,7 +948,7 @@ int pk_cmd_device_mk(int argc, char **argv)
         return pk_cli_usage_error("device mk", "no command given (try 'proxkey device mk --help')");
     if (pk_cli_is_help(argv[1])) {
         printf("usage: proxkey device mk <command> --dir DIR [options]\n\n"
-               "Master keys and individual keys (Toshiba, docs/protocol.md "Master keys from the kms to the clients").\n\ncommands:\n");
+               "Master keys and individual keys (Toshiba, docs/protocol.md).\n\ncommands:\n");
         pk_cli_list(mk_cmds);
         return 0;
     }

@@ -29,7 +29,8 @@ typedef struct common_opts {
     const char *store, *kek, *journal;
 } common_opts_t;
 
-/* Takes --store/--kek out of argv; returns the remaining count. */
+/* Takes --db (alias --store), --kek and --journal out of argv; returns the
+ * remaining count. --db is the name every role uses for its store. */
 static int take_common(int argc, char **argv, common_opts_t *c)
 {
     int j = 0;
@@ -37,7 +38,7 @@ static int take_common(int argc, char **argv, common_opts_t *c)
     c->kek = NULL;
     c->journal = NULL;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+        if ((strcmp(argv[i], "--db") == 0 || strcmp(argv[i], "--store") == 0) && i + 1 < argc)
             c->store = argv[++i];
         else if (strcmp(argv[i], "--journal") == 0 && i + 1 < argc)
             c->journal = argv[++i];
@@ -50,8 +51,8 @@ static int take_common(int argc, char **argv, common_opts_t *c)
 }
 
 static const char *common_help =
-    "  --store URI   store: a SQLite path (default " DEFAULT_STORE ", or $PROXKEY_GTS_STORE),\n"
-    "                sqlite:PATH, postgresql://... or memory:\n"
+    "  --db URI      store: a SQLite path (default " DEFAULT_STORE ", or $PROXKEY_GTS_STORE),\n"
+    "                sqlite:PATH, postgresql://... or memory: (--store is the same)\n"
     "  --kek FILE    key-encryption key file (default STORE.kek)\n"
     "  --journal P   journal files P.<generation> (default STORE.journal; required\n"
     "                with PostgreSQL; none with memory:)\n";
@@ -70,7 +71,7 @@ static int cmd_serve(int argc, char **argv)
         unsigned long long v;
         if (pk_cli_is_help(argv[i])) {
             printf(
-                "usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--store URI]\n"
+                "usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--db URI]\n"
                 "Answers trigger polls on UDP ADDR (default " DEFAULT_LISTEN ").\n%s"
                 "  --reserve N   size the UID index for N devices\n"
                 "  --quiet       no per-delivery log lines\n"
@@ -245,7 +246,7 @@ static int cmd_device_list(int argc, char **argv)
     common_opts_t c;
     argc = take_common(argc, argv, &c);
     if (argc > 1 && pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts device list [--store URI]\nLists provisioned devices.\n%s",
+        printf("usage: proxkey gts device list [--db URI]\nLists provisioned devices.\n%s",
                common_help);
         return 0;
     }
@@ -418,7 +419,7 @@ static int cmd_status(int argc, char **argv)
     common_opts_t c;
     argc = take_common(argc, argv, &c);
     if (argc > 1 && pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts status DEVICE [--store URI]\n"
+        printf("usage: proxkey gts status DEVICE [--db URI]\n"
                "Shows a device's identity, its command queue, when it was last seen and\n"
                "the loss estimate from Sent (as of the server's last durable write).\n%s",
                common_help);
