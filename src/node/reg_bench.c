@@ -743,7 +743,7 @@ int pk_bench_suite_reg(int argc, char **argv)
         "     target %.0f/s: ratio %.2f; MIT Kerberos KDC ~%.0f AS-REQ/s: ratio %.1f\n"
         "     cpu per registration (median): kms %.1f us, node %.1f us (one CPU for both: %.0f/s "
         "if CPU-bound), generator %.1f us\n"
-        "     failed %llu, retransmission-free trials %llu, stray datagrams %llu; load "
+        "     failed %llu, accept trial opens (routing) %llu, stray datagrams %llu; load "
         "average after: %s\n",
         med, r->rounds, r->seconds, rate[0], rate[r->rounds - 1], RB_TARGET, med / RB_TARGET,
         RB_KERBEROS, med / RB_KERBEROS, kcpu[r->rounds / 2], ncpu[r->rounds / 2],
