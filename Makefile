@@ -26,15 +26,15 @@ build: deps $(REL_DIR)/CMakeCache.txt
 	cmake --build $(REL_DIR) -j$(JOBS)
 
 demo: build
-	$(REL_DIR)/proxkey demo
+	$(REL_DIR)/src/proxkey demo
 
 # The micro suites, then the system benchmarks (real daemons on loopback, the
 # simulator at 100,000 devices). docs/benchmarks.md records the results.
 bench: build
-	$(REL_DIR)/proxkey bench
-	$(REL_DIR)/proxkey bench gts
-	$(REL_DIR)/proxkey bench reg
-	$(REL_DIR)/proxkey bench sim
+	$(REL_DIR)/src/proxkey bench
+	$(REL_DIR)/src/proxkey bench gts
+	$(REL_DIR)/src/proxkey bench reg
+	$(REL_DIR)/src/proxkey bench sim
 
 $(CHECK_DIR)/CMakeCache.txt:
 	CC=clang cmake -S . -B $(CHECK_DIR) -DCMAKE_BUILD_TYPE=Debug \
