@@ -166,6 +166,8 @@ static int dev_rm_fn(pk_txn_t *txn, void *ctx)
     if (rc == PK_OK)
         rc = kms_domain_forget(txn, &c->id); /* domain membership (domain.c) */
     if (rc == PK_OK)
+        rc = kms_trigger_forget(txn, &c->id); /* trigger key (trigger.c) */
+    if (rc == PK_OK)
         rc = kms_audit_append(txn, PK_KMS_A_DEVICE_REMOVE, c->now_ms, 0, 0, &admin_node, &c->id,
                               NULL);
     return rc;

@@ -123,6 +123,8 @@ enum pk_kms_audit_what {
     PK_KMS_A_DOMAIN_JOIN = 24,  /* device joined domain (peer) */
     PK_KMS_A_DOMAIN_LEAVE = 25, /* device left domain (peer) */
     PK_KMS_A_MK_CREATE = 26,    /* master key ksi = MK ID made for domain (peer) */
+    PK_KMS_A_TRIGGER_KEY = 32,  /* trigger key of device issued to node ("admin": made) */
+    PK_KMS_A_TRIGGER_REMOVE = 33, /* device's trigger key deleted */
 };
 
 /* A decoded audit record. */
@@ -349,6 +351,55 @@ int pk_kms_master_list(pk_kms_t *k, const char *domain, uint32_t *domain_id, pk_
 /* The master-key block the kms would send for device at now_ms (tests and
  * tools; the caller wipes mk). PK_OK (mk->n = 0 when none). */
 int pk_kms_master_for(pk_kms_t *k, const char *device, uint64_t now_ms, pk_reg_mkset_t *mk);
+
+/* ---- trigger keys (trigger.c; the gts's per-device K1 and first UID1) ----
+ *
+ *   bucket kms_trig  blk(device) -> ver(1)=1 flags(1) created_ms(8)
+ *                                   sealed(K1 || UID1, 32) bound to
+ *                                   ("kms_trig", blk(device))
+ *
+ * K1 (16 bytes, the trigger protocol's AES-128-GCM and identity KDF key) and
+ * UID1 (16 random bytes, unrelated to the device ID) are drawn from the rng.
+ * A device has at most one trigger key; pk_kms_device_remove deletes it.
+ * Audit: TRIGGER_KEY with node "admin" when made, with node = the recipient
+ * when exported (pk_kms_trigger_export); TRIGGER_REMOVE. Never the key.
+ * A trigger device's ID is also its name in the gts and in the device's
+ * whitespace-separated state line: it must hold no byte <= 0x20 nor 0x7f.
+ */
+#define PK_KMS_TRIG_KEY_LEN 16
+#define PK_KMS_TRIG_UID_LEN 16
+#define PK_KMS_TRIG_ROTATE  0x01 /* the gts rotates K with every identity */
+
+typedef struct pk_kms_trigger {
+    pk_reg_id_t id;
+    uint8_t flags; /* PK_KMS_TRIG_* */
+    uint64_t created_ms;
+    uint8_t k1[PK_KMS_TRIG_KEY_LEN];   /* filled by _add and _export only */
+    uint8_t uid1[PK_KMS_TRIG_UID_LEN]; /* (the caller wipes them) */
+} pk_kms_trigger_t;
+
+/* Makes device id's trigger key (the device must exist) with flags
+ * (PK_KMS_TRIG_ROTATE or 0), audit TRIGGER_KEY (node "admin"), in one
+ * transaction; *out (NULL ok) gets K1 and UID1 for provisioning the device.
+ * PK_ERR_INVAL (bad id or flags, or id unusable as a trigger name),
+ * PK_ERR_NOTFOUND (no such device), PK_ERR_EXISTS (it has one: remove first). */
+int pk_kms_trigger_add(pk_kms_t *k, const char *id, uint8_t flags, uint64_t now_ms,
+                       pk_kms_trigger_t *out);
+/* Deletes device id's trigger key; audit TRIGGER_REMOVE. PK_ERR_NOTFOUND. */
+int pk_kms_trigger_remove(pk_kms_t *k, const char *id, uint64_t now_ms);
+/* Public facts of id's trigger key (k1 and uid1 zero). PK_ERR_NOTFOUND. */
+int pk_kms_trigger_show(pk_kms_t *k, const char *id, pk_kms_trigger_t *out);
+/* Calls cb for each trigger device in id order after `after` (NULL: from
+ * the first), at most limit; k1 and uid1 are zero. cb returns 0 to go on. */
+typedef int (*pk_kms_trigger_cb)(void *ctx, const pk_kms_trigger_t *t);
+int pk_kms_trigger_list(pk_kms_t *k, const char *after, size_t limit, pk_kms_trigger_cb cb,
+                        void *ctx);
+/* Opens id's K1 and UID1 into *out for recipient `to` (1..64 bytes, e.g.
+ * "gts") and records TRIGGER_KEY (node = to) in the same transaction: the
+ * key leaves only with a durable audit record. The caller wipes *out.
+ * PK_ERR_NOTFOUND, PK_ERR_INVAL, PK_ERR_CRYPTO (KEK or row mismatch). */
+int pk_kms_trigger_export(pk_kms_t *k, const char *id, const char *to, uint64_t now_ms,
+                          pk_kms_trigger_t *out);
 
 /* Calls cb for audit records numbered from `from` (>= 1), at most limit. */
 typedef int (*pk_kms_audit_cb)(void *ctx, const pk_kms_audit_t *a);

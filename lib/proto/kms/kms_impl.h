@@ -91,5 +91,7 @@ int kms_mk_fill(pk_kms_t *k, pk_txn_t *txn, const pk_reg_id_t *dev, uint64_t now
                 pk_reg_mkset_t *mk, pk_reg_id_t *domain);
 /* domain.c: drops dev's domain membership (device removal). */
 int kms_domain_forget(pk_txn_t *txn, const pk_reg_id_t *dev);
+/* trigger.c: deletes dev's trigger key, if any (device removal). */
+int kms_trigger_forget(pk_txn_t *txn, const pk_reg_id_t *dev);
 
 #endif

@@ -92,6 +92,8 @@ static const char *const what_names[] = {
     [PK_KMS_A_DOMAIN_JOIN] = "domain_join",
     [PK_KMS_A_DOMAIN_LEAVE] = "domain_leave",
     [PK_KMS_A_MK_CREATE] = "mk_create",
+    [PK_KMS_A_TRIGGER_KEY] = "trigger_key",
+    [PK_KMS_A_TRIGGER_REMOVE] = "trigger_remove",
 };
 
 const char *pk_kms_audit_what_name(uint8_t what)
