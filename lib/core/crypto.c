@@ -75,6 +75,37 @@ static int pk_rng_system_fill(void *ctx, uint8_t *buf, size_t n)
 
 const pk_rng_t pk_rng_system = {pk_rng_system_fill, NULL};
 
+static int pk_rng_pool_fill(void *ctx, uint8_t *out, size_t n)
+{
+    pk_rng_pool_t *r = ctx;
+    if (n > PK_RNG_POOL / 4)
+        return pk_random(out, n);
+    if (PK_RNG_POOL - r->pos < n) {
+        int rc = pk_random(r->buf, PK_RNG_POOL);
+        if (rc != PK_OK)
+            return rc;
+        r->pos = 0;
+    }
+    memcpy(out, r->buf + r->pos, n);
+    pk_wipe(r->buf + r->pos, n);
+    r->pos += n;
+    return PK_OK;
+}
+
+void pk_rng_pool_init(pk_rng_pool_t *pool, pk_rng_t *rng)
+{
+    pk_wipe(pool->buf, sizeof pool->buf);
+    pool->pos = PK_RNG_POOL; /* empty: the first request refills */
+    rng->fill = pk_rng_pool_fill;
+    rng->ctx = pool;
+}
+
+void pk_rng_pool_clear(pk_rng_pool_t *pool)
+{
+    pk_wipe(pool->buf, sizeof pool->buf);
+    pool->pos = PK_RNG_POOL;
+}
+
 /* ---- AES-GCM ---- */
 
 int pk_aead_init(pk_aead_t *a, const uint8_t *key, size_t keylen)

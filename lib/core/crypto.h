@@ -53,6 +53,24 @@ typedef struct pk_rng {
 
 extern const pk_rng_t pk_rng_system;
 
+/*
+ * A buffered system source for daemons: OpenSSL's DRBG read PK_RNG_POOL bytes
+ * at a time (one RAND_bytes call costs about as much for 8 bytes as for
+ * 4 KiB), each served byte wiped from the pool. Requests above a quarter of
+ * the pool go straight to pk_random(). One pool per thread; the caller owns
+ * it (zero-initialise, then pk_rng_pool_init) and wipes it with
+ * pk_rng_pool_clear().
+ */
+#define PK_RNG_POOL 4096
+typedef struct pk_rng_pool {
+    uint8_t buf[PK_RNG_POOL];
+    size_t pos; /* bytes before pos are served (and wiped) */
+} pk_rng_pool_t;
+
+/* Empties the pool and points rng at it. */
+void pk_rng_pool_init(pk_rng_pool_t *pool, pk_rng_t *rng);
+void pk_rng_pool_clear(pk_rng_pool_t *pool);
+
 static inline int pk_rng_fill(const pk_rng_t *rng, void *buf, size_t n)
 {
     return rng->fill(rng->ctx, (uint8_t *)buf, n);

@@ -65,35 +65,9 @@ typedef struct group {
     size_t nheld, capheld;
 } group_t;
 
-/* Randomness for the core (UID_RAND, nonces): OpenSSL's DRBG read 4 KiB at a
- * time (one RAND_bytes call costs ~1.6 us whatever its size up to a few KiB
- * here, two per poll otherwise); served bytes are wiped from the pool. */
-#define RNG_POOL 4096
-typedef struct gts_rng {
-    uint8_t buf[RNG_POOL];
-    size_t pos; /* bytes before pos are used (wiped) */
-} gts_rng_t;
-
-static int gts_rng_fill(void *ctx, uint8_t *out, size_t n)
-{
-    gts_rng_t *r = ctx;
-    if (n > RNG_POOL / 4)
-        return pk_random(out, n);
-    if (RNG_POOL - r->pos < n) {
-        int rc = pk_random(r->buf, RNG_POOL);
-        if (rc != PK_OK)
-            return rc;
-        r->pos = 0;
-    }
-    memcpy(out, r->buf + r->pos, n);
-    pk_wipe(r->buf + r->pos, n);
-    r->pos += n;
-    return PK_OK;
-}
-
 struct gts_server {
     gts_db_t db;
-    gts_rng_t rngpool;
+    pk_rng_pool_t rngpool; /* the core's randomness: OpenSSL's DRBG, buffered */
     pk_rng_t rng;
     pk_wrap_ctx_t wrap;
     pk_trig_srv_t *core;
@@ -641,9 +615,7 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     rc = pk_wrap_ctx_init(&s->wrap, s->db.kek);
     if (rc != PK_OK)
         goto fail;
-    s->rngpool.pos = RNG_POOL; /* empty: the first draw fills it */
-    s->rng.fill = gts_rng_fill;
-    s->rng.ctx = &s->rngpool;
+    pk_rng_pool_init(&s->rngpool, &s->rng);
     rc = pk_trig_srv_new(&s->core, &s->rng, o->reserve);
     if (rc != PK_OK)
         goto fail;
@@ -791,7 +763,7 @@ void gts_server_free(gts_server_t *s)
     free(s->dirty);
     free(s->dirtymap);
     free(s->deliv);
-    pk_wipe(&s->rngpool, sizeof s->rngpool);
+    pk_rng_pool_clear(&s->rngpool);
     pk_udp_close(s->udp);
     pk_udp_batch_free(&s->batch);
     pk_loop_free(s->loop);

@@ -47,34 +47,8 @@ typedef struct kconn {
     char cn[PK_TLS_CN_MAX + 1];
 } kconn_t;
 
-/* Randomness for the core (vector RANDs, link parameters): OpenSSL's DRBG
- * read 4 KiB at a time (one RAND_bytes call costs about as much for 16 bytes
- * as for 4 KiB); served bytes are wiped from the pool. Main thread only. */
-#define RNG_POOL 4096
-typedef struct kms_rng {
-    uint8_t buf[RNG_POOL];
-    size_t pos; /* bytes before pos are used (wiped) */
-} kms_rng_t;
-
-static int kms_rng_fill(void *ctx, uint8_t *out, size_t n)
-{
-    kms_rng_t *r = ctx;
-    if (n > RNG_POOL / 4)
-        return pk_random(out, n);
-    if (RNG_POOL - r->pos < n) {
-        int rc = pk_random(r->buf, RNG_POOL);
-        if (rc != PK_OK)
-            return rc;
-        r->pos = 0;
-    }
-    memcpy(out, r->buf + r->pos, n);
-    pk_wipe(r->buf + r->pos, n);
-    r->pos += n;
-    return PK_OK;
-}
-
 typedef struct server {
-    kms_rng_t rngpool;
+    pk_rng_pool_t rngpool; /* the core's randomness: OpenSSL's DRBG, buffered */
     pk_rng_t rng;
     pk_loop_t *loop;
     pk_tls_ctx_t *tls;
@@ -358,9 +332,7 @@ int kms_serve(const kms_serve_opts_t *o)
         pk_error("store_open_failed", "db=%s err=%s", o->db, pk_strerror(rc));
         goto out;
     }
-    s.rngpool.pos = RNG_POOL; /* empty: filled on first use */
-    s.rng.fill = kms_rng_fill;
-    s.rng.ctx = &s.rngpool;
+    pk_rng_pool_init(&s.rngpool, &s.rng);
     pk_kms_cfg_t cfg = {.store = s.st,
                         .kek = kek,
                         .rng = &s.rng,
@@ -449,7 +421,7 @@ out:
     if (s.efd >= 0)
         close(s.efd);
     pk_kms_free(s.kms);
-    pk_wipe(&s.rngpool, sizeof s.rngpool);
+    pk_rng_pool_clear(&s.rngpool);
     pk_store_close(s.st);
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);

@@ -637,6 +637,34 @@ static void test_misc(void)
     CHECK(!all_zero(r1, sizeof r1));
 }
 
+/* The buffered system source: fresh bytes, served bytes wiped from the pool,
+ * refills when short, large requests straight through. */
+static void test_rng_pool(void)
+{
+    static pk_rng_pool_t pool;
+    pk_rng_t rng;
+    uint8_t a[32], b[32], zero[32] = {0}, big[2048];
+    pk_rng_pool_init(&pool, &rng);
+    CHECK_EQ_INT(pk_rng_fill(&rng, a, sizeof a), PK_OK);
+    CHECK_EQ_INT(pk_rng_fill(&rng, b, sizeof b), PK_OK);
+    CHECK(memcmp(a, b, sizeof a) != 0);
+    CHECK(memcmp(a, zero, sizeof a) != 0);
+    CHECK_EQ_INT(pool.pos, 64);
+    CHECK_MEM(pool.buf, zero, 32); /* served bytes are gone from the pool */
+    CHECK_MEM(pool.buf + 32, zero, 32);
+    /* Drain to the end: the next request refills. */
+    for (int i = 0; i < PK_RNG_POOL / 32 - 2; i++)
+        CHECK_EQ_INT(pk_rng_fill(&rng, a, sizeof a), PK_OK);
+    CHECK_EQ_INT(pool.pos, PK_RNG_POOL);
+    CHECK_EQ_INT(pk_rng_fill(&rng, a, 16), PK_OK);
+    CHECK_EQ_INT(pool.pos, 16);
+    /* More than a quarter of the pool bypasses it. */
+    CHECK_EQ_INT(pk_rng_fill(&rng, big, sizeof big), PK_OK);
+    CHECK_EQ_INT(pool.pos, 16);
+    pk_rng_pool_clear(&pool);
+    CHECK_EQ_INT(pool.pos, PK_RNG_POOL);
+}
+
 int main(void)
 {
     RUN(test_misc);
@@ -652,5 +680,6 @@ int main(void)
     RUN(test_x25519_rfc7748);
     RUN(test_x25519_dh);
     RUN(test_x25519_zero);
+    RUN(test_rng_pool);
     return check_report();
 }
