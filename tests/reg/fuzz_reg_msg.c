@@ -1,9 +1,9 @@
 /*
  * libFuzzer target for every registration parser and core input: the node
  * core (with an entry waiting for a response), the device core waiting for a
- * challenge, for an accept, and registered (link indications), and the
- * node<->kms frames. The first input byte picks the target. Invariant: an
- * input that is refused produces no output and leaves the core unchanged.
+ * challenge, for an accept, and registered (link indications, MK_UPDATE), and
+ * the node<->kms frames and MK_REFRESH/MK_UPDATE plaintexts. The first input byte picks the target.
+ * Invariant: an input that is refused produces no output and leaves the core unchanged.
  *
  * PK_FUZZ_DUMP_SEEDS=dir writes the valid messages of the setup as seeds.
  */
@@ -109,6 +109,16 @@ static void setup(void)
         dump(dir, "accept", 2, acc, al);
         dump(dir, "link_ind", 3, ind, il);
         dump(dir, "keys_resp", 4, fb, fl);
+        /* MK_UPDATE sealed to the registered device; the MK plaintexts */
+        uint8_t upd[PK_REG_MK_UPDATE_MAX], mpt[PK_REG_MK_UPDATE_PT_MAX];
+        size_t ul = 0, ml = 0;
+        pk_reg_chan_seal_mk(&w.node_chan[ib], PK_REG_T_MK_UPDATE, 0, &w.kms.keys[ib].mk, upd,
+                            sizeof upd, &ul);
+        dump(dir, "mk_update", 3, upd, ul);
+        pk_reg_mk_update_pt_encode(&w.kms.keys[ib].mk, mpt, sizeof mpt, &ml);
+        dump(dir, "mk_update_pt", 4, mpt, ml);
+        pk_reg_mk_refresh_pt_encode(2, mpt, sizeof mpt, &ml);
+        dump(dir, "mk_refresh_pt", 4, mpt, ml);
         (void)d2;
         /* w2's node shares w's tables: put them back */
         memcpy(w.half, half_snap, sizeof half_snap);
@@ -166,6 +176,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {
             static pk_reg_accept_pt_t a;
             (void)pk_reg_accept_pt_decode(data, size, &a);
+        }
+        { /* the MK plaintexts: what decodes re-encodes to the same bytes */
+            static pk_reg_mkset_t mk;
+            uint8_t b[PK_REG_MK_UPDATE_PT_MAX];
+            size_t n = 0;
+            uint32_t held = 0;
+            if (pk_reg_mk_update_pt_decode(data, size, &mk) == PK_OK &&
+                (pk_reg_mk_update_pt_encode(&mk, b, sizeof b, &n) != PK_OK || n != size ||
+                 memcmp(b, data, n) != 0))
+                abort();
+            if (pk_reg_mk_refresh_pt_decode(data, size, &held) == PK_OK &&
+                (pk_reg_mk_refresh_pt_encode(held, b, sizeof b, &n) != PK_OK || n != size ||
+                 memcmp(b, data, n) != 0))
+                abort();
         }
         break;
     }

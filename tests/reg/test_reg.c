@@ -797,6 +797,177 @@ static void test_master_key_block(void)
     pk_reg_dev_clear(&b);
 }
 
+/* MK_REFRESH / MK_UPDATE on the device<->node channel: layouts and bounds,
+ * the device core's refresh and update (replace, stale refused, empty, replay,
+ * tamper, wrong direction). */
+static void test_mk_refresh_update(void)
+{
+    static h_world_t w;
+    static pk_reg_mkset_t m, back;
+    pk_reg_dev_t a, snap;
+    uint8_t buf[PK_REG_MK_UPDATE_MAX + 8], pt[PK_REG_MK_UPDATE_PT_MAX + 8], ar[1024];
+    size_t len = 0, plen = 0;
+    uint32_t held = 99;
+    uint8_t type = 0;
+    h_rng_t rs;
+    pk_rng_t rng = h_rng(&rs, 78);
+    pk_out_t o;
+
+    CHECK_EQ_INT(PK_REG_MK_REFRESH_MAX, 32);
+    CHECK_EQ_INT(PK_REG_MK_UPDATE_PT_MIN, 57);
+    CHECK_EQ_INT(PK_REG_MK_UPDATE_MAX, 137);
+    /* MK_REFRESH plaintext: empty or held_mk_id(4) */
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_encode(0, pt, sizeof pt, &plen), PK_OK);
+    CHECK_EQ_INT(plen, 0);
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_decode(pt, 0, &held), PK_OK);
+    CHECK_EQ_INT(held, 0);
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_encode(0x0A0B0C0D, pt, sizeof pt, &plen), PK_OK);
+    static const uint8_t ref[] = {0x0A, 0x0B, 0x0C, 0x0D};
+    CHECK_EQ_INT(plen, 4);
+    CHECK_MEM(pt, ref, 4);
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_decode(pt, 4, &held), PK_OK);
+    CHECK_EQ_INT(held, 0x0A0B0C0D);
+    for (size_t n = 1; n < 8; n++)
+        if (n != 4)
+            CHECK_EQ_INT(pk_reg_mk_refresh_pt_decode(pt, n, &held), PK_ERR_MALFORMED);
+    memset(pt, 0, 4); /* an explicit 0 is not canonical */
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_decode(pt, 4, &held), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(pk_reg_mk_refresh_pt_encode(7, pt, 3, &plen), PK_ERR_SPACE);
+    /* MK_UPDATE plaintext: exactly the ACCEPT's block (same bytes) or empty */
+    m = mkset(1);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_encode(&m, pt, sizeof pt, &plen), PK_OK);
+    CHECK_EQ_INT(plen, 57);
+    static const uint8_t blk[] = {1, 1, 2,    3,    4, 0, 0, 0, 100, 0,    0,    0,   0,
+                                  0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0,   0x01, 0x5f, 0x90};
+    CHECK_MEM(pt, blk, sizeof blk);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, plen, &back), PK_OK);
+    CHECK_EQ_INT(back.n, 1);
+    CHECK_MEM(back.k[0].key, m.k[0].key, PK_REG_MK_LEN);
+    for (size_t n = 1; n < plen; n++)
+        CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, n, &back), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, plen + 1, &back), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(back.n, 0);
+    m = mkset(2);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_encode(&m, pt, sizeof pt, &plen), PK_OK);
+    CHECK_EQ_INT(plen, PK_REG_MK_UPDATE_PT_MAX);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, plen, &back), PK_OK);
+    CHECK_EQ_INT(back.k[1].id, 101);
+    pt[0] = 1; /* n says 1 but 109 bytes follow */
+    CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, plen, &back), PK_ERR_MALFORMED);
+    m.k[1].id = m.k[0].id; /* a block breaking the rules is not written */
+    CHECK_EQ_INT(pk_reg_mk_update_pt_encode(&m, pt, sizeof pt, &plen), PK_ERR_INVAL);
+    m.n = 0;
+    CHECK_EQ_INT(pk_reg_mk_update_pt_encode(&m, pt, sizeof pt, &plen), PK_OK);
+    CHECK_EQ_INT(plen, 0);
+    CHECK_EQ_INT(pk_reg_mk_update_pt_decode(pt, 0, &back), PK_OK);
+    CHECK_EQ_INT(back.n, 0);
+
+    /* through the channel: device a registered with master key 100 */
+    h_world_init(&w, NODE, 8);
+    unsigned ia = h_kms_add(&w.kms, "dev-a", 0xA1);
+    unsigned ib = h_kms_add(&w.kms, "dev-b", 0xB2);
+    h_kms_pair(&w.kms, ia, ib);
+    w.kms.keys[ia].mk = mkset(1);
+    h_dev_init(&a, "dev-a", NODE, 0xA1);
+    CHECK_EQ_INT(h_register(&w, &a, 11, &rng, 100), PK_OK);
+    CHECK_EQ_INT(pk_reg_mkset_newest(&a.keys.mk), 100);
+    pk_out_init(&o, ar, sizeof ar);
+    CHECK_EQ_INT(pk_reg_dev_mk_refresh(&a, &o), PK_OK);
+    CHECK_EQ_INT(o.n, 1);
+    CHECK_EQ_INT(o.act[0].code, PK_REG_T_MK_REFRESH);
+    CHECK_EQ_INT(o.act[0].len, PK_REG_MK_REFRESH_MAX);
+    CHECK_EQ_INT(
+        pk_reg_chan_open_mk(&w.node_chan[ia], o.act[0].data, o.act[0].len, &type, &held, &back),
+        PK_OK);
+    CHECK_EQ_INT(type, PK_REG_T_MK_REFRESH);
+    CHECK_EQ_INT(held, 100);
+    CHECK_EQ_INT(
+        pk_reg_chan_open_mk(&w.node_chan[ia], o.act[0].data, o.act[0].len, &type, &held, &back),
+        PK_ERR_REPLAY);
+    /* a LINK_REQ opener does not take it, nor the other device's channel */
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_reg_dev_mk_refresh(&a, &o), PK_OK);
+    {
+        pk_reg_link_pt_t lm;
+        CHECK_EQ_INT(
+            pk_reg_chan_open_link(&w.node_chan[ia], o.act[0].data, o.act[0].len, &type, &lm),
+            PK_ERR_MALFORMED);
+    }
+    CHECK(pk_reg_chan_open_mk(&w.node_chan[ib], o.act[0].data, o.act[0].len, &type, &held, &back) !=
+          PK_OK);
+    /* the node seals MK_UPDATE(keys 100, 101): the device takes it */
+    m = mkset(2);
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_MK_UPDATE, 0, &m, buf, sizeof buf, &len),
+        PK_OK);
+    CHECK_EQ_INT(len, PK_REG_MK_UPDATE_MAX);
+    CHECK_EQ_INT(buf[0], PK_REG_T_MK_UPDATE);
+    /* tampered: refused, nothing changed */
+    buf[len - 1] ^= 1;
+    snap = a;
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_ERR_AUTH);
+    CHECK_EQ_INT(o.n, 0);
+    CHECK(memcmp(&snap, &a, sizeof a) == 0);
+    buf[len - 1] ^= 1;
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_OK);
+    CHECK_EQ_INT(o.n, 1);
+    CHECK_EQ_INT(o.act[0].code, PK_REG_EV_MK_UPDATE);
+    CHECK_EQ_INT(o.act[0].dest, 101);
+    CHECK_EQ_INT(o.act[0].data[0], 1);
+    CHECK_EQ_INT(a.keys.mk.n, 2);
+    CHECK_MEM(a.keys.mk.k[1].key, m.k[1].key, PK_REG_MK_LEN);
+    CHECK_EQ_INT(a.keys.n, 1); /* the root keys stay */
+    /* replayed: refused */
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_ERR_REPLAY);
+    CHECK_EQ_INT(o.n, 0);
+    /* the same block again: taken, unchanged */
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_MK_UPDATE, 0, &m, buf, sizeof buf, &len),
+        PK_OK);
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_OK);
+    CHECK_EQ_INT(o.act[0].data[0], 0);
+    /* older than held (newest 100 < 101, same domain): refused, keys kept */
+    m = mkset(1);
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_MK_UPDATE, 0, &m, buf, sizeof buf, &len),
+        PK_OK);
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_ERR_STATE);
+    CHECK_EQ_INT(o.n, 0);
+    CHECK_EQ_INT(a.keys.mk.n, 2);
+    /* empty: "the kms has none": the held keys stay */
+    m.n = 0;
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_MK_UPDATE, 0, &m, buf, sizeof buf, &len),
+        PK_OK);
+    CHECK_EQ_INT(len, PK_RECORD_LEN(0));
+    CHECK_EQ_INT(pk_reg_dev_input(&a, buf, len, 200, &o), PK_OK);
+    CHECK_EQ_INT(o.act[0].dest, 0);
+    CHECK_EQ_INT(a.keys.mk.n, 2);
+    /* a downlink MK_REFRESH (wrong direction) is not an update */
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_MK_REFRESH, 5, NULL, buf, sizeof buf, &len),
+        PK_OK);
+    pk_out_reset(&o);
+    CHECK(pk_reg_dev_input(&a, buf, len, 200, &o) != PK_OK);
+    CHECK_EQ_INT(o.n, 0);
+    /* other types are not sealed as MK messages */
+    CHECK_EQ_INT(
+        pk_reg_chan_seal_mk(&w.node_chan[ia], PK_REG_T_LINK_REQ, 0, &m, buf, sizeof buf, &len),
+        PK_ERR_INVAL);
+    /* not registered: no refresh */
+    pk_reg_dev_t idle;
+    h_dev_init(&idle, "dev-b", NODE, 0xB2);
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_reg_dev_mk_refresh(&idle, &o), PK_ERR_STATE);
+    CHECK_EQ_INT(o.n, 0);
+    pk_reg_dev_clear(&idle);
+    pk_reg_dev_clear(&a);
+    h_world_clear(&w);
+}
+
 static void test_net_frames(void)
 {
     static pk_reg_net_t m, m2;
@@ -862,5 +1033,6 @@ int main(void)
     RUN(test_rate_limit);
     RUN(test_net_frames);
     RUN(test_master_key_block);
+    RUN(test_mk_refresh_update);
     return check_report();
 }

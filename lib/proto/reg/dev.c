@@ -226,6 +226,81 @@ static int on_link(pk_reg_dev_t *d, const uint8_t *msg, size_t len, pk_out_t *ou
     return PK_OK;
 }
 
+uint32_t pk_reg_mkset_newest(const pk_reg_mkset_t *mk)
+{
+    uint32_t id = 0;
+    for (unsigned i = 0; i < mk->n && i < PK_REG_MAX_MK; i++)
+        if (mk->k[i].id > id)
+            id = mk->k[i].id;
+    return id;
+}
+
+/* 1 when a and b name the same keys (IDs, times; the values follow the IDs). */
+static int mkset_same(const pk_reg_mkset_t *a, const pk_reg_mkset_t *b)
+{
+    if (a->n != b->n || a->domain_id != b->domain_id)
+        return 0;
+    for (unsigned i = 0; i < a->n && i < PK_REG_MAX_MK; i++)
+        if (a->k[i].id != b->k[i].id || a->k[i].not_before_ms != b->k[i].not_before_ms ||
+            a->k[i].expiry_ms != b->k[i].expiry_ms)
+            return 0;
+    return 1;
+}
+
+static int on_mk_update(pk_reg_dev_t *d, const uint8_t *msg, size_t len, pk_out_t *out)
+{
+    pk_reg_mkset_t mk;
+    uint32_t held = 0;
+    uint8_t type = 0;
+    int rc;
+    if (d->state != PK_REG_D_REGISTERED)
+        return PK_ERR_STATE;
+    if (out->n >= PK_OUT_MAX || out->cap - out->used < 1)
+        return PK_ERR_SPACE;
+    rc = pk_reg_chan_open_mk(&d->chan, msg, len, &type, &held, &mk);
+    if (rc != PK_OK)
+        return rc;
+    if (type != PK_REG_T_MK_UPDATE) { /* an uplink type under the downlink key: cannot be */
+        rc = PK_ERR_MALFORMED;
+        goto out;
+    }
+    uint32_t newest = pk_reg_mkset_newest(&mk);
+    uint8_t changed = 0;
+    if (mk.n > 0) {
+        if (d->keys.mk.n > 0 && mk.domain_id == d->keys.mk.domain_id &&
+            newest < pk_reg_mkset_newest(&d->keys.mk)) {
+            rc = PK_ERR_STATE; /* older than what we hold: a stale answer */
+            goto out;
+        }
+        changed = !mkset_same(&mk, &d->keys.mk);
+        /* commit */
+        pk_wipe(&d->keys.mk, sizeof d->keys.mk);
+        d->keys.mk = mk;
+    }
+    uint8_t *p = pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_MK_UPDATE, newest, 1); /* room checked */
+    p[0] = changed;
+out:
+    pk_wipe(&mk, sizeof mk);
+    return rc;
+}
+
+int pk_reg_dev_mk_refresh(pk_reg_dev_t *d, pk_out_t *out)
+{
+    uint8_t buf[PK_REG_MK_REFRESH_MAX];
+    size_t len = 0;
+    if (d->state != PK_REG_D_REGISTERED)
+        return PK_ERR_STATE;
+    if (out->n >= PK_OUT_MAX || out->cap - out->used < sizeof buf)
+        return PK_ERR_SPACE;
+    int rc = pk_reg_chan_seal_mk(&d->chan, PK_REG_T_MK_REFRESH, pk_reg_mkset_newest(&d->keys.mk),
+                                 NULL, buf, sizeof buf, &len);
+    if (rc != PK_OK)
+        return rc;
+    uint8_t *p = pk_out_push(out, PK_ACT_SEND, PK_REG_T_MK_REFRESH, 0, len);
+    memcpy(p, buf, len);
+    return PK_OK;
+}
+
 int pk_reg_dev_input(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t now_ms,
                      pk_out_t *out)
 {
@@ -236,6 +311,7 @@ int pk_reg_dev_input(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t n
     case PK_REG_T_ACCEPT: return on_accept(d, msg, len, out);
     case PK_REG_T_LINK_IND:
     case PK_REG_T_LINK_REJ: return on_link(d, msg, len, out);
+    case PK_REG_T_MK_UPDATE: return on_mk_update(d, msg, len, out);
     default: return PK_ERR_MALFORMED;
     }
 }

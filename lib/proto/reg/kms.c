@@ -180,3 +180,54 @@ int pk_reg_chan_open_link(pk_record_t *rec, const uint8_t *buf, size_t len, uint
     pk_wipe(pt, sizeof pt);
     return rc;
 }
+
+int pk_reg_chan_seal_mk(pk_record_t *rec, uint8_t type, uint32_t held_mk_id,
+                        const pk_reg_mkset_t *mk, uint8_t *buf, size_t cap, size_t *len)
+{
+    size_t ptlen = 0;
+    int rc;
+    *len = 0;
+    if (cap < PK_RECORD_OVERHEAD)
+        return PK_ERR_SPACE;
+    /* plaintext built where the ciphertext goes (in-place seal) */
+    if (type == PK_REG_T_MK_REFRESH)
+        rc = pk_reg_mk_refresh_pt_encode(held_mk_id, buf + PK_RECORD_HEADER_LEN,
+                                         cap - PK_RECORD_OVERHEAD, &ptlen);
+    else if (type == PK_REG_T_MK_UPDATE && mk)
+        rc = pk_reg_mk_update_pt_encode(mk, buf + PK_RECORD_HEADER_LEN, cap - PK_RECORD_OVERHEAD,
+                                        &ptlen);
+    else
+        return PK_ERR_INVAL;
+    if (rc == PK_OK)
+        rc = pk_record_seal(rec, type, buf + PK_RECORD_HEADER_LEN, ptlen, buf, cap, len);
+    if (rc != PK_OK) {
+        pk_wipe(buf, cap);
+        *len = 0;
+    }
+    return rc;
+}
+
+int pk_reg_chan_open_mk(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_t *type,
+                        uint32_t *held_mk_id, pk_reg_mkset_t *mk)
+{
+    uint8_t pt[PK_REG_MK_UPDATE_PT_MAX];
+    size_t ptlen = 0;
+    int rc;
+    memset(mk, 0, sizeof *mk);
+    *held_mk_id = 0;
+    *type = 0;
+    if (len < 1 || (buf[0] != PK_REG_T_MK_REFRESH && buf[0] != PK_REG_T_MK_UPDATE) ||
+        len > (buf[0] == PK_REG_T_MK_REFRESH ? PK_REG_MK_REFRESH_MAX : PK_REG_MK_UPDATE_MAX))
+        return PK_ERR_MALFORMED;
+    rc = pk_record_open(rec, buf, len, type, pt, sizeof pt, &ptlen);
+    if (rc == PK_OK)
+        rc = *type == PK_REG_T_MK_REFRESH ? pk_reg_mk_refresh_pt_decode(pt, ptlen, held_mk_id)
+                                          : pk_reg_mk_update_pt_decode(pt, ptlen, mk);
+    if (rc != PK_OK) {
+        pk_wipe(mk, sizeof *mk);
+        *held_mk_id = 0;
+        *type = 0;
+    }
+    pk_wipe(pt, sizeof pt);
+    return rc;
+}

@@ -48,6 +48,15 @@
  *     plaintext: peer_len(1) peer role(1: 0 initiator, 1 responder) KSI(4) param(16)
  *   LINK_REJ  (0x12, node -> device)
  *     plaintext: peer_len(1) peer reason(1: PK_REG_REJ_*)
+ *   MK_REFRESH (0x13, device -> node; Toshiba FIG. 8 S10 without re-registration)
+ *     plaintext: empty (the device holds no master key) or held_mk_id(4), the
+ *     newest MK ID the device holds (non-zero)          [0 or 4 bytes]
+ *   MK_UPDATE  (0x14, node -> device; the answer to MK_REFRESH, or pushed)
+ *     plaintext: empty (the kms has no master key for the device) or exactly
+ *     one master-key block as in ACCEPT (same codec: pk_reg_mkset_*)
+ *                                                       [0, 57 or 109 bytes]
+ *     Record counters give replay protection; the device also refuses a block
+ *     of its own domain whose newest MK ID is lower than the one it holds.
  *
  * ---- node <-> kms and node <-> node (mutual-TLS frames) ---------------------
  *
@@ -95,6 +104,8 @@ enum pk_reg_type {
     PK_REG_T_LINK_REQ = 0x10,
     PK_REG_T_LINK_IND = 0x11,
     PK_REG_T_LINK_REJ = 0x12,
+    PK_REG_T_MK_REFRESH = 0x13,
+    PK_REG_T_MK_UPDATE = 0x14,
     PK_REG_T_KMS_VEC_REQ = 0x40,
     PK_REG_T_KMS_VEC_RESP = 0x41,
     PK_REG_T_KMS_KEYS_REQ = 0x42,
@@ -115,10 +126,15 @@ enum pk_reg_type {
 #define PK_REG_MKSET_MAX     (1 + 4 + PK_REG_MAX_MK * PK_REG_MK_ENTRY_LEN)               /* 109 */
 #define PK_REG_ACCEPT_PT_MAX                                                                       \
     (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* 3424 */
-#define PK_REG_ACCEPT_MIN  PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)            /* 48 */
-#define PK_REG_ACCEPT_MAX  PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)                    /* 3452 */
-#define PK_REG_LINK_PT_MAX (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)         /* 86 */
-#define PK_REG_SEALED_MAX  PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                      /* 114 */
+#define PK_REG_ACCEPT_MIN        PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)      /* 48 */
+#define PK_REG_ACCEPT_MAX        PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)              /* 3452 */
+#define PK_REG_LINK_PT_MAX       (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)   /* 86 */
+#define PK_REG_SEALED_MAX        PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                /* 114 */
+#define PK_REG_MK_REFRESH_PT_MAX 4                                                /* held_mk_id */
+#define PK_REG_MK_UPDATE_PT_MIN  (1 + 4 + PK_REG_MK_ENTRY_LEN)                    /* 57 (or 0) */
+#define PK_REG_MK_UPDATE_PT_MAX  PK_REG_MKSET_MAX                                 /* 109 */
+#define PK_REG_MK_REFRESH_MAX    PK_RECORD_LEN(PK_REG_MK_REFRESH_PT_MAX)          /* 32 */
+#define PK_REG_MK_UPDATE_MAX     PK_RECORD_LEN(PK_REG_MK_UPDATE_PT_MAX)           /* 137 */
 #define PK_REG_KMS_VEC_RESP_LEN                                                                    \
     (2 + PK_REG_RAND_LEN + PK_REG_AUTN_LEN + PK_REG_RES_LEN + PK_REG_KREG_LEN)
 #define PK_REG_KMS_ALLOC_RESP_LEN (2 + 4 + PK_REG_PARAM_LEN) /* 22 */
@@ -271,6 +287,18 @@ int pk_reg_accept_pt_decode(const uint8_t *buf, size_t len, pk_reg_accept_pt_t *
 int pk_reg_link_pt_encode(uint8_t type, const pk_reg_link_pt_t *m, uint8_t *buf, size_t cap,
                           size_t *len);
 int pk_reg_link_pt_decode(uint8_t type, const uint8_t *buf, size_t len, pk_reg_link_pt_t *m);
+
+/* MK_REFRESH plaintext: held_mk_id 0 encodes as empty. Decode: PK_OK and
+ * *held_mk_id (0 for empty), PK_ERR_MALFORMED for any other size or an
+ * explicit 0. */
+int pk_reg_mk_refresh_pt_encode(uint32_t held_mk_id, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_mk_refresh_pt_decode(const uint8_t *buf, size_t len, uint32_t *held_mk_id);
+/* MK_UPDATE plaintext: the master-key block (mk->n == 0: empty). Encode:
+ * PK_ERR_INVAL for a block breaking the rules, PK_ERR_SPACE. Decode: exactly
+ * empty (mk->n = 0) or one valid block, else PK_ERR_MALFORMED (*mk wiped).
+ * The caller wipes *mk (it holds keys). */
+int pk_reg_mk_update_pt_encode(const pk_reg_mkset_t *mk, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_mk_update_pt_decode(const uint8_t *buf, size_t len, pk_reg_mkset_t *mk);
 
 /* ---- node <-> kms, node <-> node ---- */
 

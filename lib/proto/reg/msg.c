@@ -367,6 +367,56 @@ int pk_reg_link_pt_decode(uint8_t type, const uint8_t *buf, size_t len, pk_reg_l
     return pk_rd_done(&r);
 }
 
+int pk_reg_mk_refresh_pt_encode(uint32_t held_mk_id, uint8_t *buf, size_t cap, size_t *len)
+{
+    pk_wr_t w;
+    pk_wr_init(&w, buf, cap);
+    if (held_mk_id != 0)
+        pk_wr_u32(&w, held_mk_id);
+    *len = w.len;
+    return pk_wr_ok(&w);
+}
+
+int pk_reg_mk_refresh_pt_decode(const uint8_t *buf, size_t len, uint32_t *held_mk_id)
+{
+    pk_rd_t r;
+    *held_mk_id = 0;
+    if (len == 0)
+        return PK_OK;
+    if (len != PK_REG_MK_REFRESH_PT_MAX)
+        return PK_ERR_MALFORMED;
+    pk_rd_init(&r, buf, len);
+    uint32_t id = pk_rd_u32(&r);
+    if (pk_rd_done(&r) != PK_OK || id == 0)
+        return PK_ERR_MALFORMED;
+    *held_mk_id = id;
+    return PK_OK;
+}
+
+int pk_reg_mk_update_pt_encode(const pk_reg_mkset_t *mk, uint8_t *buf, size_t cap, size_t *len)
+{
+    pk_wr_t w;
+    pk_wr_init(&w, buf, cap);
+    pk_reg_mkset_write(&w, mk);
+    *len = w.len;
+    return pk_wr_ok(&w);
+}
+
+int pk_reg_mk_update_pt_decode(const uint8_t *buf, size_t len, pk_reg_mkset_t *mk)
+{
+    pk_rd_t r;
+    if (len != 0 && len != PK_REG_MK_UPDATE_PT_MIN && len != PK_REG_MK_UPDATE_PT_MAX) {
+        memset(mk, 0, sizeof *mk);
+        return PK_ERR_MALFORMED;
+    }
+    pk_rd_init(&r, buf, len);
+    pk_reg_mkset_read_opt(&r, mk);
+    int rc = pk_rd_done(&r);
+    if (rc != PK_OK)
+        pk_wipe(mk, sizeof *mk);
+    return rc;
+}
+
 int pk_reg_net_encode(const pk_reg_net_t *m, uint8_t *buf, size_t cap, size_t *len)
 {
     pk_wr_t w;

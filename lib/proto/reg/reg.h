@@ -52,6 +52,8 @@ enum pk_reg_event {
     PK_REG_EV_FAILED = 4,     /* device: retries exhausted */
     PK_REG_EV_LINK_IND = 5,   /* device: a KSI indication stored; data = peer id */
     PK_REG_EV_LINK_REJ = 6,   /* device: link refused; data = peer id, then reason(1) */
+    PK_REG_EV_MK_UPDATE = 7,  /* device: an MK_UPDATE taken; dest = newest MK ID in it (0: the kms
+                                 has none), data[0] = 1 when the held block changed, else 0 */
 };
 
 /* ================= kms ================= */
@@ -114,6 +116,17 @@ int pk_reg_chan_seal_link(pk_record_t *rec, uint8_t type, const pk_reg_link_pt_t
  * plus the pk_record_open() errors. */
 int pk_reg_chan_open_link(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_t *type,
                           pk_reg_link_pt_t *m) PK_MUST_CHECK;
+
+/* Seals an MK_REFRESH (held_mk_id; 0 = none; mk unused, may be NULL) or an
+ * MK_UPDATE (mk; n == 0 = empty) as one record into buf[0..cap).
+ * PK_ERR_INVAL (other type, bad block), PK_ERR_SPACE, pk_record_seal errors. */
+int pk_reg_chan_seal_mk(pk_record_t *rec, uint8_t type, uint32_t held_mk_id,
+                        const pk_reg_mkset_t *mk, uint8_t *buf, size_t cap, size_t *len);
+/* Opens an MK_REFRESH (*held_mk_id) or MK_UPDATE (*mk, wiped by the caller)
+ * record; PK_ERR_MALFORMED for any other type or a bad plaintext (the counter
+ * is then consumed), plus the pk_record_open() errors. */
+int pk_reg_chan_open_mk(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_t *type,
+                        uint32_t *held_mk_id, pk_reg_mkset_t *mk) PK_MUST_CHECK;
 
 /* ================= node ================= */
 
@@ -310,6 +323,10 @@ int pk_reg_dev_start(pk_reg_dev_t *d, const pk_rng_t *rng, uint64_t now_ms, pk_o
  *     time) BEFORE anything is sent; then RESPONSE, WAIT_ACCEPT.
  *   ACCEPT in WAIT_ACCEPT: opened under the downlink key; REGISTERED, event.
  *   LINK_IND/LINK_REJ in REGISTERED: indication stored, event.
+ *   MK_UPDATE in REGISTERED: the master-key block replaces d->keys.mk (the
+ *     caller stores the registration before using it), EV_MK_UPDATE; an
+ *     empty update changes nothing; a block of the same domain whose newest
+ *     MK ID is lower than the held one is refused (PK_ERR_STATE).
  * Errors (no state change, nothing sent): PK_ERR_MALFORMED, PK_ERR_VERSION,
  * PK_ERR_AUTH (AUTN, accept tag), PK_ERR_STATE (not expected now, stale
  * nonce), PK_ERR_REPLAY, PK_ERR_SPACE.
@@ -325,6 +342,14 @@ uint64_t pk_reg_dev_next_deadline(const pk_reg_dev_t *d); /* UINT64_MAX: none */
 /* Option 2 (FIG. 5, S41): asks the node for a link with peer (sealed LINK_REQ,
  * dest 0). PK_ERR_STATE unless REGISTERED. */
 int pk_reg_dev_link_request(pk_reg_dev_t *d, const pk_reg_id_t *peer, pk_out_t *out);
+
+/* Toshiba FIG. 8 S10 without re-registration: a sealed MK_REFRESH naming the
+ * newest MK ID held (dest 0 = the node); the answer is an MK_UPDATE. The
+ * record counter advances: store the registration before sending.
+ * PK_ERR_STATE unless REGISTERED, PK_ERR_SPACE. */
+int pk_reg_dev_mk_refresh(pk_reg_dev_t *d, pk_out_t *out);
+/* The newest MK ID in a block (0 when n == 0). */
+uint32_t pk_reg_mkset_newest(const pk_reg_mkset_t *mk);
 
 /*
  * Root-key lookup for the direct link (pk_link_lookup_fn; ctx = the device):
