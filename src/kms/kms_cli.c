@@ -4,6 +4,7 @@
  * 2 usage error (one line on stderr).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "core/log.h"
@@ -26,7 +28,7 @@ static const char usage_text[] =
     "\n"
     "  init                            create the KEK file (0600) and the store\n"
     "  serve                           serve nodes over mutual TLS 1.3\n"
-    "  device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX]\n"
+    "  device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX] [--trigger]\n"
     "                                  add a device; without --device-key a 256-bit key is\n"
     "                                  generated and printed once (for provisioning)\n"
     "  device list [--after ID] [--limit N]\n"
@@ -46,6 +48,10 @@ static const char usage_text[] =
     "                                  make the domain's next master key, effective at TIME\n"
     "                                  (now, +DUR, ms since the epoch or YYYY-MM-DDTHH:MM:SSZ)\n"
     "  master list DOMAIN              its master keys (IDs and validity, never values)\n"
+    "  trigger add ID [--rotate] [--out FILE]\n"
+    "                                  a trigger key (K1, first UID1) for the gts; prints the\n"
+    "                                  device's state line once (or writes FILE, 0600)\n"
+    "  trigger remove ID | trigger list\n"
     "\n"
     "Common options: --db URI (default kms.db: SQLite; postgresql://... for PostgreSQL),\n"
     "--kek FILE (default kms.kek, mode 0600), --log-level LEVEL, --config FILE.\n"
@@ -95,6 +101,14 @@ static const pk_conf_key_t keys_dev_add[] = {
     {"pool", "the pool of a mode-pool device", NULL, 0},
     {"device-key", "the device's long-term key, 32 or 64 hex digits (default: generate)", NULL, 0},
     {"domain", "put the device in this domain (master keys)", NULL, 0},
+    {"trigger", "also make a trigger key (see: proxkey kms trigger add)", NULL, 1},
+    {"trigger-rotate", "with --trigger: the gts rotates K with every identity", NULL, 1},
+    {"trigger-out", "with --trigger: write the device's state line to FILE (0600)", NULL, 0},
+};
+static const pk_conf_key_t keys_trig_add[] = {
+    COMMON_KEYS,
+    {"rotate", "the gts rotates K with every identity (K2 = KDF(K1, ...))", NULL, 1},
+    {"out", "write the device's state line to FILE (mode 0600) instead of stdout", NULL, 0},
 };
 static const pk_conf_key_t keys_rotate[] = {
     COMMON_KEYS,
@@ -316,6 +330,9 @@ static int list_cb(void *ctx, const pk_kms_device_info_t *info)
     return 0;
 }
 
+static int trigger_make(cmdenv_t *e, const char *what, const char *id, int rotate,
+                        const char *outpath);
+
 static int cmd_device(int argc, char **argv)
 {
     if (argc < 2 || is_help(argv[1])) {
@@ -330,7 +347,9 @@ static int cmd_device(int argc, char **argv)
     snprintf(what, sizeof what, "device %.16s", sub);
     if (strcmp(sub, "add") == 0) {
         r = parse(&e, what, keys_dev_add, sizeof keys_dev_add / sizeof keys_dev_add[0], argc - 1,
-                  argv + 1, "device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX]");
+                  argv + 1,
+                  "device add ID [--mode pairs|pool] [--pool NAME] [--device-key HEX]\n"
+                  "          [--domain NAME] [--trigger [--trigger-rotate] [--trigger-out FILE]]");
         if (r)
             return r == 1 ? 0 : r;
         if (e.npos != 1)
@@ -341,6 +360,13 @@ static int cmd_device(int argc, char **argv)
                                                 : 0;
         if (!mode)
             return usage_err(what, "--mode must be pairs or pool");
+        if (!pk_conf_flag(&e.conf, "trigger") &&
+            (pk_conf_flag(&e.conf, "trigger-rotate") || pk_conf_get(&e.conf, "trigger-out")))
+            return usage_err(what, "--trigger-rotate and --trigger-out go with --trigger");
+        for (const char *c = e.pos[0]; pk_conf_flag(&e.conf, "trigger") && *c; c++)
+            if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+                return usage_err(what, "a trigger device's ID has no spaces or control "
+                                       "characters (it is its name in the gts)");
         if ((mode == PK_REG_MODE_POOL) != (pool != NULL))
             return usage_err(what, "--pool NAME goes with --mode pool (and only with it)");
         uint8_t key[32], gen[32];
@@ -373,6 +399,13 @@ static int cmd_device(int argc, char **argv)
             else
                 fprintf(stderr, "proxkey kms %s: domain %s: %s (device added without it)\n", what,
                         dom, pk_strerror(rc));
+        }
+        if (rc == PK_OK && pk_conf_flag(&e.conf, "trigger") &&
+            trigger_make(&e, what, e.pos[0], pk_conf_flag(&e.conf, "trigger-rotate"),
+                         pk_conf_get(&e.conf, "trigger-out")) != 0) {
+            fprintf(stderr, "proxkey kms %s: %s added without a trigger key\n", what, e.pos[0]);
+            close_env(&e);
+            return 1;
         }
         close_env(&e);
         if (rc == PK_ERR_INVAL)
@@ -755,6 +788,155 @@ static int cmd_master(int argc, char **argv)
     return rc == PK_OK ? 0 : fail(what, rc, "domain %s", e.pos[0]);
 }
 
+/* ---- trigger keys ---- */
+
+/* The device's state line, as `proxkey gts device add` writes it and
+ * `proxkey device poll --state FILE` reads it: "name dev_no K1 UID1" (hex).
+ * dev_no is the gts's number, assigned at import; the device does not use it. */
+static int trigger_line(const char *what, pk_kms_trigger_t *t, const char *outpath)
+{
+    static const char d[] = "0123456789abcdef";
+    char line[PK_REG_ID_MAX + 96];
+    int n = snprintf(line, sizeof line, "%.*s 0 ", t->id.len, (const char *)t->id.b), rc = 0;
+    for (int i = 0; i < PK_KMS_TRIG_KEY_LEN + PK_KMS_TRIG_UID_LEN; i++) {
+        uint8_t b = i < PK_KMS_TRIG_KEY_LEN ? t->k1[i] : t->uid1[i - PK_KMS_TRIG_KEY_LEN];
+        if (i == PK_KMS_TRIG_KEY_LEN)
+            line[n++] = ' ';
+        line[n++] = d[b >> 4];
+        line[n++] = d[b & 15];
+    }
+    line[n++] = '\n';
+    if (!outpath) {
+        rc = fwrite(line, 1, (size_t)n, stdout) == (size_t)n ? 0 : 1;
+    } else {
+        FILE *f = NULL;
+        int fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0 && !(f = fdopen(fd, "w")))
+            close(fd);
+        if (!f || fwrite(line, 1, (size_t)n, f) != (size_t)n || fflush(f) != 0 ||
+            fsync(fileno(f)) != 0)
+            rc = 1;
+        if (f && fclose(f) != 0)
+            rc = 1;
+        if (rc)
+            fprintf(stderr, "proxkey kms %s: %s: %s\n", what, outpath, strerror(errno));
+        else
+            printf("trigger state line for %.*s written to %s (0600)\n", t->id.len,
+                   (const char *)t->id.b, outpath);
+    }
+    pk_wipe(line, sizeof line);
+    pk_wipe(t, sizeof *t);
+    return rc;
+}
+
+/* Makes the trigger key of an existing device and hands out its line. */
+static int trigger_make(cmdenv_t *e, const char *what, const char *id, int rotate,
+                        const char *outpath)
+{
+    pk_kms_trigger_t t;
+    int rc = pk_kms_trigger_add(e->kms, id, rotate ? PK_KMS_TRIG_ROTATE : 0, wall(), &t);
+    if (rc == PK_OK) {
+        pk_info("trigger_key_added", "device=%s rotate=%d", id, rotate);
+        return trigger_line(what, &t, outpath);
+    }
+    if (rc == PK_ERR_INVAL)
+        fprintf(stderr,
+                "proxkey kms %s: %s: not usable as a trigger device (1..64 bytes, no spaces "
+                "or control characters)\n",
+                what, id);
+    else if (rc == PK_ERR_NOTFOUND)
+        fail(what, rc, "no device '%s' (proxkey kms device add %s --trigger)", id, id);
+    else if (rc == PK_ERR_EXISTS)
+        fail(what, rc, "%s already has a trigger key (proxkey kms trigger remove %s)", id, id);
+    else
+        fail(what, rc, "%s", id);
+    return 1;
+}
+
+static int trig_list_cb(void *ctx, const pk_kms_trigger_t *t)
+{
+    (*(unsigned *)ctx)++;
+    printf("device=%.*s created=", t->id.len, (const char *)t->id.b);
+    print_ts(t->created_ms);
+    printf("%s\n", t->flags & PK_KMS_TRIG_ROTATE ? " rotate" : "");
+    return 0;
+}
+
+static int cmd_trigger(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs("usage: proxkey kms trigger add ID [--rotate] [--out FILE] | trigger remove ID | "
+              "trigger list\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    cmdenv_t e = {0};
+    int r, rc = 1;
+    char what[32];
+    snprintf(what, sizeof what, "trigger %.16s", sub);
+    if (strcmp(sub, "add") == 0) {
+        r = parse(&e, what, keys_trig_add, sizeof keys_trig_add / sizeof keys_trig_add[0], argc - 1,
+                  argv + 1,
+                  "trigger add ID [--rotate] [--out FILE]\n\n"
+                  "Makes the device's trigger key K1 (128 bits) and first identity UID1 (16\n"
+                  "random bytes), sealed under the KEK (audit: trigger_key, never the key).\n"
+                  "The device's state line 'ID 0 K1 UID1' (hex; what proxkey device poll\n"
+                  "--state FILE reads) is printed once, or written to --out FILE (0600).\n"
+                  "The gts takes the device with: proxkey gts device import --kms-db URI\n"
+                  "--kms-kek FILE ID");
+        if (r)
+            return r == 1 ? 0 : r;
+        if (e.npos != 1)
+            return usage_err(what, "expected one device ID");
+        if (open_env(&e, what))
+            return 1;
+        rc = trigger_make(&e, what, e.pos[0], pk_conf_flag(&e.conf, "rotate"),
+                          pk_conf_get(&e.conf, "out"));
+        close_env(&e);
+        return rc;
+    }
+    if (strcmp(sub, "remove") == 0) {
+        r = parse(&e, what, keys_common, 3, argc - 1, argv + 1, "trigger remove ID");
+        if (r)
+            return r == 1 ? 0 : r;
+        if (e.npos != 1)
+            return usage_err(what, "expected one device ID");
+        if (open_env(&e, what))
+            return 1;
+        rc = pk_kms_trigger_remove(e.kms, e.pos[0], wall());
+        close_env(&e);
+        if (rc == PK_OK) {
+            printf("removed the trigger key of %s\n", e.pos[0]);
+            pk_info("trigger_key_removed", "device=%s", e.pos[0]);
+            return 0;
+        }
+        if (rc == PK_ERR_NOTFOUND)
+            return fail(what, rc, "%s has no trigger key", e.pos[0]);
+        return fail(what, rc, "%s", e.pos[0]);
+    }
+    if (strcmp(sub, "list") == 0) {
+        r = parse(&e, what, keys_dev_list, sizeof keys_dev_list / sizeof keys_dev_list[0], argc - 1,
+                  argv + 1, "trigger list [--after ID] [--limit N]");
+        if (r)
+            return r == 1 ? 0 : r;
+        uint64_t lim = 0;
+        if (e.npos)
+            return usage_err(what, "unexpected argument '%s'", e.pos[0]);
+        if (parse_u64(pk_conf_get(&e.conf, "limit"), 1, 1000000, &lim))
+            return usage_err(what, "--limit must be 1..1000000");
+        if (open_env(&e, what))
+            return 1;
+        unsigned n = 0;
+        rc = pk_kms_trigger_list(e.kms, pk_conf_get(&e.conf, "after"), lim, trig_list_cb, &n);
+        close_env(&e);
+        if (rc == PK_OK)
+            printf("%u trigger device(s)\n", n);
+        return rc == PK_OK ? 0 : fail(what, rc, "listing");
+    }
+    return usage_err("trigger", "unknown subcommand '%s' (add, remove, list)", sub);
+}
+
 static int audit_cb(void *ctx, const pk_kms_audit_t *a)
 {
     (void)ctx;
@@ -827,6 +1009,8 @@ int pk_cmd_kms(int argc, char **argv)
         return cmd_domain(argc - 1, argv + 1);
     if (strcmp(c, "master") == 0)
         return cmd_master(argc - 1, argv + 1);
+    if (strcmp(c, "trigger") == 0)
+        return cmd_trigger(argc - 1, argv + 1);
     fprintf(stderr, "proxkey kms: unknown command '%s' (see proxkey kms --help)\n", c);
     return 2;
 }
