@@ -733,6 +733,182 @@ static void test_link_limits(void)
     world_free();
 }
 
+/* ---- master keys: refresh and push (issue 5) ---- */
+
+static void mk_refresh(int d)
+{
+    static uint8_t arena[4096];
+    pk_out_t o;
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_reg_dev_mk_refresh(&W.dev[d], &o), PK_OK);
+    dev_actions(d, &o);
+}
+
+/* Runs node i's timers at W.now until nothing more is due now (bounded). */
+static void node_tick(int i)
+{
+    static uint8_t arena[16384];
+    pk_out_t o;
+    for (int k = 0; k < 64 && pk_node_next_deadline(W.node[i]) <= W.now; k++) {
+        pk_out_init(&o, arena, sizeof arena);
+        pk_node_timeout(W.node[i], W.now, &o);
+        node_actions(i, &o);
+        run();
+    }
+}
+
+static uint32_t newest(int d)
+{
+    return pk_reg_mkset_newest(&W.dev[d].keys.mk);
+}
+
+static void test_mk_refresh_and_push(void)
+{
+    static uint8_t arena[PK_NODE_OUT_MIN + 1024];
+    pk_out_t o;
+    world_init();
+    CHECK_EQ_INT(pk_kms_domain_add(W.kms, "d1", W.now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_domain_member_add(W.kms, "d1", "dev-a", W.now), PK_OK);
+    CHECK_EQ_INT(pk_kms_domain_member_add(W.kms, "d1", "dev-c", W.now), PK_OK);
+    CHECK_EQ_INT(pk_kms_domain_member_add(W.kms, "d1", "dev-b", W.now), PK_OK);
+    CHECK_EQ_INT(pk_kms_master_rotate(W.kms, "d1", W.now, 3600000, W.now, NULL), PK_OK);
+    reg(A);
+    reg(C);
+    reg(B);
+    reg(D); /* in no domain */
+    CHECK_EQ_INT(newest(A), 1);
+    CHECK_EQ_INT(newest(C), 1);
+    CHECK_EQ_INT(newest(B), 1);
+    CHECK_EQ_INT(W.dev[D].keys.mk.n, 0);
+    const pk_node_stats_t *st = pk_node_stats(W.node[0]);
+    uint64_t registered = st->registered;
+    unsigned kms0 = W.kms_frames;
+
+    /* rotation at the kms; A refreshes without registering again */
+    CHECK_EQ_INT(pk_kms_master_rotate(W.kms, "d1", W.now + 10, 3600000, W.now, NULL), PK_OK);
+    W.now += 20;
+    unsigned rx_c = W.dev_rx[C];
+    mk_refresh(A);
+    run();
+    CHECK_EQ_INT(newest(A), 2);
+    CHECK_EQ_INT(W.dev[A].keys.mk.k[0].id, 2);
+    CHECK_EQ_INT(W.dev_events[A][PK_REG_EV_MK_UPDATE], 1);
+    CHECK_EQ_INT(st->mk_refreshes, 1);
+    CHECK_EQ_INT(st->mk_updates, 1);
+    CHECK_EQ_INT(st->registered, registered); /* no REQUEST, no new accept */
+    CHECK_EQ_INT(W.kms_frames, kms0 + 1);     /* one KMS_MK_REQ, no vector */
+    CHECK_EQ_INT(W.dev[A].state, PK_REG_D_REGISTERED);
+    /* the push: C (same domain, same node) gets key 2 from the node's timer */
+    CHECK_EQ_INT(W.dev_rx[C], rx_c);
+    CHECK(pk_node_next_deadline(W.node[0]) <= W.now);
+    unsigned rx_a = W.dev_rx[A], rx_d = W.dev_rx[D];
+    node_tick(0);
+    CHECK_EQ_INT(newest(C), 2);
+    CHECK_EQ_INT(W.dev_events[C][PK_REG_EV_MK_UPDATE], 1);
+    CHECK_EQ_INT(st->mk_pushes, 1);
+    CHECK_EQ_INT(W.dev_rx[A], rx_a); /* A had it already */
+    CHECK_EQ_INT(W.dev_rx[D], rx_d); /* D is in no domain */
+    CHECK_EQ_INT(newest(B), 1);      /* B is at node-2, which has heard nothing yet */
+    CHECK(pk_node_next_deadline(W.node[0]) > W.now);
+
+    /* periodic check: rotation 3 reaches A, C (node-1) and B (node-2) with
+     * nobody asking */
+    CHECK_EQ_INT(pk_kms_master_rotate(W.kms, "d1", W.now + 10, 3600000, W.now, NULL), PK_OK);
+    W.now += 60001;
+    node_tick(0);
+    node_tick(1);
+    CHECK_EQ_INT(newest(A), 3);
+    CHECK_EQ_INT(newest(C), 3);
+    CHECK_EQ_INT(newest(B), 3);
+    CHECK_EQ_INT(st->mk_checks, 1);
+    CHECK_EQ_INT(st->mk_pushes, 3);
+    CHECK_EQ_INT(pk_node_stats(W.node[1])->mk_pushes, 1);
+    CHECK_EQ_INT(st->registered, registered);
+    /* nothing newer at the next check: no pushes */
+    W.now += 60001;
+    node_tick(0);
+    CHECK_EQ_INT(st->mk_checks, 2);
+    CHECK_EQ_INT(st->mk_pushes, 3);
+
+    /* a second refresh while the first is with the kms: dropped (mk_busy) */
+    mk_refresh(A);
+    mk_refresh(A);
+    run();
+    CHECK_EQ_INT(drops(0, PK_NODE_DROP_MK_BUSY), 1);
+    CHECK_EQ_INT(st->mk_updates, 2);
+
+    /* forged: a record under a key the node does not hold, an unknown
+     * context, a replayed refresh: nothing sent, state unchanged */
+    {
+        pk_record_t fake;
+        uint8_t kreg[PK_REG_KREG_LEN], buf[PK_REG_MK_REFRESH_MAX];
+        size_t len = 0;
+        uint16_t ctx = 0;
+        pk_reg_id_t a = id_of("dev-a");
+        CHECK_EQ_INT(pk_node_device_lookup(W.node[0], &a, &ctx, NULL), PK_OK);
+        memset(&fake, 0, sizeof fake);
+        memset(kreg, 0x77, sizeof kreg);
+        CHECK_EQ_INT(pk_reg_chan_init(&fake, kreg, ctx, 0), PK_OK);
+        CHECK_EQ_INT(pk_record_set_tx_next(&fake, 1000), PK_OK); /* past the replay window */
+        CHECK_EQ_INT(
+            pk_reg_chan_seal_mk(&fake, PK_REG_T_MK_REFRESH, 0, NULL, buf, sizeof buf, &len), PK_OK);
+        uint64_t q0 = pk_node_kms_pending(W.node[0]);
+        pk_out_init(&o, arena, sizeof arena);
+        CHECK_EQ_INT(pk_node_device_input(W.node[0], 77, buf, len, W.now, &o), PK_ERR_AUTH);
+        CHECK_EQ_INT(o.n, 0);
+        CHECK_EQ_INT(drops(0, PK_NODE_DROP_AUTH), 1);
+        pk_record_clear(&fake);
+        CHECK_EQ_INT(pk_reg_chan_init(&fake, kreg, 7, 0), PK_OK); /* context 7: unused */
+        CHECK_EQ_INT(
+            pk_reg_chan_seal_mk(&fake, PK_REG_T_MK_REFRESH, 0, NULL, buf, sizeof buf, &len), PK_OK);
+        CHECK_EQ_INT(pk_node_device_input(W.node[0], 77, buf, len, W.now, &o), PK_ERR_NOTFOUND);
+        CHECK_EQ_INT(o.n, 0);
+        CHECK_EQ_INT(drops(0, PK_NODE_DROP_NO_CONTEXT), 1);
+        pk_record_clear(&fake);
+        /* the real device's refresh, replayed from another address */
+        pk_out_init(&o, arena, sizeof arena);
+        CHECK_EQ_INT(pk_reg_dev_mk_refresh(&W.dev[A], &o), PK_OK);
+        memcpy(buf, o.act[0].data, o.act[0].len);
+        len = o.act[0].len;
+        dev_actions(A, &o);
+        run();
+        pk_out_init(&o, arena, sizeof arena);
+        CHECK_EQ_INT(pk_node_device_input(W.node[0], 77, buf, len, W.now, &o), PK_ERR_REPLAY);
+        CHECK_EQ_INT(o.n, 0);
+        CHECK_EQ_INT(drops(0, PK_NODE_DROP_REPLAY), 1);
+        CHECK_EQ_INT(pk_node_kms_pending(W.node[0]), q0);
+        /* an unregistered device has no channel to ask on */
+        pk_out_init(&o, arena, sizeof arena);
+        CHECK_EQ_INT(pk_reg_dev_mk_refresh(&W.dev[X], &o), PK_ERR_STATE);
+    }
+
+    /* the kms down: the request expires, no update; the device times out */
+    unsigned ups = W.dev_events[A][PK_REG_EV_MK_UPDATE];
+    pk_node_kms_down(W.node[0]);
+    W.kms_offline = 1;
+    mk_refresh(A);
+    run();
+    W.now += 2001;
+    node_tick(0);
+    CHECK_EQ_INT(W.dev_events[A][PK_REG_EV_MK_UPDATE], ups);
+    CHECK(drops(0, PK_NODE_DROP_KMS_EXPIRED) >= 1);
+    CHECK_EQ_INT(st->mk_refused, 1); /* counted as no answer */
+    W.kms_offline = 0;
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_node_kms_up(W.node[0], W.now, &o), 0);
+    mk_refresh(A); /* not stuck behind the expired one */
+    run();
+    CHECK_EQ_INT(W.dev_events[A][PK_REG_EV_MK_UPDATE], ups + 1);
+
+    /* C leaves the domain: its refresh gets an empty update, keys kept */
+    CHECK_EQ_INT(pk_kms_domain_member_remove(W.kms, "d1", "dev-c", W.now), PK_OK);
+    mk_refresh(C);
+    run();
+    CHECK_EQ_INT(newest(C), 3);
+    CHECK_EQ_INT(W.dev_events[C][PK_REG_EV_MK_UPDATE], 3);
+    world_free();
+}
+
 int main(void)
 {
     if (pk_crypto_init() != PK_OK)
@@ -749,5 +925,6 @@ int main(void)
     RUN(test_kms_down_and_back);
     RUN(test_context_eviction);
     RUN(test_link_limits);
+    RUN(test_mk_refresh_and_push);
     return check_report();
 }

@@ -12,7 +12,7 @@ const char *const pk_node_drop_names[PK_NODE_DROP_N] = {
     "state",       "dup",      "evicted",      "no_context",     "auth",
     "replay",      "type",     "kms_full",     "kms_refused",    "kms_late",
     "kms_expired", "link_dup", "peer_unknown", "peer_malformed", "not_here",
-    "no_space",
+    "no_space",    "mk_busy",
 };
 
 #define LOCAL_NODE (-1)
@@ -20,7 +20,10 @@ const char *const pk_node_drop_names[PK_NODE_DROP_N] = {
 
 typedef struct dev_ctx {
     uint8_t used, mode;
+    uint8_t mk_pending; /* an MK_REFRESH of this device is in the kms queue */
     uint16_t nlinks;
+    uint16_t dom;       /* master-key domain: table index + 1, 0 = none */
+    uint32_t mk_newest; /* newest MK ID sent to the device (ACCEPT, MK_UPDATE) */
     uint32_t gen;
     uint32_t hnext; /* next slot in the hash chain, NO_SLOT: end */
     uint64_t src, reg_ms;
@@ -38,10 +41,24 @@ typedef struct link_ent {
     pk_reg_id_t peer;
 } link_ent_t;
 
-enum { KQ_VEC = 1, KQ_KEYS = 2, KQ_DIR = 3, KQ_ALLOC = 4 };
+enum { KQ_VEC = 1, KQ_KEYS = 2, KQ_DIR = 3, KQ_ALLOC = 4, KQ_MK = 5 };
+
+/* A master-key domain with registered devices (pushes, periodic check). */
+typedef struct dom_ent {
+    uint8_t used, pushing;
+    uint32_t domain_id;
+    uint32_t ndev;     /* devices attached */
+    size_t cursor;     /* next device slot the push looks at */
+    pk_reg_id_t rep;   /* a device of the domain the kms is asked with */
+    pk_reg_mkset_t mk; /* the newest block the kms reported (n = 0: none yet) */
+} dom_ent_t;
+
+#define MK_SCAN_MAX 4096 /* device slots one pk_node_timeout() looks at per domain */
 
 typedef struct kq_ent {
     uint8_t kind;
+    uint8_t reply; /* KQ_MK: answer the device (slot, slot_gen) with MK_UPDATE */
+    uint32_t slot, slot_gen;
     uint64_t t_ms, sent_ms;
     uint64_t src;
     pk_reg_id_t dev;
@@ -77,6 +94,11 @@ struct pk_node {
     unsigned last_drop;
     pk_node_stats_t st;
     pk_kdf_t kdf; /* the registration core's, re-keyed per accept */
+    /* master-key domains */
+    dom_ent_t *dom;
+    uint64_t mk_next_check; /* 0: no round scheduled yet */
+    size_t mk_check_idx;    /* next domain of a running check round */
+    int mk_checking;
 };
 
 /* ---- helpers ---- */
@@ -126,6 +148,75 @@ static void dev_clear(dev_ctx_t *d)
     d->hnext = NO_SLOT;
 }
 
+/* ---- master-key domains ---- */
+
+static dom_ent_t *dom_find(pk_node_t *n, uint32_t domain_id)
+{
+    for (size_t i = 0; i < n->cfg.max_domains; i++)
+        if (n->dom[i].used && n->dom[i].domain_id == domain_id)
+            return &n->dom[i];
+    return NULL;
+}
+
+/* Takes d out of its domain; the domain goes (keys wiped) with its last device. */
+static void dom_detach(pk_node_t *n, dev_ctx_t *d)
+{
+    if (d->dom == 0 || d->dom > n->cfg.max_domains)
+        return;
+    dom_ent_t *e = &n->dom[d->dom - 1];
+    d->dom = 0;
+    if (e->ndev > 0)
+        e->ndev--;
+    if (e->ndev == 0)
+        pk_wipe(e, sizeof *e);
+}
+
+/* The kms reported block mk (n >= 1) for domain e: keep it when newer and
+ * start pushing it to the domain's devices that hold an older key. */
+static void dom_learn(dom_ent_t *e, const pk_reg_mkset_t *mk)
+{
+    uint32_t nw = pk_reg_mkset_newest(mk), old = pk_reg_mkset_newest(&e->mk);
+    if (nw < old)
+        return; /* an older answer overtaken by a newer one */
+    if (nw > old) {
+        e->pushing = 1;
+        e->cursor = 0;
+    }
+    pk_wipe(&e->mk, sizeof e->mk);
+    e->mk = *mk; /* same newest ID: the kms may have dropped an expired key */
+}
+
+/* Puts d in the domain of block mk (n >= 1), which d now holds. */
+static void dom_attach(pk_node_t *n, dev_ctx_t *d, const pk_reg_mkset_t *mk)
+{
+    dom_ent_t *e = dom_find(n, mk->domain_id);
+    d->mk_newest = pk_reg_mkset_newest(mk);
+    if (d->dom && (!e || d->dom != (uint16_t)(e - n->dom + 1)))
+        dom_detach(n, d);
+    if (!e) {
+        for (size_t i = 0; i < n->cfg.max_domains && !e; i++)
+            if (!n->dom[i].used)
+                e = &n->dom[i];
+        if (!e) {
+            n->st.mk_dom_full++;
+            return;
+        }
+        memset(e, 0, sizeof *e);
+        e->used = 1;
+        e->domain_id = mk->domain_id;
+    }
+    if (d->dom == 0) {
+        d->dom = (uint16_t)(e - n->dom + 1);
+        e->ndev++;
+    }
+    e->rep = d->id;
+    dom_learn(e, mk);
+    if (d->mk_newest < pk_reg_mkset_newest(&e->mk)) { /* the kms told us of a newer one */
+        e->pushing = 1;
+        e->cursor = 0;
+    }
+}
+
 /* ---- kms queue ---- */
 
 static kq_ent_t *kq_at(pk_node_t *n, size_t i)
@@ -169,6 +260,14 @@ static int kq_frame(const pk_node_t *n, const kq_ent_t *e, uint8_t *buf, size_t 
         q.a = n->dev[n->link[e->link].dev].id;
         q.b = n->link[e->link].peer;
         break;
+    case KQ_MK: { /* "the master keys of device's domain" */
+        pk_wr_t w;
+        pk_wr_init(&w, buf, cap);
+        pk_wr_u8(&w, PK_KMS_T_MK_REQ);
+        pk_reg_wr_id(&w, &e->dev);
+        *len = w.len;
+        return pk_wr_ok(&w);
+    }
     default: return PK_ERR_INVAL;
     }
     return pk_reg_net_encode(&q, buf, cap, len);
@@ -176,16 +275,24 @@ static int kq_frame(const pk_node_t *n, const kq_ent_t *e, uint8_t *buf, size_t 
 
 static uint8_t kq_req_type(uint8_t kind)
 {
-    static const uint8_t t[] = {0, PK_REG_T_KMS_VEC_REQ, PK_REG_T_KMS_KEYS_REQ, PK_KMS_T_DIR_REQ,
-                                PK_REG_T_KMS_ALLOC_REQ};
-    return kind <= KQ_ALLOC ? t[kind] : 0;
+    static const uint8_t t[] = {0,
+                                PK_REG_T_KMS_VEC_REQ,
+                                PK_REG_T_KMS_KEYS_REQ,
+                                PK_KMS_T_DIR_REQ,
+                                PK_REG_T_KMS_ALLOC_REQ,
+                                PK_KMS_T_MK_REQ};
+    return kind <= KQ_MK ? t[kind] : 0;
 }
 
 static uint8_t kq_resp_type(uint8_t kind)
 {
-    static const uint8_t t[] = {0, PK_REG_T_KMS_VEC_RESP, PK_REG_T_KMS_KEYS_RESP, PK_KMS_T_DIR_RESP,
-                                PK_REG_T_KMS_ALLOC_RESP};
-    return kind <= KQ_ALLOC ? t[kind] : 0;
+    static const uint8_t t[] = {0,
+                                PK_REG_T_KMS_VEC_RESP,
+                                PK_REG_T_KMS_KEYS_RESP,
+                                PK_KMS_T_DIR_RESP,
+                                PK_REG_T_KMS_ALLOC_RESP,
+                                PK_KMS_T_MK_RESP};
+    return kind <= KQ_MK ? t[kind] : 0;
 }
 
 /* Sends the first unsent entry (the caller checked it exists and that the
@@ -273,6 +380,16 @@ int pk_node_new(const pk_node_cfg_t *cfg, pk_node_t **out)
         c->max_links = 1024;
     if (!c->max_links_per_dev)
         c->max_links_per_dev = 4;
+    if (!c->max_domains)
+        c->max_domains = 256;
+    if (c->max_domains > 4096) {
+        free(n);
+        return PK_ERR_INVAL;
+    }
+    if (!c->mk_check_ms)
+        c->mk_check_ms = 60000;
+    if (!c->mk_push_per_tick)
+        c->mk_push_per_tick = 8;
     uint32_t hsize = 1;
     while (hsize < 2 * c->max_devices)
         hsize <<= 1;
@@ -286,8 +403,9 @@ int pk_node_new(const pk_node_cfg_t *cfg, pk_node_t **out)
     n->free_link = malloc(c->max_links * sizeof *n->free_link);
     n->kq = calloc(c->max_kms, sizeof *n->kq);
     n->kq_cap = c->max_kms;
+    n->dom = calloc(c->max_domains, sizeof *n->dom);
     if (!n->half || !n->bucket || !n->dev || !n->hash || !n->free_dev || !n->link ||
-        !n->free_link || !n->kq) {
+        !n->free_link || !n->kq || !n->dom) {
         pk_node_free(n);
         return PK_ERR_NOMEM;
     }
@@ -336,6 +454,9 @@ void pk_node_free(pk_node_t *n)
                 dev_clear(&n->dev[i]);
     if (n->kq)
         pk_wipe(n->kq, n->kq_cap * sizeof *n->kq);
+    if (n->dom)
+        pk_wipe(n->dom, n->cfg.max_domains * sizeof *n->dom);
+    free(n->dom);
     free(n->half);
     free(n->bucket);
     free(n->dev);
@@ -538,6 +659,7 @@ static int on_keys(pk_node_t *n, const kq_ent_t *e, const pk_reg_keyset_t *keys,
             n->nfree_dev--;
         } else { /* the table is full: the context under the hand goes */
             dev_unlink(n, slot);
+            dom_detach(n, d);
             dev_clear(d);
             n->hand++;
             n->ndev--;
@@ -556,6 +678,14 @@ static int on_keys(pk_node_t *n, const kq_ent_t *e, const pk_reg_keyset_t *keys,
     d->temp = temp;
     d->src = e->src;
     d->reg_ms = now_ms;
+    if (keys->mk.n > 0) {
+        dom_attach(n, d, &keys->mk);
+        if (n->mk_next_check == 0)
+            n->mk_next_check = now_ms + n->cfg.mk_check_ms; /* the periodic check's first round */
+    } else {
+        dom_detach(n, d);
+        d->mk_newest = 0;
+    }
     n->st.registered++;
     uint8_t *p = pk_out_push(out, PK_ACT_EVENT, PK_NODE_EV_REGISTERED, slot + 1, e->dev.len);
     if (p)
@@ -780,6 +910,184 @@ static int on_link_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
     return PK_OK;
 }
 
+/* ---- master keys: refresh and push ---- */
+
+/* Seals MK_UPDATE(mk) on d's channel and sends it to d's registered address. */
+static int send_mk_update(dev_ctx_t *d, const pk_reg_mkset_t *mk, pk_out_t *out)
+{
+    uint8_t *p = pk_out_push(out, PK_ACT_SEND, PK_NODE_DST_DEVICE | PK_REG_T_MK_UPDATE, d->src,
+                             PK_REG_MK_UPDATE_MAX);
+    size_t len = 0;
+    if (!p)
+        return PK_ERR_SPACE;
+    int rc =
+        pk_reg_chan_seal_mk(&d->chan, PK_REG_T_MK_UPDATE, 0, mk, p, PK_REG_MK_UPDATE_MAX, &len);
+    if (rc != PK_OK) {
+        out->n--;
+        out->used -= PK_REG_MK_UPDATE_MAX;
+        return rc;
+    }
+    pk_out_trim(out, len);
+    if (mk->n > 0)
+        d->mk_newest = pk_reg_mkset_newest(mk);
+    return PK_OK;
+}
+
+static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
+                         uint64_t now_ms, pk_out_t *out)
+{
+    pk_record_hdr_t h;
+    pk_reg_mkset_t mk;
+    uint32_t held = 0;
+    uint8_t type = 0;
+    if (pk_record_peek(msg, len, &h) != PK_OK) {
+        drop(n, PK_REG_DROP_MALFORMED);
+        return PK_ERR_MALFORMED;
+    }
+    if (h.session_id == 0 || h.session_id > n->cfg.max_devices || !n->dev[h.session_id - 1].used) {
+        drop(n, PK_NODE_DROP_NO_CONTEXT);
+        return PK_ERR_NOTFOUND;
+    }
+    uint32_t slot = h.session_id - 1u;
+    dev_ctx_t *d = &n->dev[slot];
+    int rc = pk_reg_chan_open_mk(&d->chan, msg, len, &type, &held, &mk);
+    pk_wipe(&mk, sizeof mk);
+    if (rc != PK_OK) {
+        drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
+                : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
+                                      : PK_REG_DROP_MALFORMED);
+        return rc;
+    }
+    if (type != PK_REG_T_MK_REFRESH) {
+        drop(n, PK_NODE_DROP_TYPE);
+        return PK_ERR_STATE;
+    }
+    d->src = src; /* authentic: the device may have a new address */
+    if (d->mk_pending) {
+        drop(n, PK_NODE_DROP_MK_BUSY); /* the answer is on its way */
+        return PK_ERR_STATE;
+    }
+    if (kq_full(n)) {
+        drop(n, PK_NODE_DROP_KMS_FULL);
+        return PK_ERR_LIMIT;
+    }
+    kq_ent_t e;
+    memset(&e, 0, sizeof e);
+    e.kind = KQ_MK;
+    e.reply = 1;
+    e.t_ms = now_ms;
+    e.slot = slot;
+    e.slot_gen = d->gen;
+    e.dev = d->id;
+    if ((rc = kq_push(n, &e, now_ms, out)) != PK_OK) {
+        drop(n, PK_NODE_DROP_SPACE);
+        return rc;
+    }
+    d->mk_pending = 1;
+    n->st.mk_refreshes++;
+    return PK_OK;
+}
+
+/* The kms's KMS_MK_RESP (mk) or refusal (ok = 0) to request e. */
+static void on_mk_resp(pk_node_t *n, const kq_ent_t *e, int ok, const pk_reg_mkset_t *mk,
+                       pk_out_t *out)
+{
+    dev_ctx_t *d = NULL;
+    if (e->slot < n->cfg.max_devices && n->dev[e->slot].used && n->dev[e->slot].gen == e->slot_gen)
+        d = &n->dev[e->slot];
+    if (d && e->reply)
+        d->mk_pending = 0;
+    if (!ok) {
+        n->st.mk_refused++;
+        return; /* no update: the device times out and registers again (S14) */
+    }
+    if (mk->n > 0) {
+        if (d && e->reply) {
+            dom_attach(n, d, mk); /* also learns the block for the domain */
+        } else {
+            dom_ent_t *de = dom_find(n, mk->domain_id);
+            if (de)
+                dom_learn(de, mk);
+        }
+    }
+    if (!d || !e->reply)
+        return;
+    if (mk->n == 0)
+        dom_detach(n, d); /* the kms has none for it: no pushes either */
+    if (send_mk_update(d, mk, out) == PK_OK)
+        n->st.mk_updates++;
+    else
+        drop(n, PK_NODE_DROP_SPACE);
+}
+
+/* Pushes the newer block of domains being pushed: at most mk_push_per_tick
+ * MK_UPDATEs and MK_SCAN_MAX slots per domain per call. */
+static void mk_push(pk_node_t *n, pk_out_t *out)
+{
+    unsigned budget = n->cfg.mk_push_per_tick;
+    for (size_t i = 0; i < n->cfg.max_domains && budget > 0; i++) {
+        dom_ent_t *e = &n->dom[i];
+        if (!e->used || !e->pushing)
+            continue;
+        uint32_t newest = pk_reg_mkset_newest(&e->mk);
+        for (size_t k = 0; k < MK_SCAN_MAX && e->cursor < n->cfg.max_devices; k++) {
+            dev_ctx_t *d = &n->dev[e->cursor];
+            if (d->used && d->dom == i + 1 && d->mk_newest < newest) {
+                if (budget == 0 || !out_room(out, 1, PK_REG_MK_UPDATE_MAX))
+                    return;
+                if (send_mk_update(d, &e->mk, out) != PK_OK)
+                    return;
+                n->st.mk_pushes++;
+                budget--;
+            }
+            if (d->used && d->dom == i + 1)
+                e->rep = d->id; /* a device that is still here */
+            e->cursor++;
+        }
+        if (e->cursor >= n->cfg.max_devices)
+            e->pushing = 0;
+    }
+}
+
+/* Starts or continues the periodic check: one KMS_MK_REQ per domain with
+ * registered devices. A full kms queue ends the round early. */
+static void mk_check(pk_node_t *n, uint64_t now_ms, pk_out_t *out)
+{
+    if (n->cfg.mk_check_ms == UINT64_MAX)
+        return;
+    if (!n->mk_checking) {
+        if (n->mk_next_check == 0)
+            n->mk_next_check = now_ms + n->cfg.mk_check_ms;
+        if (now_ms < n->mk_next_check)
+            return;
+        n->mk_checking = 1;
+        n->mk_check_idx = 0;
+        n->mk_next_check = now_ms + n->cfg.mk_check_ms;
+    }
+    while (n->mk_check_idx < n->cfg.max_domains) {
+        const dom_ent_t *de = &n->dom[n->mk_check_idx];
+        if (de->used && de->ndev > 0) {
+            if (kq_full(n)) {
+                n->mk_check_idx = n->cfg.max_domains;
+                break;
+            }
+            if (!out_room(out, 1, KQ_FRAME_MAX))
+                return; /* more next call */
+            kq_ent_t e;
+            memset(&e, 0, sizeof e);
+            e.kind = KQ_MK;
+            e.t_ms = now_ms;
+            e.slot = UINT32_MAX;
+            e.dev = de->rep;
+            if (kq_push(n, &e, now_ms, out) != PK_OK)
+                return;
+            n->st.mk_checks++;
+        }
+        n->mk_check_idx++;
+    }
+    n->mk_checking = 0;
+}
+
 int pk_node_device_input(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
                          uint64_t now_ms, pk_out_t *out)
 {
@@ -796,6 +1104,7 @@ int pk_node_device_input(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     case PK_REG_T_REQUEST:
     case PK_REG_T_RESPONSE: return on_reg_input(n, src, msg, len, now_ms, out);
     case PK_REG_T_LINK_REQ: return on_link_req(n, src, msg, len, now_ms, out);
+    case PK_REG_T_MK_REFRESH: return on_mk_refresh(n, src, msg, len, now_ms, out);
     default: drop(n, PK_REG_DROP_MALFORMED); return PK_ERR_MALFORMED;
     }
 }
@@ -805,6 +1114,10 @@ int pk_node_device_input(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
 /* Fails a request that will get no answer. */
 static void kq_fail(pk_node_t *n, const kq_ent_t *e, uint8_t status, pk_out_t *out)
 {
+    if (e->kind == KQ_MK) {
+        on_mk_resp(n, e, 0, NULL, out);
+        return;
+    }
     if (e->kind == KQ_DIR || e->kind == KQ_ALLOC) {
         const link_ent_t *l = &n->link[e->link];
         if (l->state != L_FREE && l->gen == e->link_gen)
@@ -837,6 +1150,20 @@ int pk_node_kms_input(pk_node_t *n, const uint8_t *frame, size_t len, uint64_t n
         status = frame[1];
     } else if (frame[0] != kq_resp_type(h->kind)) {
         return PK_ERR_MALFORMED;
+    } else if (h->kind == KQ_MK) { /* type status(1)=0 n(1)=0 | block */
+        pk_rd_t r;
+        pk_rd_init(&r, frame, len);
+        (void)pk_rd_u8(&r);
+        status = pk_rd_u8(&r);
+        if (r.left == 1 && r.p[0] == 0)
+            (void)pk_rd_u8(&r);
+        else
+            pk_reg_mkset_read_opt(&r, &q.keys.mk);
+        if (pk_rd_done(&r) != PK_OK || r.left != 0) {
+            pk_wipe(&q, sizeof q);
+            return PK_ERR_MALFORMED;
+        }
+        ok = status == PK_REG_ST_OK;
     } else if (h->kind == KQ_DIR) {
         pk_rd_t r;
         pk_rd_init(&r, frame, len);
@@ -856,6 +1183,10 @@ int pk_node_kms_input(pk_node_t *n, const uint8_t *frame, size_t len, uint64_t n
     kq_pop(n, &e);
     n->st.kms_answered++;
     n->stalled = 0;
+    if (e.kind == KQ_MK) {
+        on_mk_resp(n, &e, ok, &q.keys.mk, out);
+        goto done;
+    }
     if (!ok) {
         if (e.kind == KQ_VEC || e.kind == KQ_KEYS)
             drop(n, PK_NODE_DROP_KMS_REFUSED); /* unknown device: it gets no answer */
@@ -1011,11 +1342,20 @@ void pk_node_timeout(pk_node_t *n, uint64_t now_ms, pk_out_t *out)
         if (pk_out_push(out, PK_ACT_EVENT, PK_NODE_EV_KMS_STALLED, 0, 0))
             n->stalled = 1;
     }
+    mk_push(n, out);
+    mk_check(n, now_ms, out);
 }
 
 uint64_t pk_node_next_deadline(const pk_node_t *n)
 {
     uint64_t t = pk_reg_node_next_deadline(&n->reg);
+    if (n->mk_checking)
+        return 0;
+    for (size_t i = 0; i < n->cfg.max_domains; i++)
+        if (n->dom[i].used && n->dom[i].pushing)
+            return 0;
+    if (n->cfg.mk_check_ms != UINT64_MAX && n->mk_next_check != 0 && n->mk_next_check < t)
+        t = n->mk_next_check;
     if (n->kq_count > 0) {
         const kq_ent_t *h = &n->kq[n->kq_head];
         uint64_t k = UINT64_MAX;

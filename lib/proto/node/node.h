@@ -75,6 +75,28 @@
  * NODE_LINK_IND is accepted only from a configured peer node (the TLS CN) and
  * only for a device registered here in pool mode.
  *
+ * ---- Master keys: refresh and push (Toshiba FIG. 8, issue 5) ----------------
+ *
+ *   dev           node                                  kms
+ *    |--MK_REFRESH(held)-->| (registered: authentic record) |
+ *    |                     |--KMS_MK_REQ(dev)-------------->|
+ *    |                     |<-KMS_MK_RESP(block) / KMS_ERR--|
+ *    |<--MK_UPDATE(block)--|   (KMS_ERR: nothing; the device times out and
+ *                               registers again, FIG. 8 S14)
+ *
+ * One MK_REFRESH per device is in the kms queue at a time (more are dropped,
+ * mk_busy). The node keeps a fixed table of domains (max_domains) that have
+ * registered devices: per domain the newest block the kms reported (in an
+ * MK_RESP for any device of it, or in a KEYS_RESP at registration) and how
+ * many devices are attached; per device the newest MK ID it was sent (the
+ * ACCEPT's or an MK_UPDATE's). When a domain's block gets a newer MK ID, the
+ * node pushes MK_UPDATE to every registered device of the domain that holds
+ * an older one, at its registered address, from pk_node_timeout(): at most
+ * mk_push_per_tick pushes and 4096 slots looked at per call. Every
+ * mk_check_ms the node asks the kms (KMS_MK_REQ for one device of each such
+ * domain) so a rotation reaches the devices with no device asking. Master
+ * keys cached for pushing are wiped when the domain's last device goes.
+ *
  * Drops: every input the core refuses is counted by reason (pk_node_drops(),
  * names in pk_node_drop_names) and its reason is left in n->last_drop for
  * the shell's rate-limited log. The first PK_REG_DROP_N reasons are the
@@ -122,6 +144,7 @@ enum pk_node_drop {
     PK_NODE_DROP_PEER_MALFORMED,
     PK_NODE_DROP_NOT_HERE, /* NODE_LINK_IND for a device not registered here */
     PK_NODE_DROP_SPACE,    /* output full */
+    PK_NODE_DROP_MK_BUSY,  /* MK_REFRESH while the device's previous one is with the kms */
     PK_NODE_DROP_N
 };
 #define PK_NODE_DROP_NONE 0xFFu
@@ -146,12 +169,21 @@ typedef struct pk_node_cfg {
     uint64_t kms_timeout_ms;    /* 0 = 5000 */
     size_t max_links;           /* link authorizations in progress; 0 = 1024 */
     unsigned max_links_per_dev; /* 0 = 4 */
+    size_t max_domains;         /* master-key domains tracked for pushes; 0 = 256 (<= 4096) */
+    uint64_t mk_check_ms;       /* periodic master-key check; 0 = 60000, UINT64_MAX = never */
+    unsigned mk_push_per_tick;  /* MK_UPDATE pushes per pk_node_timeout() call; 0 = 8 */
 } pk_node_cfg_t;
 
 typedef struct pk_node_stats {
     uint64_t registered, reregistered, evicted_contexts;
     uint64_t kms_sent, kms_answered, kms_resent;
     uint64_t links_asked, links_indicated, links_rejected, links_received;
+    uint64_t mk_refreshes; /* MK_REFRESH taken (sent on to the kms) */
+    uint64_t mk_updates;   /* MK_UPDATE sent in answer to a refresh */
+    uint64_t mk_pushes;    /* MK_UPDATE pushed after a newer key became known */
+    uint64_t mk_checks;    /* periodic KMS_MK_REQs */
+    uint64_t mk_refused;   /* KMS_ERR to a KMS_MK_REQ (no update sent) */
+    uint64_t mk_dom_full;  /* devices not tracked for pushes: domain table full */
 } pk_node_stats_t;
 
 typedef struct pk_node pk_node_t;
@@ -179,7 +211,8 @@ int pk_node_peer_find(const pk_node_t *n, const uint8_t *id, size_t len);
  * RES check); kms calls become SENDs to the kms (or wait in the queue while
  * it is down). LINK_REQ records are opened on the context named by their
  * session id and start an option-2 authorization (or are refused with a
- * LINK_REJ). out must have PK_NODE_OUT_MIN bytes and 4 actions free.
+ * LINK_REJ). MK_REFRESH records likewise (registered devices only) become
+ * a KMS_MK_REQ. out must have PK_NODE_OUT_MIN bytes and 4 actions free.
  * Returns PK_OK or the drop's error (state unchanged, n->last_drop set):
  * PK_ERR_MALFORMED, PK_ERR_VERSION, PK_ERR_LIMIT (rate, kms queue full),
  * PK_ERR_NOTFOUND, PK_ERR_AUTH, PK_ERR_REPLAY, PK_ERR_STATE, PK_ERR_SPACE.
@@ -218,7 +251,8 @@ int pk_node_peer_input(pk_node_t *n, const uint8_t *peer_cn, size_t cn_len, cons
                        size_t len, uint64_t now_ms, pk_out_t *out);
 
 /* Expires half-open registrations, link authorizations (LINK_REJ BUSY) and
- * queued kms requests; may emit PK_NODE_EV_KMS_STALLED. Bounded work per
+ * queued kms requests; may emit PK_NODE_EV_KMS_STALLED; pushes MK_UPDATEs and
+ * starts the periodic master-key check (see above). Bounded work per
  * call: when more is due, next_deadline() stays <= now_ms. */
 void pk_node_timeout(pk_node_t *n, uint64_t now_ms, pk_out_t *out);
 uint64_t pk_node_next_deadline(const pk_node_t *n); /* UINT64_MAX: none */
