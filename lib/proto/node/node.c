@@ -912,10 +912,10 @@ static int on_link_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
 
 /* ---- master keys: refresh and push ---- */
 
-/* Seals MK_UPDATE(mk) on d's channel and sends it to d's registered address. */
-static int send_mk_update(dev_ctx_t *d, const pk_reg_mkset_t *mk, pk_out_t *out)
+/* Seals MK_UPDATE(mk) on d's channel and sends it to handle dest. */
+static int send_mk_update(dev_ctx_t *d, uint64_t dest, const pk_reg_mkset_t *mk, pk_out_t *out)
 {
-    uint8_t *p = pk_out_push(out, PK_ACT_SEND, PK_NODE_DST_DEVICE | PK_REG_T_MK_UPDATE, d->src,
+    uint8_t *p = pk_out_push(out, PK_ACT_SEND, PK_NODE_DST_DEVICE | PK_REG_T_MK_UPDATE, dest,
                              PK_REG_MK_UPDATE_MAX);
     size_t len = 0;
     if (!p)
@@ -962,7 +962,8 @@ static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
         drop(n, PK_NODE_DROP_TYPE);
         return PK_ERR_STATE;
     }
-    d->src = src; /* authentic: the device may have a new address */
+    /* the answer goes to where the refresh came from; d->src (the registered
+     * address, where pushes go) stays: a client may ask from another port */
     if (d->mk_pending) {
         drop(n, PK_NODE_DROP_MK_BUSY); /* the answer is on its way */
         return PK_ERR_STATE;
@@ -976,6 +977,7 @@ static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     e.kind = KQ_MK;
     e.reply = 1;
     e.t_ms = now_ms;
+    e.src = src;
     e.slot = slot;
     e.slot_gen = d->gen;
     e.dev = d->id;
@@ -1014,7 +1016,7 @@ static void on_mk_resp(pk_node_t *n, const kq_ent_t *e, int ok, const pk_reg_mks
         return;
     if (mk->n == 0)
         dom_detach(n, d); /* the kms has none for it: no pushes either */
-    if (send_mk_update(d, mk, out) == PK_OK)
+    if (send_mk_update(d, e->src, mk, out) == PK_OK)
         n->st.mk_updates++;
     else
         drop(n, PK_NODE_DROP_SPACE);
@@ -1035,7 +1037,7 @@ static void mk_push(pk_node_t *n, pk_out_t *out)
             if (d->used && d->dom == i + 1 && d->mk_newest < newest) {
                 if (budget == 0 || !out_room(out, 1, PK_REG_MK_UPDATE_MAX))
                     return;
-                if (send_mk_update(d, &e->mk, out) != PK_OK)
+                if (send_mk_update(d, d->src, &e->mk, out) != PK_OK)
                     return;
                 n->st.mk_pushes++;
                 budget--;

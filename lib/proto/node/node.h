@@ -84,6 +84,8 @@
  *    |<--MK_UPDATE(block)--|   (KMS_ERR: nothing; the device times out and
  *                               registers again, FIG. 8 S14)
  *
+ * The MK_UPDATE answering a refresh goes to the refresh's source; pushes go
+ * to the device's registered address (a refresh does not move it).
  * One MK_REFRESH per device is in the kms queue at a time (more are dropped,
  * mk_busy). The node keeps a fixed table of domains (max_domains) that have
  * registered devices: per domain the newest block the kms reported (in an
