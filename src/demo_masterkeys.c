@@ -24,138 +24,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "demo_proc.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#define MAX_CHILD 8
 #define RUN_MS    20000
 #define START_MS  8000
 #define IK_LIFE_S "15"
 
-static char g_dir[64];
-static char g_exe[4096];
-static volatile pid_t g_child[MAX_CHILD];
+#define ARGV PK_DEMO_ARGV
+
+static pk_demo_t D = {.err_fd = -1, .run_ms = RUN_MS};
 static int g_failed;
 static unsigned g_kms_port, g_node_port, g_port[3];
 static const char *const g_id[3] = {"dev-a", "dev-b", "dev-c"};
 static long g_seen[3]; /* bytes of each client's output already shown */
-
-static void kill_children(int sig)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] > 0) {
-            kill(g_child[i], SIGCONT);
-            kill(g_child[i], sig);
-        }
-}
-
-static void on_signal(int sig)
-{
-    kill_children(SIGKILL);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* `proxkey argv...` in g_dir, stdout to out (relative; NULL: /dev/null),
- * stderr to errors.log. */
-static pid_t spawn(const char *out, char *const argv[])
-{
-    pid_t p = fork();
-    if (p != 0)
-        return p;
-    int o = -1, e = -1;
-    if (chdir(g_dir) != 0 ||
-        (o = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0 ||
-        (e = open("errors.log", O_WRONLY | O_CREAT | O_APPEND, 0600)) < 0 || dup2(o, 1) < 0 ||
-        dup2(e, 2) < 0)
-        _exit(127);
-    close(o);
-    close(e);
-    execv(g_exe, argv);
-    _exit(127);
-}
-
-static void track(pid_t p)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] <= 0) {
-            g_child[i] = p;
-            return;
-        }
-}
-
-static void untrack(pid_t p)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] == p)
-            g_child[i] = 0;
-}
-
-static int wait_child(pid_t p, long ms)
-{
-    for (long t = 0; t <= ms; t += 10) {
-        int st;
-        pid_t r = waitpid(p, &st, WNOHANG);
-        if (r == p) {
-            untrack(p);
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (r < 0)
-            return -1;
-        sleep_ms(10);
-    }
-    kill(p, SIGKILL);
-    (void)waitpid(p, NULL, 0);
-    untrack(p);
-    return -2;
-}
-
-#define ARGV(...) ((char *const[]){"proxkey", __VA_ARGS__, NULL})
-
-static int run(const char *out, char *const argv[])
-{
-    pid_t p = spawn(out, argv);
-    if (p < 0)
-        return -1;
-    track(p);
-    return wait_child(p, RUN_MS);
-}
-
-static pid_t start(const char *out, char *const argv[])
-{
-    pid_t p = spawn(out, argv);
-    if (p > 0)
-        track(p);
-    return p;
-}
-
-static int read_file(const char *name, char *buf, size_t cap)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, cap - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return 0;
-}
-
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
 
 static int check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int check(int ok, const char *fmt, ...)
@@ -178,27 +63,13 @@ static void step(const char *what)
     fflush(stdout);
 }
 
-static unsigned free_port(int type)
-{
-    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    unsigned port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Prints the new lines of client i's output (its trace). */
 static void show_client(int i)
 {
     static char buf[1 << 16];
     char name[32];
     snprintf(name, sizeof name, "run-%s.txt", g_id[i]);
-    if (read_file(name, buf, sizeof buf) != 0)
+    if (pk_demo_read_file(&D, name, buf, sizeof buf) != 0)
         return;
     size_t len = strlen(buf);
     if ((size_t)g_seen[i] >= len)
@@ -239,7 +110,7 @@ static int count_in(int i, const char *a, const char *b)
     char name[32];
     int n = 0;
     snprintf(name, sizeof name, "run-%s.txt", g_id[i]);
-    if (read_file(name, buf, sizeof buf) != 0)
+    if (pk_demo_read_file(&D, name, buf, sizeof buf) != 0)
         return 0;
     for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
         if (strstr(line, a) && (!b || strstr(line, b)))
@@ -254,7 +125,7 @@ static int wait_for(int i, const char *a, const char *b, int want, long ms)
         if (count_in(i, a, b) >= want)
             return 1;
         show_all();
-        sleep_ms(100);
+        pk_demo_sleep_ms(100);
     }
     return 0;
 }
@@ -264,9 +135,9 @@ static int keys_of(int i, int reveal, char *buf, size_t cap)
 {
     char dir[16];
     snprintf(dir, sizeof dir, "%s", g_id[i]);
-    int rc = reveal ? run("keys.txt", ARGV("device", "mk", "show", "--dir", dir, "--show-secrets"))
-                    : run("keys.txt", ARGV("device", "keys", "--dir", dir));
-    return rc == 0 ? read_file("keys.txt", buf, cap) : -1;
+    int rc = reveal ? pk_demo_run(&D, "keys.txt", ARGV("device", "mk", "show", "--dir", dir, "--show-secrets"))
+                    : pk_demo_run(&D, "keys.txt", ARGV("device", "keys", "--dir", dir));
+    return rc == 0 ? pk_demo_read_file(&D, "keys.txt", buf, cap) : -1;
 }
 
 static void print_indented(const char *s)
@@ -337,7 +208,7 @@ static int start_client(int i)
         snprintf(peers + l, sizeof peers - l, "%s%s=127.0.0.1:%u", l ? "," : "", g_id[j],
                  g_port[j]);
     }
-    g_client[i] = start(out, ARGV("device", "mk", "run", "--dir", dir, "--listen", listen, "--peer",
+    g_client[i] = pk_demo_start(&D, out, ARGV("device", "mk", "run", "--dir", dir, "--listen", listen, "--peer",
                                   peers, "--lifetime", IK_LIFE_S, "--lead-time", "3", "--retry",
                                   "1", "--auth-timeout", "1", "--grace", "2"));
     return g_client[i] > 0 && wait_for(i, "event=listening", NULL, 1, START_MS);
@@ -348,7 +219,7 @@ static int send_msg(int from, int to, const char *text)
     char dir[16], addr[32];
     snprintf(dir, sizeof dir, "%s", g_id[from]);
     snprintf(addr, sizeof addr, "127.0.0.1:%u", g_port[to]);
-    int rc = run(NULL, ARGV("device", "mk", "send", (char *)g_id[to], (char *)text, "--dir", dir,
+    int rc = pk_demo_run(&D, NULL, ARGV("device", "mk", "send", (char *)g_id[to], (char *)text, "--dir", dir,
                             "--to", addr));
     char needle[128];
     snprintf(needle, sizeof needle, "text=%s", text);
@@ -360,59 +231,59 @@ static int run_demo(void)
     char out[8192], kms[32], node[32];
 
     step("a development CA: certificates for the kms and the node (CN = identity)");
-    if (!check(run(NULL, ARGV("ca", "init", "ca")) == 0 &&
-                   run(NULL, ARGV("ca", "issue", "ca", "kms")) == 0 &&
-                   run(NULL, ARGV("ca", "issue", "ca", "node-1")) == 0,
+    if (!check(pk_demo_run(&D, NULL, ARGV("ca", "init", "ca")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("ca", "issue", "ca", "kms")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("ca", "issue", "ca", "node-1")) == 0,
                "ca init; ca issue kms, node-1"))
         return -1;
 
     step("the kms: a domain (a named group of devices), three devices in it, its first master key");
-    if (!check(run(NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
-                   run("out.txt", ARGV("kms", "domain", "add", "plant-7", "--log-level", "warn")) ==
+    if (!check(pk_demo_run(&D, NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
+                   pk_demo_run(&D, "out.txt", ARGV("kms", "domain", "add", "plant-7", "--log-level", "warn")) ==
                        0,
                "kms init; kms domain add plant-7"))
         return -1;
     for (int i = 0; i < 3; i++) {
         char name[32], key[80] = "";
         snprintf(name, sizeof name, "add-%s.txt", g_id[i]);
-        if (run(name, ARGV("kms", "device", "add", (char *)g_id[i], "--domain", "plant-7",
+        if (pk_demo_run(&D, name, ARGV("kms", "device", "add", (char *)g_id[i], "--domain", "plant-7",
                            "--log-level", "warn")) != 0 ||
-            read_file(name, out, sizeof out) != 0 || !strstr(out, " key ") ||
+            pk_demo_read_file(&D, name, out, sizeof out) != 0 || !strstr(out, " key ") ||
             sscanf(strstr(out, " key ") + 5, "%64s", key) != 1)
             return check(0, "kms device add %s --domain plant-7", g_id[i]), -1;
         printf("  kms: device %s in domain plant-7\n", g_id[i]);
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
         memset(out, 0, sizeof out);
-        if (run(NULL, ARGV("device", "init", "--dir", dir, "--id", (char *)g_id[i], "--key", key,
+        if (pk_demo_run(&D, NULL, ARGV("device", "init", "--dir", dir, "--id", (char *)g_id[i], "--key", key,
                            "--node", "127.0.0.1:1")) != 0)
             return check(0, "device init %s", g_id[i]), -1;
         memset(key, 0, sizeof key);
     }
-    if (!check(run("out.txt", ARGV("kms", "master", "rotate", "plant-7", "--lifetime", "1h",
+    if (!check(pk_demo_run(&D, "out.txt", ARGV("kms", "master", "rotate", "plant-7", "--lifetime", "1h",
                                    "--log-level", "warn")) == 0 &&
-                   read_file("out.txt", out, sizeof out) == 0,
+                   pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0,
                "kms master rotate plant-7 (the first master key, valid 1 h)"))
         return -1;
     print_indented(out);
 
     step("daemons: the kms and node-1 on 127.0.0.1 (mutual TLS 1.3 between them)");
-    if (start(NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
+    if (pk_demo_start(&D, NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
                          "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
                          "--log-level", "warn")) < 0)
         return -1;
     for (long t = 0; t < START_MS && !g_kms_port; t += 50) {
-        if (read_file("kms.port", out, sizeof out) == 0)
+        if (pk_demo_read_file(&D, "kms.port", out, sizeof out) == 0)
             g_kms_port = (unsigned)strtoul(out, NULL, 10);
         if (!g_kms_port)
-            sleep_ms(50);
+            pk_demo_sleep_ms(50);
     }
     if (!check(g_kms_port != 0, "kms listening on 127.0.0.1:%u", g_kms_port))
         return -1;
-    g_node_port = free_port(SOCK_DGRAM);
+    g_node_port = pk_demo_free_port(SOCK_DGRAM);
     snprintf(kms, sizeof kms, "127.0.0.1:%u", g_kms_port);
     snprintf(node, sizeof node, "127.0.0.1:%u", g_node_port);
-    if (start(NULL, ARGV("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms", kms,
+    if (pk_demo_start(&D, NULL, ARGV("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms", kms,
                          "--ca", "ca/ca.crt", "--cert", "ca/node-1.crt", "--key", "ca/node-1.key",
                          "--stats-ms", "0", "--log-level", "warn")) < 0)
         return -1;
@@ -425,11 +296,11 @@ static int run_demo(void)
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
         for (int attempt = 0; attempt < 20; attempt++) { /* the node may still be starting */
-            if (run("out.txt", ARGV("device", "register", "--dir", dir, "--node", node)) == 0) {
+            if (pk_demo_run(&D, "out.txt", ARGV("device", "register", "--dir", dir, "--node", node)) == 0) {
                 regs++;
                 break;
             }
-            sleep_ms(200);
+            pk_demo_sleep_ms(200);
         }
     }
     if (!check(regs == 3, "dev-a, dev-b, dev-c registered with node-1"))
@@ -443,7 +314,7 @@ static int run_demo(void)
     step("three clients (proxkey device mk run): authenticate pairwise with the master key and a "
          "random from each side; individual key = KDF(MK, randoms, IDs)");
     for (int i = 0; i < 3; i++)
-        g_port[i] = free_port(SOCK_DGRAM);
+        g_port[i] = pk_demo_free_port(SOCK_DGRAM);
     for (int i = 0; i < 3; i++)
         if (!check(start_client(i), "%s listening on 127.0.0.1:%u", g_id[i], g_port[i]))
             return -1;
@@ -470,26 +341,26 @@ static int run_demo(void)
 
     step("rotation at the kms: master key 2 effective in 3 s; dev-a and dev-b refresh "
          "(FIG. 8 S10: authenticate with the node again, which fetches the key)");
-    if (!check(run("out.txt", ARGV("kms", "master", "rotate", "plant-7", "--at", "+3s",
+    if (!check(pk_demo_run(&D, "out.txt", ARGV("kms", "master", "rotate", "plant-7", "--at", "+3s",
                                    "--lifetime", "1h", "--log-level", "warn")) == 0 &&
-                   read_file("out.txt", out, sizeof out) == 0,
+                   pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0,
                "kms master rotate plant-7 --at +3s"))
         return -1;
     print_indented(out);
-    if (run("out.txt", ARGV("kms", "master", "list", "plant-7", "--log-level", "warn")) == 0 &&
-        read_file("out.txt", out, sizeof out) == 0)
+    if (pk_demo_run(&D, "out.txt", ARGV("kms", "master", "list", "plant-7", "--log-level", "warn")) == 0 &&
+        pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0)
         print_indented(out);
     for (int i = 0; i < 2; i++) {
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
-        check(run("out.txt", ARGV("device", "mk", "refresh", "--dir", dir, "--node", node)) == 0,
+        check(pk_demo_run(&D, "out.txt", ARGV("device", "mk", "refresh", "--dir", dir, "--node", node)) == 0,
               "%s: mk refresh (now holds key 1 current and key 2 next)", g_id[i]);
     }
 
     step("cascade (FIG. 8): at the switch each client re-authenticates every partner under key 2");
     int cascade = wait_for(0, "event=key", "mk_id=2 ", 1, 12000) &&
                   wait_for(1, "event=key", "mk_id=2 ", 1, 12000);
-    sleep_ms(2500); /* the attempts towards the stopped dev-c time out */
+    pk_demo_sleep_ms(2500); /* the attempts towards the stopped dev-c time out */
     show_all();
     check(cascade && same_key(0, 1, "2"),
           "dev-a and dev-b share a new key made under master key 2");
@@ -505,14 +376,14 @@ static int run_demo(void)
         show_all();
         gone = !has_partner(0, "dev-c", NULL) && !has_partner(1, "dev-c", NULL);
         if (!gone)
-            sleep_ms(500);
+            pk_demo_sleep_ms(500);
     }
     show_all();
     check(gone, "dev-a and dev-b no longer hold a key with dev-c");
 
     step("dev-c returns (SIGCONT), refreshes its master key and re-keys with both");
     kill(g_client[2], SIGCONT);
-    check(run("out.txt", ARGV("device", "mk", "refresh", "--dir", "dev-c", "--node", node)) == 0,
+    check(pk_demo_run(&D, "out.txt", ARGV("device", "mk", "refresh", "--dir", "dev-c", "--node", node)) == 0,
           "dev-c: mk refresh");
     int back = wait_for(2, "event=key", "mk_id=2 ", 2, 15000);
     show_all();
@@ -525,8 +396,8 @@ static int run_demo(void)
     }
 
     step("the kms audit log: every master-key issuance (never a value)");
-    if (run("out.txt", ARGV("kms", "audit", "--log-level", "warn")) == 0 &&
-        read_file("out.txt", out, sizeof out) == 0) {
+    if (pk_demo_run(&D, "out.txt", ARGV("kms", "audit", "--log-level", "warn")) == 0 &&
+        pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0) {
         int n = 0;
         for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n"))
             if (strstr(l, "what=master_key") || strstr(l, "what=mk_create") ||
@@ -557,27 +428,14 @@ int pk_demo_master_keys(int argc, char **argv)
             return 2;
         }
     }
-    ssize_t n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
-    if (n <= 0)
-        return fprintf(stderr, "demo: cannot find the proxkey executable\n"), 1;
-    g_exe[n] = '\0';
-    snprintf(g_dir, sizeof g_dir, "/tmp/proxkey-mk-XXXXXX");
-    if (!mkdtemp(g_dir))
-        return fprintf(stderr, "demo: mkdtemp: %s\n", strerror(errno)), 1;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    printf("proxkey demo master-keys (working directory %s)\n", g_dir);
+    if (pk_demo_setup(&D, "/tmp/proxkey-mk-XXXXXX") != 0)
+        return 1;
+    printf("proxkey demo master-keys (working directory %s)\n", D.dir);
     int rc = run_demo();
-    kill_children(SIGTERM);
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] > 0)
-            (void)wait_child(g_child[i], 3000);
     if (rc != 0)
         g_failed = 1;
+    pk_demo_stop_all();
     printf("\n%s\n", g_failed ? "demo FAILED" : "demo passed: every check held");
-    if (g_failed || keep)
-        printf("(kept %s)\n", g_dir);
-    else
-        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    pk_demo_finish(&D, g_failed || keep);
     return g_failed ? 1 : 0;
 }

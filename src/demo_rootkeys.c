@@ -41,12 +41,12 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "demo_proc.h"
 #include "core/crypto.h"
 #include "proto/kms/messages.h"
 #include "proto/link/messages.h"
 #include "proto/reg/messages.h"
 
-#define MAX_CHILD   8
 #define MAX_NAMES   48
 #define RUN_MS      20000 /* any one CLI command */
 #define START_MS    10000 /* a daemon to come up */
@@ -57,146 +57,23 @@ typedef struct name_map {
     char name[32];
 } name_map_t;
 
-static char g_dir[64];
-static char g_exe[4096];
-static volatile pid_t g_child[MAX_CHILD];
+#define ARGV PK_DEMO_ARGV
+
+static pk_demo_t D = {.err_fd = -1, .trace = 1, .run_ms = RUN_MS};
 static int g_trace_fd = -1;
 static FILE *g_trace_rd;
 static name_map_t g_names[MAX_NAMES];
 static unsigned g_nnames, g_msgs;
 static int g_failed;
 
-/* ---- children ---- */
-
-static void kill_children(int sig)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] > 0)
-            kill(g_child[i], sig);
-}
-
-static void on_signal(int sig)
-{
-    kill_children(SIGKILL);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Starts `proxkey argv...` in g_dir: stdout to out (relative to g_dir, or
- * /dev/null), stderr to the shared trace file. Returns the pid or -1. */
-static pid_t spawn(const char *out, char *const argv[])
-{
-    pid_t p = fork();
-    if (p != 0)
-        return p;
-    int o = -1;
-    if (chdir(g_dir) != 0 ||
-        (o = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0 ||
-        dup2(o, 1) < 0 || dup2(g_trace_fd, 2) < 0)
-        _exit(127);
-    close(o);
-    setenv("PROXKEY_TRACE", "1", 1);
-    execv(g_exe, argv);
-    _exit(127);
-}
-
-static int track(pid_t p)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] <= 0) {
-            g_child[i] = p;
-            return 0;
-        }
-    return -1;
-}
-
-static void untrack(pid_t p)
-{
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] == p)
-            g_child[i] = 0;
-}
-
-/* Waits up to ms for p; its exit status, 128+signal, or -2 after killing it
- * on timeout. */
-static int wait_child(pid_t p, long ms)
-{
-    for (long t = 0; t <= ms; t += 10) {
-        int st;
-        pid_t r = waitpid(p, &st, WNOHANG);
-        if (r == p) {
-            untrack(p);
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (r < 0) {
-            untrack(p);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    kill(p, SIGKILL);
-    (void)waitpid(p, NULL, 0);
-    untrack(p);
-    return -2;
-}
-
-#define ARGV(...) ((char *const[]){"proxkey", __VA_ARGS__, NULL})
-
-/* Runs a command to completion (bounded). */
-static int run(const char *out, char *const argv[])
-{
-    pid_t p = spawn(out, argv);
-    if (p < 0 || track(p) != 0)
-        return -1;
-    return wait_child(p, RUN_MS);
-}
-
-static pid_t start(const char *out, char *const argv[])
-{
-    pid_t p = spawn(out, argv);
-    if (p > 0 && track(p) != 0) {
-        kill(p, SIGKILL);
-        (void)waitpid(p, NULL, 0);
-        return -1;
-    }
-    return p;
-}
-
-static void stop_all(void)
-{
-    kill_children(SIGTERM);
-    for (int i = 0; i < MAX_CHILD; i++)
-        if (g_child[i] > 0 && wait_child(g_child[i], 3000) == -2)
-            fprintf(stderr, "demo: a child did not stop on SIGTERM (killed)\n");
-}
-
 /* ---- files ---- */
-
-static int read_file(const char *name, char *buf, size_t cap)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, cap - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return 0;
-}
 
 /* Finds a line holding needle in the trace file (from its start) into line;
  * waits up to ms. 0 or -1. */
 static int wait_trace(const char *needle, char *line, size_t cap, long ms)
 {
     char path[128];
-    snprintf(path, sizeof path, "%s/trace.log", g_dir);
+    snprintf(path, sizeof path, "%s/trace.log", D.dir);
     for (long t = 0; t <= ms; t += 20) {
         FILE *f = fopen(path, "r");
         char l[1024];
@@ -210,17 +87,9 @@ static int wait_trace(const char *needle, char *line, size_t cap, long ms)
             fclose(f);
         if (found)
             return 0;
-        sleep_ms(20);
+        pk_demo_sleep_ms(20);
     }
     return -1;
-}
-
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
 }
 
 /* ---- the trace ---- */
@@ -369,21 +238,6 @@ static void step(const char *what)
     fflush(stdout);
 }
 
-/* A port the kernel says is free now (bind port 0, read it back, close). */
-static unsigned free_port(int type)
-{
-    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    unsigned port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 typedef struct dev {
     const char *id, *node;
     char key[80];
@@ -402,10 +256,10 @@ static int add_device(dev_t_ *d, int pool)
 {
     char out[512];
     int rc =
-        pool ? run("out.txt", ARGV("kms", "device", "add", (char *)d->id, "--mode", "pool",
+        pool ? pk_demo_run(&D, "out.txt", ARGV("kms", "device", "add", (char *)d->id, "--mode", "pool",
                                    "--pool", "p", "--log-level", "warn"))
-             : run("out.txt", ARGV("kms", "device", "add", (char *)d->id, "--log-level", "warn"));
-    if (rc != 0 || read_file("out.txt", out, sizeof out) != 0)
+             : pk_demo_run(&D, "out.txt", ARGV("kms", "device", "add", (char *)d->id, "--log-level", "warn"));
+    if (rc != 0 || pk_demo_read_file(&D, "out.txt", out, sizeof out) != 0)
         return -1;
     const char *k = strstr(out, " key ");
     if (!k || strlen(k + 5) < 64)
@@ -429,7 +283,7 @@ static int start_node(int i)
     for (int attempt = 0; attempt < 3; attempt++) {
         snprintf(peer, sizeof peer, "node-%d=127.0.0.1:%u", 2 - i, g_tls[1 - i]);
         snprintf(tls, sizeof tls, "127.0.0.1:%u", g_tls[i]);
-        pid_t p = start(NULL, ARGV("node", "serve", "--id", id, "--listen-udp", "127.0.0.1:0",
+        pid_t p = pk_demo_start(&D, NULL, ARGV("node", "serve", "--id", id, "--listen-udp", "127.0.0.1:0",
                                    "--listen-tls", tls, "--kms", kms, "--ca", "ca/ca.crt", "--cert",
                                    cert, "--key", key, "--peer", peer, "--stats-ms", "0",
                                    "--log-level", "debug"));
@@ -446,22 +300,19 @@ static int start_node(int i)
                 printf("  %s: udp %s (devices), tls %s (nodes), kms %s\n", id, a, tls, kms);
                 return 0;
             }
-            int st;
-            if (waitpid(p, &st, WNOHANG) == p) { /* exited: port taken? */
-                untrack(p);
+            if (pk_demo_exited(p)) /* exited: port taken? */
                 break;
-            }
-            sleep_ms(50);
+            pk_demo_sleep_ms(50);
         }
-        g_tls[i] = free_port(SOCK_STREAM);
+        g_tls[i] = pk_demo_free_port(SOCK_STREAM);
     }
     return -1;
 }
 
 static int keys_of(const char *dev, char *out, size_t cap)
 {
-    return run("keys.txt", ARGV("device", "keys", "--dir", (char *)dev)) == 0
-               ? read_file("keys.txt", out, cap)
+    return pk_demo_run(&D, "keys.txt", ARGV("device", "keys", "--dir", (char *)dev)) == 0
+               ? pk_demo_read_file(&D, "keys.txt", out, cap)
                : -1;
 }
 
@@ -470,31 +321,31 @@ static int keys_of(const char *dev, char *out, size_t cap)
 static void link_once(const char *a, const char *b, int option2)
 {
     char to[32], text[128], out[2048], want[160], needle[64];
-    unsigned port = free_port(SOCK_DGRAM);
+    unsigned port = pk_demo_free_port(SOCK_DGRAM);
     snprintf(to, sizeof to, "127.0.0.1:%u", port);
     snprintf(text, sizeof text, "hello %s, this is %s (option %d)", b, a, option2 ? 2 : 1);
     name_add(to, b);
     pid_t l = option2
-                  ? start("listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
+                  ? pk_demo_start(&D, "listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
                                              "--count", "1", "--timeout", LISTEN_SECS, "--node"))
-                  : start("listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
+                  : pk_demo_start(&D, "listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
                                              "--count", "1", "--timeout", LISTEN_SECS));
     snprintf(needle, sizeof needle, "listening on %s ", to);
     char line[1024];
     if (l < 0 ||
         !check(wait_trace(needle, line, sizeof line, START_MS) == 0, "%s listens on %s", b, to)) {
         if (l > 0)
-            wait_child(l, 0);
+            pk_demo_wait(l, 0);
         return;
     }
     int rc =
-        run("send.txt", ARGV("device", "send", (char *)b, text, "--dir", (char *)a, "--to", to));
-    int lrc = wait_child(l, 12000);
+        pk_demo_run(&D, "send.txt", ARGV("device", "send", (char *)b, text, "--dir", (char *)a, "--to", to));
+    int lrc = pk_demo_wait(l, 12000);
     snprintf(want, sizeof want, "from=%s text=%s\n", a, text);
     show_trace();
-    if (rc == 0 && read_file("send.txt", out, sizeof out) == 0)
+    if (rc == 0 && pk_demo_read_file(&D, "send.txt", out, sizeof out) == 0)
         printf("      | %s", out);
-    if (read_file("listen.txt", out, sizeof out) != 0)
+    if (pk_demo_read_file(&D, "listen.txt", out, sizeof out) != 0)
         out[0] = '\0';
     check(rc == 0 && lrc == 0 && strstr(out, want) != NULL, "%s -> %s: \"%s\" delivered", a, b,
           text);
@@ -503,8 +354,8 @@ static void link_once(const char *a, const char *b, int option2)
 static int refused(const char *a, const char *b, const char *why)
 {
     char to[32];
-    snprintf(to, sizeof to, "127.0.0.1:%u", free_port(SOCK_DGRAM));
-    int rc = run("send.txt", ARGV("device", "send", (char *)b, "not allowed", "--dir", (char *)a,
+    snprintf(to, sizeof to, "127.0.0.1:%u", pk_demo_free_port(SOCK_DGRAM));
+    int rc = pk_demo_run(&D, "send.txt", ARGV("device", "send", (char *)b, "not allowed", "--dir", (char *)a,
                                   "--to", to, "--tries", "2", "--rto-ms", "200"));
     char line[1024];
     int said = wait_trace(why, line, sizeof line, 1000) == 0;
@@ -516,43 +367,43 @@ static int run_demo(void)
     char out[4096], line[1024];
 
     step("a development CA: certificates for the kms and both nodes (CN = identity)");
-    if (!check(run(NULL, ARGV("ca", "init", "ca")) == 0 &&
-                   run(NULL, ARGV("ca", "issue", "ca", "kms")) == 0 &&
-                   run(NULL, ARGV("ca", "issue", "ca", "node-1")) == 0 &&
-                   run(NULL, ARGV("ca", "issue", "ca", "node-2")) == 0,
+    if (!check(pk_demo_run(&D, NULL, ARGV("ca", "init", "ca")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("ca", "issue", "ca", "kms")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("ca", "issue", "ca", "node-1")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("ca", "issue", "ca", "node-2")) == 0,
                "ca init; ca issue kms, node-1, node-2"))
         return -1;
 
     step("the kms: store (SQLite), devices, allowed pairs, a pool");
-    if (!check(run(NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
-                   run(NULL, ARGV("kms", "pool", "create", "p", "64", "--log-level", "warn")) == 0,
+    if (!check(pk_demo_run(&D, NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("kms", "pool", "create", "p", "64", "--log-level", "warn")) == 0,
                "kms init; pool p with 64 root keys"))
         return -1;
     if (!check(add_device(&g_dev[0], 0) == 0 && add_device(&g_dev[2], 0) == 0 &&
                    add_device(&g_dev[1], 1) == 0 && add_device(&g_dev[3], 1) == 0,
                "four devices, each with its own long-term key K"))
         return -1;
-    if (!check(run(NULL, ARGV("kms", "allow", "dev-a1", "dev-b1", "--log-level", "warn")) == 0 &&
-                   run(NULL, ARGV("kms", "allow", "dev-a2", "dev-b2", "--log-level", "warn")) == 0,
+    if (!check(pk_demo_run(&D, NULL, ARGV("kms", "allow", "dev-a1", "dev-b1", "--log-level", "warn")) == 0 &&
+                   pk_demo_run(&D, NULL, ARGV("kms", "allow", "dev-a2", "dev-b2", "--log-level", "warn")) == 0,
                "allowed: dev-a1 <-> dev-b1 (option 1), dev-a2 <-> dev-b2 (option 2); "
                "not allowed: every other pair"))
         return -1;
 
     step("daemons: kms and two nodes on 127.0.0.1 (mutual TLS 1.3 between them)");
-    if (start(NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
+    if (pk_demo_start(&D, NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
                          "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
                          "--log-level", "debug")) < 0)
         return -1;
     for (long t = 0; t < START_MS && !g_kms_port; t += 50) {
-        if (read_file("kms.port", out, sizeof out) == 0)
+        if (pk_demo_read_file(&D, "kms.port", out, sizeof out) == 0)
             g_kms_port = (unsigned)strtoul(out, NULL, 10);
         if (!g_kms_port)
-            sleep_ms(50);
+            pk_demo_sleep_ms(50);
     }
     if (!check(g_kms_port != 0, "kms listening on 127.0.0.1:%u", g_kms_port))
         return -1;
-    g_tls[0] = free_port(SOCK_STREAM);
-    g_tls[1] = free_port(SOCK_STREAM);
+    g_tls[0] = pk_demo_free_port(SOCK_STREAM);
+    g_tls[1] = pk_demo_free_port(SOCK_STREAM);
     if (!check(start_node(0) == 0 && start_node(1) == 0, "node-1 and node-2 up"))
         return -1;
 
@@ -561,12 +412,12 @@ static int run_demo(void)
         dev_t_ *d = &g_dev[i];
         char node[32];
         snprintf(node, sizeof node, "127.0.0.1:%u", g_udp[d->node[5] - '1']);
-        int rc = run(NULL, ARGV("device", "init", "--dir", (char *)d->id, "--id", (char *)d->id,
+        int rc = pk_demo_run(&D, NULL, ARGV("device", "init", "--dir", (char *)d->id, "--id", (char *)d->id,
                                 "--key", d->key, "--node", node, "--node-id", (char *)d->node));
         pk_wipe(d->key, sizeof d->key);
         if (rc == 0)
-            rc = run("out.txt", ARGV("device", "register", "--dir", (char *)d->id));
-        if (rc == 0 && read_file("out.txt", out, sizeof out) == 0) {
+            rc = pk_demo_run(&D, "out.txt", ARGV("device", "register", "--dir", (char *)d->id));
+        if (rc == 0 && pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0) {
             show_trace();
             printf("      | %s", out);
         }
@@ -605,8 +456,8 @@ static int run_demo(void)
           "dev-b1 has no key or indication for dev-a2 or dev-b2");
     {
         static char audit[65536];
-        int rc = run("audit.txt", ARGV("kms", "audit", "--limit", "1000", "--log-level", "warn"));
-        int ok = rc == 0 && read_file("audit.txt", audit, sizeof audit) == 0;
+        int rc = pk_demo_run(&D, "audit.txt", ARGV("kms", "audit", "--limit", "1000", "--log-level", "warn"));
+        int ok = rc == 0 && pk_demo_read_file(&D, "audit.txt", audit, sizeof audit) == 0;
         int allocs = 0, bad = 0;
         for (char *l = audit, *nl; ok && *l; l = nl + 1) {
             nl = strchr(l, '\n');
@@ -635,41 +486,26 @@ int pk_demo_root_keys(int argc, char **argv)
     (void)argc;
     (void)argv;
     char path[128];
-    struct sigaction sa, old_int, old_term;
-    ssize_t n = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
-    if (n <= 0) {
-        fprintf(stderr, "proxkey demo root-keys: cannot find this executable\n");
+    if (pk_demo_setup(&D, "/tmp/pk-demo.XXXXXX") != 0)
         return 1;
-    }
-    g_exe[n] = '\0';
-    snprintf(g_dir, sizeof g_dir, "/tmp/pk-demo.XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "proxkey demo root-keys: mkdtemp: %s\n", strerror(errno));
-        return 1;
-    }
-    snprintf(path, sizeof path, "%s/trace.log", g_dir);
+    snprintf(path, sizeof path, "%s/trace.log", D.dir);
     g_trace_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     g_trace_rd = g_trace_fd >= 0 ? fopen(path, "r") : NULL;
+    D.err_fd = g_trace_fd; /* every child's stderr: the shared trace */
     if (!g_trace_rd) {
         fprintf(stderr, "proxkey demo root-keys: %s: %s\n", path, strerror(errno));
         g_failed = 1;
         goto out;
     }
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
     g_nnames = g_msgs = 0;
     g_kms_port = 0;
     g_failed = 0;
     fflush(stdout); /* the children must not inherit buffered output */
-    printf("root-keys: one kms, node-1 (dev-a1, dev-a2), node-2 (dev-b1, dev-b2) in %s\n", g_dir);
+    printf("root-keys: one kms, node-1 (dev-a1, dev-a2), node-2 (dev-b1, dev-b2) in %s\n", D.dir);
     if (run_demo() != 0)
         g_failed = 1;
-    stop_all();
+    pk_demo_stop_all();
     show_trace();
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
 out:
     if (g_trace_rd)
         fclose(g_trace_rd);
@@ -678,10 +514,10 @@ out:
         close(g_trace_fd);
     g_trace_fd = -1;
     if (g_failed) {
-        printf("\nroot-keys: FAILED (%u messages traced; logs kept in %s)\n", g_msgs, g_dir);
+        printf("\nroot-keys: FAILED (%u messages traced; logs kept in %s)\n", g_msgs, D.dir);
         return 1;
     }
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    pk_demo_finish(&D, 0);
     printf("\nroot-keys: ok (%u messages traced)\n", g_msgs);
     return 0;
 }
