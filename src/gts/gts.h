@@ -46,6 +46,26 @@ void gts_db_close(gts_db_t *db);
  * "name dev_no k1hex uid1hex" to prov (may be NULL). */
 int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, FILE *prov);
 
+/* A device provisioned elsewhere (the kms trigger keys) for gts_db_import. */
+typedef struct gts_import {
+    char name[GTS_NAME_MAX + 1];
+    uint8_t k1[16], uid1[16]; /* the caller wipes them */
+    unsigned flags;           /* PK_TRIG_DEV_* */
+    int skip;                 /* in: leave this entry out */
+    /* out */
+    uint32_t dev_no;
+    int kept; /* 1: the name was provisioned already: left untouched */
+} gts_import_t;
+
+/* 1 (and *dev_no, may be NULL) when name is provisioned, 0 when not, < 0 error. */
+int gts_db_has(gts_db_t *db, const char *name, uint32_t *dev_no);
+
+/* Provisions devs[0..n) (skip == 0) in one transaction exactly as
+ * gts_db_add does (same records; gts_newdev, so a running server loads
+ * them). A name already provisioned is kept as it is (kept = 1): its
+ * current identity, key and queue are never reset. PK_ERR_INVAL (bad name). */
+int gts_db_import(gts_db_t *db, gts_import_t *devs, size_t n);
+
 /* Queues a command for device name (or every device when name is NULL). */
 int gts_db_send(gts_db_t *db, const char *name, uint8_t cmd, const uint8_t *arg, size_t arglen,
                 uint64_t *seq, unsigned *ndev);

@@ -20,6 +20,7 @@
 #include "gts_journal.h"
 #include "net/addr.h"
 #include "net/loop.h"
+#include "proto/kms/kms.h"
 #include "proto/trigger/dev.h"
 
 #define DEFAULT_STORE  "proxkey-gts.db"
@@ -70,15 +71,14 @@ static int cmd_serve(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         unsigned long long v;
         if (pk_cli_is_help(argv[i])) {
-            printf(
-                "usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--db URI]\n"
-                "Answers trigger polls on UDP ADDR (default " DEFAULT_LISTEN ").\n%s"
-                "  --reserve N   size the UID index for N devices\n"
-                "  --quiet       no per-delivery log lines\n"
-                "  --checkpoint-records N  fold the journal into the store every N records\n"
-                "                (default 1048576) ...\n"
-                "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n",
-                common_help);
+            printf("usage: proxkey gts serve [--listen ADDR] [--reserve N] [--quiet] [--db URI]\n"
+                   "Answers trigger polls on UDP ADDR (default " DEFAULT_LISTEN ").\n%s"
+                   "  --reserve N   size the UID index for N devices\n"
+                   "  --quiet       no per-delivery log lines\n"
+                   "  --checkpoint-records N  fold the journal into the store every N records\n"
+                   "                (default 1048576) ...\n"
+                   "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n",
+                   common_help);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             o.listen = argv[++i];
@@ -172,6 +172,213 @@ static int cmd_device_add(int argc, char **argv)
         return 1;
     }
     return 0;
+}
+
+/* ---- device import (from the kms) ---- */
+
+typedef struct import_names {
+    gts_import_t *v;
+    size_t n, cap;
+    int err;
+} import_names_t;
+
+static gts_import_t *import_push(import_names_t *l, const pk_reg_id_t *id)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        gts_import_t *nv = calloc(nc, sizeof *nv);
+        if (!nv) {
+            l->err = PK_ERR_NOMEM;
+            return NULL;
+        }
+        if (l->v) {
+            memcpy(nv, l->v, l->n * sizeof *nv);
+            pk_wipe(l->v, l->n * sizeof *nv);
+            free(l->v);
+        }
+        l->v = nv;
+        l->cap = nc;
+    }
+    gts_import_t *d = &l->v[l->n++];
+    memset(d, 0, sizeof *d);
+    memcpy(d->name, id->b, id->len); /* id->len <= 64 = GTS_NAME_MAX */
+    return d;
+}
+
+static int import_list_cb(void *ctx, const pk_kms_trigger_t *t)
+{
+    import_names_t *l = ctx;
+    return import_push(l, &t->id) ? 0 : 1;
+}
+
+static int cmd_device_import(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    const char *kms_db = NULL, *kms_kek = NULL;
+    int all = 0, nids = 0, failed = 0, rc = PK_OK;
+    for (int i = 1; i < argc; i++) {
+        if (pk_cli_is_help(argv[i])) {
+            printf("usage: proxkey gts device import --kms-db URI --kms-kek FILE (ID... | --all)\n"
+                   "Provisions trigger devices from the kms store (proxkey kms trigger add, or\n"
+                   "kms device add --trigger): their K1, first identity UID1 and rotation flag,\n"
+                   "exported through the kms core (audit trigger_key node=gts), stored exactly as\n"
+                   "'gts device add' stores them; a running 'gts serve' on this store picks them\n"
+                   "up within a second. The gts device name is the kms device ID.\n"
+                   "Idempotent: a device already in the gts store is kept as it is - its current\n"
+                   "identity, key and queue are never reset (a device that has rotated past UID1\n"
+                   "keeps working) and its key is not exported again. An ID that is not a kms\n"
+                   "trigger device is an error, and then nothing is imported.\n%s"
+                   "  --kms-db URI    the kms store (SQLite path or postgresql://...)\n"
+                   "  --kms-kek FILE  the kms's key-encryption key file\n"
+                   "  --all           every trigger device of the kms\n",
+                   common_help);
+            return 0;
+        } else if (strcmp(argv[i], "--kms-db") == 0 && i + 1 < argc) {
+            kms_db = argv[++i];
+        } else if (strcmp(argv[i], "--kms-kek") == 0 && i + 1 < argc) {
+            kms_kek = argv[++i];
+        } else if (strcmp(argv[i], "--all") == 0) {
+            all = 1;
+        } else if (argv[i][0] != '-') {
+            argv[++nids] = argv[i]; /* IDs gathered at argv[1..nids] */
+        } else {
+            return pk_cli_usage_error("gts device import", "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (!kms_db || !kms_kek)
+        return pk_cli_usage_error("gts device import",
+                                  "--kms-db URI and --kms-kek FILE are required");
+    if (all == (nids > 0))
+        return pk_cli_usage_error("gts device import", "give device IDs or --all (not both)");
+    if (pk_crypto_init() != PK_OK)
+        return 1;
+
+    /* the kms, through its core: the same store interface on SQLite and PostgreSQL */
+    uint8_t kek[PK_WRAP_KEK_LEN];
+    char why[256] = "";
+    pk_store_t *kst = NULL;
+    pk_kms_t *kms = NULL;
+    import_names_t l = {0};
+    gts_db_t db;
+    int db_open = 0;
+    unsigned imported = 0, kept = 0;
+    rc = pk_kek_load(kms_kek, kek, why, sizeof why);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts device import: kms KEK %s: %s%s%s\n", kms_kek, pk_strerror(rc),
+                why[0] ? ": " : "", why);
+        goto out;
+    }
+    rc = pk_store_open(kms_db, &kst);
+    if (rc == PK_OK) {
+        pk_kms_cfg_t cfg = {.store = kst, .kek = kek};
+        rc = pk_kms_new(&cfg, &kms);
+    }
+    pk_wipe(kek, sizeof kek);
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts device import: kms store %s: %s\n", kms_db, pk_strerror(rc));
+        goto out;
+    }
+    if (all) {
+        pk_reg_id_t after = {0};
+        for (unsigned page = 0; page < 100000 && rc == PK_OK; page++) {
+            size_t before = l.n;
+            char a[PK_REG_ID_MAX + 1];
+            snprintf(a, sizeof a, "%.*s", after.len, (const char *)after.b);
+            rc = pk_kms_trigger_list(kms, after.len ? a : NULL, 1000, import_list_cb, &l);
+            if (rc == PK_OK && l.err)
+                rc = l.err;
+            if (rc != PK_OK || l.n == before)
+                break;
+            (void)pk_reg_id_set(&after, l.v[l.n - 1].name, strlen(l.v[l.n - 1].name));
+        }
+    } else {
+        for (int i = 1; i <= nids && rc == PK_OK; i++) {
+            pk_kms_trigger_t t;
+            pk_kms_device_info_t info;
+            int r = pk_kms_trigger_show(kms, argv[i], &t);
+            if (r == PK_OK) {
+                if (!import_push(&l, &t.id))
+                    rc = l.err;
+                continue;
+            }
+            if (r == PK_ERR_NOTFOUND && pk_kms_device_show(kms, argv[i], &info) == PK_OK)
+                fprintf(stderr,
+                        "proxkey gts device import: %s: the kms device has no trigger key "
+                        "(proxkey kms trigger add %s)\n",
+                        argv[i], argv[i]);
+            else if (r == PK_ERR_NOTFOUND || r == PK_ERR_INVAL)
+                fprintf(stderr, "proxkey gts device import: %s: no such device in the kms\n",
+                        argv[i]);
+            else
+                fprintf(stderr, "proxkey gts device import: %s: %s\n", argv[i], pk_strerror(r));
+            failed = 1;
+        }
+    }
+    if (rc != PK_OK || failed) {
+        if (rc != PK_OK)
+            fprintf(stderr, "proxkey gts device import: kms: %s\n", pk_strerror(rc));
+        else
+            fprintf(stderr, "proxkey gts device import: nothing imported\n");
+        rc = rc != PK_OK ? rc : PK_ERR_NOTFOUND;
+        goto out;
+    }
+    rc = gts_db_open(&db, c.store, c.kek, 1);
+    if (rc != PK_OK)
+        goto out;
+    db_open = 1;
+    /* devices the gts has already are kept without exporting their key again */
+    for (size_t i = 0; i < l.n && rc == PK_OK; i++) {
+        gts_import_t *d = &l.v[i];
+        pk_kms_trigger_t t;
+        int h = gts_db_has(&db, d->name, &d->dev_no);
+        if (h < 0) {
+            rc = h;
+            break;
+        }
+        if (h == 1) {
+            d->skip = d->kept = 1;
+            continue;
+        }
+        rc = pk_kms_trigger_export(kms, d->name, "gts", pk_now_realtime_ms(), &t);
+        if (rc == PK_OK) {
+            memcpy(d->k1, t.k1, sizeof d->k1);
+            memcpy(d->uid1, t.uid1, sizeof d->uid1);
+            d->flags = t.flags & PK_KMS_TRIG_ROTATE ? PK_TRIG_DEV_ROTATE : 0;
+        } else {
+            fprintf(stderr, "proxkey gts device import: %s: kms export: %s\n", d->name,
+                    pk_strerror(rc));
+        }
+        pk_wipe(&t, sizeof t);
+    }
+    if (rc == PK_OK)
+        rc = gts_db_import(&db, l.v, l.n);
+    if (rc == PK_OK) {
+        for (size_t i = 0; i < l.n; i++) {
+            if (l.v[i].kept) {
+                kept++;
+                printf("kept %s dev_no=%u (already provisioned: identity state untouched)\n",
+                       l.v[i].name, l.v[i].dev_no);
+            } else {
+                imported++;
+                printf("imported %s dev_no=%u\n", l.v[i].name, l.v[i].dev_no);
+            }
+        }
+        printf("%u imported, %u kept\n", imported, kept);
+        pk_info("gts_import", "imported=%u kept=%u kms=%s", imported, kept, kms_db);
+    } else {
+        fprintf(stderr, "proxkey gts device import: %s (nothing imported)\n", pk_strerror(rc));
+    }
+out:
+    if (db_open)
+        gts_db_close(&db);
+    pk_kms_free(kms);
+    pk_store_close(kst);
+    if (l.v) {
+        pk_wipe(l.v, l.cap * sizeof *l.v);
+        free(l.v);
+    }
+    return rc == PK_OK ? 0 : 1;
 }
 
 typedef struct list_ctx {
@@ -450,19 +657,21 @@ static int cmd_status(int argc, char **argv)
 static int cmd_device(int argc, char **argv)
 {
     if (argc < 2 || pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts device add|list ...  (--help on each)\n");
+        printf("usage: proxkey gts device add|import|list ...  (--help on each)\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "add") == 0)
         return cmd_device_add(argc - 1, argv + 1);
     if (strcmp(argv[1], "list") == 0)
         return cmd_device_list(argc - 1, argv + 1);
+    if (strcmp(argv[1], "import") == 0)
+        return cmd_device_import(argc - 1, argv + 1);
     return pk_cli_usage_error("gts device", "unknown subcommand '%s'", argv[1]);
 }
 
 static const pk_cmd_t gts_cmds[] = {
     {"serve", cmd_serve, "run the trigger server (UDP)"},
-    {"device", cmd_device, "provision (add) or list devices"},
+    {"device", cmd_device, "provision (add, import from the kms) or list devices"},
     {"send", cmd_send, "queue a command for a device"},
     {"status", cmd_status, "show a device's queue, last poll and loss estimate"},
     {NULL, NULL, NULL},

@@ -123,47 +123,55 @@ static void dev_name(const add_ctx_t *a, unsigned i, char *out)
         snprintf(out, GTS_NAME_MAX + 1, "%s-%u", a->name, i);
 }
 
+/* Provisions one device in txn: dev_no from the sequence, the name claimed,
+ * the sealed fresh record, and gts_newdev so a running server loads it.
+ * The one path of `gts device add` and `gts device import`. */
+static int add_one(pk_txn_t *txn, gts_db_t *db, const char *name, const uint8_t k1[16],
+                   const uint8_t uid[16], unsigned flags, uint32_t *dev_no)
+{
+    uint8_t key[4], val[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
+    uint8_t rec[PK_TRIG_REC_LEN];
+    uint64_t id;
+    size_t wl;
+    int rc = pk_txn_next_id(txn, "gts_dev_no", &id);
+    if (rc != PK_OK)
+        return rc;
+    if (id >= 0x7fffffff)
+        return PK_ERR_LIMIT;
+    *dev_no = (uint32_t)id - 1;
+    pk_put_u32(key, *dev_no);
+    rc = pk_txn_insert(txn, "gts_name", (const uint8_t *)name, strlen(name), key, 4);
+    if (rc != PK_OK)
+        return rc;
+    /* A fresh record built through a scratch core keeps one layout. */
+    pk_trig_srv_t *tmp;
+    rc = pk_trig_srv_new(&tmp, &pk_rng_system, 1);
+    if (rc != PK_OK)
+        return rc;
+    rc = pk_trig_srv_add(tmp, 0, k1, uid, flags);
+    if (rc == PK_OK)
+        rc = pk_trig_srv_record(tmp, 0, rec);
+    pk_trig_srv_free(tmp);
+    if (rc == PK_OK)
+        rc = pk_wrap_seal(db->kek, NULL, "gts_dev", key, 4, rec, sizeof rec, val, sizeof val, &wl);
+    pk_wipe(rec, sizeof rec);
+    if (rc == PK_OK)
+        rc = pk_txn_put(txn, "gts_dev", key, 4, val, wl);
+    if (rc == PK_OK)
+        rc = pk_txn_put(txn, "gts_devname", key, 4, (const uint8_t *)name, strlen(name));
+    if (rc == PK_OK)
+        rc = pk_txn_put(txn, "gts_newdev", key, 4, NULL, 0);
+    return rc;
+}
+
 static int add_fn(pk_txn_t *txn, void *ctx)
 {
     add_ctx_t *a = ctx;
     int rc = PK_OK;
     for (unsigned i = 0; i < a->count && rc == PK_OK; i++) {
         char name[GTS_NAME_MAX + 1];
-        uint8_t key[4], val[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
-        uint8_t rec[PK_TRIG_REC_LEN];
-        uint64_t id;
-        size_t wl;
         dev_name(a, i, name);
-        rc = pk_txn_next_id(txn, "gts_dev_no", &id);
-        if (rc != PK_OK)
-            break;
-        if (id >= 0x7fffffff)
-            return PK_ERR_LIMIT;
-        a->dev_nos[i] = (uint32_t)id - 1;
-        pk_put_u32(key, a->dev_nos[i]);
-        rc = pk_txn_insert(txn, "gts_name", (const uint8_t *)name, strlen(name), key, 4);
-        if (rc != PK_OK)
-            break;
-        /* A fresh record built through a scratch core keeps one layout. */
-        pk_trig_srv_t *tmp;
-        rc = pk_trig_srv_new(&tmp, &pk_rng_system, 1);
-        if (rc != PK_OK)
-            break;
-        rc = pk_trig_srv_add(tmp, 0, a->k1[i], a->uid[i], a->flags);
-        if (rc == PK_OK)
-            rc = pk_trig_srv_record(tmp, 0, rec);
-        pk_trig_srv_free(tmp);
-        if (rc != PK_OK)
-            break;
-        rc = pk_wrap_seal(a->db->kek, NULL, "gts_dev", key, 4, rec, sizeof rec, val, sizeof val,
-                          &wl);
-        pk_wipe(rec, sizeof rec);
-        if (rc == PK_OK)
-            rc = pk_txn_put(txn, "gts_dev", key, 4, val, wl);
-        if (rc == PK_OK)
-            rc = pk_txn_put(txn, "gts_devname", key, 4, (const uint8_t *)name, strlen(name));
-        if (rc == PK_OK)
-            rc = pk_txn_put(txn, "gts_newdev", key, 4, NULL, 0);
+        rc = add_one(txn, a->db, name, a->k1[i], a->uid[i], a->flags, &a->dev_nos[i]);
     }
     return rc;
 }
@@ -203,6 +211,82 @@ out:
     free(a.k1);
     free(a.uid);
     return rc;
+}
+
+/* ---- import (devices provisioned elsewhere: the kms) ---- */
+
+/* dev_no of name: PK_OK, PK_ERR_NOTFOUND. */
+static int name_get(pk_txn_t *txn, const char *name, uint32_t *dev_no)
+{
+    uint8_t key[4];
+    size_t kl = 0;
+    int rc = pk_txn_get(txn, "gts_name", (const uint8_t *)name, strlen(name), key, sizeof key, &kl);
+    if (rc == PK_ERR_SPACE || (rc == PK_OK && kl != 4))
+        return PK_ERR_MALFORMED;
+    if (rc == PK_OK)
+        *dev_no = pk_get_u32(key);
+    return rc;
+}
+
+typedef struct has_ctx {
+    const char *name;
+    uint32_t dev_no;
+} has_ctx_t;
+
+static int has_fn(pk_txn_t *txn, void *ctx)
+{
+    has_ctx_t *h = ctx;
+    return name_get(txn, h->name, &h->dev_no);
+}
+
+int gts_db_has(gts_db_t *db, const char *name, uint32_t *dev_no)
+{
+    has_ctx_t h = {name, 0};
+    int rc = pk_store_run_read(db->st, has_fn, &h, 5);
+    if (rc == PK_ERR_NOTFOUND)
+        return 0;
+    if (rc != PK_OK)
+        return rc;
+    if (dev_no)
+        *dev_no = h.dev_no;
+    return 1;
+}
+
+typedef struct import_ctx {
+    gts_db_t *db;
+    gts_import_t *devs;
+    size_t n;
+} import_ctx_t;
+
+static int import_fn(pk_txn_t *txn, void *ctx)
+{
+    import_ctx_t *c = ctx;
+    int rc = PK_OK;
+    for (size_t i = 0; i < c->n && rc == PK_OK; i++) {
+        gts_import_t *d = &c->devs[i];
+        if (d->skip)
+            continue;
+        d->kept = 0; /* reset at each try */
+        rc = name_get(txn, d->name, &d->dev_no);
+        if (rc == PK_OK) { /* provisioned already: its identity state stays as it is */
+            d->kept = 1;
+            continue;
+        }
+        if (rc == PK_ERR_NOTFOUND)
+            rc = add_one(txn, c->db, d->name, d->k1, d->uid1, d->flags, &d->dev_no);
+    }
+    return rc;
+}
+
+int gts_db_import(gts_db_t *db, gts_import_t *devs, size_t n)
+{
+    import_ctx_t c = {db, devs, n};
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strnlen(devs[i].name, sizeof devs[i].name);
+        if (l == 0 || l > GTS_NAME_MAX)
+            return PK_ERR_INVAL;
+    }
+    return n ? pk_store_run(db->st, import_fn, &c, 20) : PK_OK;
 }
 
 /* ---- send ---- */
