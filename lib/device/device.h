@@ -67,7 +67,8 @@ const char *pk_device_version(void);
  *   "PKDR" ver(1)=1 block8(device id) block8(node id) K_reg(32)
  *   chan: session_id(2) tx_next(8) rx_top(8) rx_bitmap(16 x 8)
  *   block8(temp id) keyset (as in ACCEPT: mode count entries)
- *   n_ind(1) n_ind x { slot(1) role(1) KSI(4) param(16) block8(peer) } ind_next(1)
+ *   n_ind(1) n_ind x { slot(1) role(1) KSI(4) param(16) block8(peer) } (slots ascending)
+ *   ind_next(1)
  *   [master-key block, as in ACCEPT: present when the device is in a domain]
  * It holds secrets (K_reg, root keys): store it like a key. It does not hold
  * the device key K, which the caller keeps and passes in at import.

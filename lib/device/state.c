@@ -136,12 +136,14 @@ int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uin
     nind = pk_rd_u8(&r);
     if (nind > PK_REG_MAX_IND)
         r.err = PK_ERR_MALFORMED;
-    for (unsigned i = 0; i < nind && r.err == PK_OK; i++) {
+    for (unsigned i = 0, prev = 0; i < nind && r.err == PK_OK; i++) {
         unsigned slot = pk_rd_u8(&r);
-        if (slot >= PK_REG_MAX_IND || ind[slot].used) {
+        /* ascending, as export writes them: one encoding per state */
+        if (slot >= PK_REG_MAX_IND || (i > 0 && slot <= prev)) {
             r.err = PK_ERR_MALFORMED;
             break;
         }
+        prev = slot;
         pk_reg_ind_t *in = &ind[slot];
         in->used = 1;
         in->role = pk_rd_u8(&r);
