@@ -86,24 +86,13 @@ static void print_masked(FILE *f, const uint8_t *k, size_t n, int reveal)
 
 /* ---------------- the key table file ---------------- */
 
-typedef struct dmk_file {
-    pk_mk_entry_t e[PK_DMK_TABLE_CAP];
-    uint64_t tx[PK_DMK_TABLE_CAP];
-    size_t n;
-} dmk_file_t;
+_Static_assert(PK_DMK_TABLE_MAX == TABLE_MAX, "PK_DMK_TABLE_MAX in device_mk.h");
 
-/* Reads mk-table (absent: empty). PK_OK, PK_ERR_MALFORMED, file errors. */
-static int table_read(const pk_dstate_t *s, dmk_file_t *f)
+int pk_dmk_table_parse(const uint8_t *buf, size_t len, dmk_file_t *f)
 {
-    static uint8_t buf[TABLE_MAX];
-    size_t len = 0;
     pk_rd_t r;
+    int rc;
     memset(f, 0, sizeof *f);
-    int rc = pk_dstate_read(s->dir, TABLE_FILE, buf, sizeof buf, &len);
-    if (rc == PK_ERR_NOTFOUND)
-        return PK_OK;
-    if (rc != PK_OK)
-        return rc;
     pk_rd_init(&r, buf, len);
     const uint8_t *magic = pk_rd_borrow(&r, 4);
     uint8_t ver = pk_rd_u8(&r), n = pk_rd_u8(&r);
@@ -132,17 +121,31 @@ static int table_read(const pk_dstate_t *s, dmk_file_t *f)
     }
     f->n = n;
     rc = pk_rd_done(&r);
-    pk_wipe(buf, sizeof buf);
     if (rc != PK_OK)
         pk_wipe(f, sizeof *f);
     return rc;
 }
 
-static int table_write(const pk_dstate_t *s, const dmk_file_t *f)
+/* Reads mk-table (absent: empty). PK_OK, PK_ERR_MALFORMED, file errors. */
+static int table_read(const pk_dstate_t *s, dmk_file_t *f)
 {
     static uint8_t buf[TABLE_MAX];
+    size_t len = 0;
+    memset(f, 0, sizeof *f);
+    int rc = pk_dstate_read(s->dir, TABLE_FILE, buf, sizeof buf, &len);
+    if (rc == PK_ERR_NOTFOUND)
+        return PK_OK;
+    if (rc != PK_OK)
+        return rc;
+    rc = pk_dmk_table_parse(buf, len, f);
+    pk_wipe(buf, sizeof buf);
+    return rc;
+}
+
+int pk_dmk_table_encode(const dmk_file_t *f, uint8_t *buf, size_t cap, size_t *len)
+{
     pk_wr_t w;
-    pk_wr_init(&w, buf, sizeof buf);
+    pk_wr_init(&w, buf, cap);
     pk_wr_bytes(&w, TABLE_MAGIC, 4);
     pk_wr_u8(&w, TABLE_VER);
     pk_wr_u8(&w, (uint8_t)f->n);
@@ -159,8 +162,17 @@ static int table_write(const pk_dstate_t *s, const dmk_file_t *f)
         pk_wr_u64(&w, f->tx[i]);
     }
     int rc = pk_wr_ok(&w);
+    *len = rc == PK_OK ? w.len : 0;
+    return rc;
+}
+
+static int table_write(const pk_dstate_t *s, const dmk_file_t *f)
+{
+    static uint8_t buf[TABLE_MAX];
+    size_t len = 0;
+    int rc = pk_dmk_table_encode(f, buf, sizeof buf, &len);
     if (rc == PK_OK)
-        rc = pk_dstate_write(s->dir, TABLE_FILE, buf, w.len);
+        rc = pk_dstate_write(s->dir, TABLE_FILE, buf, len);
     pk_wipe(buf, sizeof buf);
     return rc;
 }
@@ -238,6 +250,85 @@ void pk_dmk_print(const pk_dstate_t *s, const pk_reg_dev_t *d, int reveal)
     pk_wipe(&f, sizeof f);
 }
 
+/* ---------------- the node channel: MK_REFRESH / MK_UPDATE ---------------- */
+
+/* A UDP socket for the node channel bound to the registered local address
+ * (or any port when reg_addr is 0 or the address is taken); *node the node. */
+static int chan_socket(const pk_dstate_t *s, int reg_addr, pk_addr_t *node)
+{
+    pk_addr_t local;
+    if (!s->has_node || pk_addr_parse(s->node_addr, node, NULL) != PK_OK)
+        return -1;
+    if (!reg_addr || !s->local[0] || pk_addr_parse(s->local, &local, NULL) != PK_OK)
+        (void)pk_addr_parse(node->ss.ss_family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0", &local,
+                            NULL);
+    int fd = socket(local.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0 && bind(fd, (const struct sockaddr *)&local.ss, local.len) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Seals an MK_REFRESH under the state lock (the counter is stored before it
+ * is used) into buf. PK_OK, or the error. */
+static int chan_refresh(pk_dstate_t *s, uint8_t buf[PK_REG_MK_REFRESH_MAX], size_t *len)
+{
+    static pk_reg_dev_t d;
+    uint8_t arena[PK_REG_MK_REFRESH_MAX + 16];
+    pk_out_t o;
+    int rc = pk_dstate_lock(s);
+    if (rc != PK_OK)
+        return rc;
+    memset(&d, 0, sizeof d);
+    pk_out_init(&o, arena, sizeof arena);
+    rc = pk_dstate_load_reg(s, &d);
+    if (rc == PK_OK)
+        rc = pk_reg_dev_mk_refresh(&d, &o);
+    if (rc == PK_OK)
+        rc = pk_dstate_save_reg(s, &d);
+    if (rc == PK_OK) {
+        memcpy(buf, o.act[0].data, o.act[0].len);
+        *len = o.act[0].len;
+    }
+    pk_dstate_unlock(s);
+    pk_reg_dev_clear(&d);
+    pk_wipe(arena, sizeof arena);
+    return rc;
+}
+
+/* One datagram from the node: an MK_UPDATE is opened on the stored
+ * registration and the new block stored (0600, durable) before anyone uses
+ * it, all under the state lock. PK_OK with *newest (0: the kms has none) and
+ * *changed, or the error (nothing stored). */
+static int chan_update(pk_dstate_t *s, const uint8_t *b, size_t n, uint32_t *newest, int *changed)
+{
+    static pk_reg_dev_t d;
+    uint8_t arena[64];
+    pk_out_t o;
+    if (n < 1 || b[0] != PK_REG_T_MK_UPDATE)
+        return PK_ERR_MALFORMED;
+    int rc = pk_dstate_lock(s);
+    if (rc != PK_OK)
+        return rc;
+    memset(&d, 0, sizeof d);
+    pk_out_init(&o, arena, sizeof arena);
+    rc = pk_dstate_load_reg(s, &d);
+    if (rc == PK_OK)
+        rc = pk_reg_dev_input(&d, b, n, 0, &o);
+    if (rc == PK_OK && (o.n != 1 || o.act[0].code != PK_REG_EV_MK_UPDATE))
+        rc = PK_ERR_STATE;
+    if (rc == PK_OK)
+        rc = pk_dstate_save_reg(s, &d); /* also the channel's replay window */
+    if (rc == PK_OK) {
+        *newest = (uint32_t)o.act[0].dest;
+        *changed = o.act[0].data[0];
+    }
+    pk_dstate_unlock(s);
+    pk_reg_dev_clear(&d);
+    return rc;
+}
+
 /* ---------------- mk run ---------------- */
 
 typedef struct peer {
@@ -269,6 +360,9 @@ typedef struct runner {
     pk_addr_t beacon;
     uint32_t cur_mk;
     int dirty;
+    int nfd;            /* the node channel on the registered address (pushes), -1: none */
+    pk_addr_t node;     /* the node's address */
+    uint64_t next_poll; /* the next MK_REFRESH when the key nears expiry */
     uint64_t stats_keys, stats_drops, stats_msgs;
 } runner_t;
 
@@ -496,6 +590,62 @@ static void send_beacons(runner_t *r)
         (void)sendto(r->fd, b, len, 0, (const struct sockaddr *)&r->beacon.ss, r->beacon.len);
 }
 
+#define POLL_MS 10000 /* MK_REFRESH near expiry at most this often */
+
+/* Datagrams on the node channel: pushed (or answered) MK_UPDATEs. The new
+ * block is stored first; the periodic reload then runs the FIG. 8 cascade. */
+static void node_input(runner_t *r, uint8_t *dg, uint64_t now)
+{
+    char a[PK_ADDR_STRLEN];
+    for (int k = 0; k < RECV_BATCH; k++) {
+        pk_addr_t from;
+        memset(&from, 0, sizeof from);
+        from.len = sizeof from.ss;
+        ssize_t n =
+            recvfrom(r->nfd, dg, DGRAM_MAX, 0, (struct sockaddr *)&from.ss, (socklen_t *)&from.len);
+        if (n < 0)
+            break;
+        if (!pk_addr_eq(&from, &r->node) || n < 1 || dg[0] != PK_REG_T_MK_UPDATE) {
+            r->stats_drops++;
+            continue;
+        }
+        uint32_t newest = 0;
+        int changed = 0;
+        int rc = chan_update(r->s, dg, (size_t)n, &newest, &changed);
+        if (rc != PK_OK) {
+            r->stats_drops++;
+            say(r, "event=mk_update_dropped from=%s reason=%s", addr_str(&from, a),
+                pk_strerror(rc));
+            continue;
+        }
+        say(r, "event=mk_update newest_mk_id=%" PRIu32 " changed=%d (stored)", newest, changed);
+        if (changed)
+            reload_master(r, now);
+    }
+}
+
+/* When the master key in use nears expiry and no later one is known, asks
+ * the node (MK_REFRESH from the registered address; the MK_UPDATE comes back
+ * there) at most every POLL_MS. */
+static void poll_refresh(runner_t *r, uint64_t lead, uint64_t now)
+{
+    const pk_reg_mkset_t *mk = &r->d->keys.mk;
+    const pk_reg_mk_t *k = mk_pick(mk, now);
+    if (r->nfd < 0 || !k || now < r->next_poll || lead == 0)
+        return;
+    if (k->expiry_ms > now + lead || (mk->n == 2 && k == &mk->k[0]))
+        return; /* not near expiry, or the next key is already here */
+    uint8_t buf[PK_REG_MK_REFRESH_MAX];
+    size_t len = 0;
+    r->next_poll = now + POLL_MS;
+    int rc = chan_refresh(r->s, buf, &len);
+    if (rc == PK_OK &&
+        sendto(r->nfd, buf, len, 0, (const struct sockaddr *)&r->node.ss, r->node.len) < 0)
+        rc = PK_ERR_IO;
+    say(r, "event=mk_refresh_sent why=near_expiry mk_id=%" PRIu32 " result=%s", k->id,
+        rc == PK_OK ? "sent" : pk_strerror(rc));
+}
+
 static int parse_secs(const char *v, uint64_t max, uint64_t *ms)
 {
     char *end = NULL;
@@ -552,6 +702,11 @@ static const pk_conf_key_t run_keys[] = {
     {"wrap", "third embodiment: make the key and send it wrapped under the master key", NULL, 1},
     {"no-autostart", "do not authenticate with clients found by their beacons", NULL, 1},
     {"duration", "S       exit after S seconds (default: run until SIGTERM)", NULL, 0},
+    {"refresh-lead", "S       ask the node for the next master key this long before the current "
+                     "one expires, when none is known (default 120)",
+     "120", 0},
+    {"no-push", "do not listen for the node's MK_UPDATE pushes on the registered address", NULL,
+     1},
 };
 
 static int cmd_run(int argc, char **argv)
@@ -588,18 +743,21 @@ static int cmd_run(int argc, char **argv)
         return usage("run", "--dir DIR and --listen ADDR are required");
     pk_mk_cfg_t cfg;
     pk_mk_cfg_default(&cfg);
-    uint64_t dur = 0;
+    uint64_t dur = 0, refresh_lead = 0;
     if (parse_secs(pk_conf_get(&conf, "lead-time"), 86400, &cfg.renew_lead_ms) ||
         parse_secs(pk_conf_get(&conf, "lifetime"), 86400, &cfg.ik_lifetime_ms) ||
         parse_secs(pk_conf_get(&conf, "retry"), 86400, &cfg.retry_ms) ||
         parse_secs(pk_conf_get(&conf, "grace"), 86400, &cfg.grace_ms) ||
         parse_secs(pk_conf_get(&conf, "auth-timeout"), 3600, &cfg.auth_timeout_ms) ||
-        parse_secs(pk_conf_get(&conf, "duration"), 1e7, &dur) || cfg.ik_lifetime_ms == 0 ||
+        parse_secs(pk_conf_get(&conf, "duration"), 1e7, &dur) ||
+        parse_secs(pk_conf_get(&conf, "refresh-lead"), 86400, &refresh_lead) ||
+        cfg.ik_lifetime_ms == 0 ||
         cfg.retry_ms == 0 || cfg.auth_timeout_ms == 0)
         return usage("run", "times are seconds (lifetime and retry > 0)");
     cfg.beacon_autostart = !pk_conf_flag(&conf, "no-autostart");
     memset(&r, 0, sizeof r);
     r.fd = -1;
+    r.nfd = -1;
     r.flags = pk_conf_flag(&conf, "wrap") ? PK_MK_FLAG_WRAP : 0;
     if (parse_peers(&r, pk_conf_get(&conf, "peer")))
         return usage("run", "--peer: ID=HOST:PORT[,ID=HOST:PORT...]");
@@ -656,6 +814,16 @@ static int cmd_run(int argc, char **argv)
         say(&r, "event=listening addr=%s domain_id=%" PRIu32 " keys=%zu", addr_str(&me, a),
             d.keys.mk.domain_id, pk_mk_table_count(&r.t));
 
+    if (!pk_conf_flag(&conf, "no-push")) {
+        r.nfd = chan_socket(&s, 1, &r.node);
+        if (r.nfd >= 0)
+            say(&r, "event=push_listening addr=%s node=%s", s.local, s.node_addr);
+        else
+            say(&r, "event=push_unavailable addr=%s (polling the node near expiry)", s.local);
+    }
+    if (r.nfd < 0 && s.has_node)
+        (void)pk_addr_parse(s.node_addr, &r.node, NULL);
+
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
@@ -680,10 +848,12 @@ static int cmd_run(int argc, char **argv)
         if (end < wake)
             wake = end;
         int wait = wake <= now ? 0 : (int)(wake - now > 200 ? 200 : wake - now);
-        struct pollfd p = {r.fd, POLLIN, 0};
-        int pr = poll(&p, 1, wait);
+        struct pollfd pf[2] = {{r.fd, POLLIN, 0}, {r.nfd, POLLIN, 0}};
+        int pr = poll(pf, r.nfd >= 0 ? 2 : 1, wait);
         now = pk_now_realtime_ms();
-        if (pr > 0) {
+        if (pr > 0 && r.nfd >= 0 && (pf[1].revents & POLLIN))
+            node_input(&r, dg, now);
+        if (pr > 0 && (pf[0].revents & POLLIN)) {
             for (int k = 0; k < RECV_BATCH; k++) {
                 pk_addr_t from;
                 memset(&from, 0, sizeof from);
@@ -713,6 +883,7 @@ static int cmd_run(int argc, char **argv)
             }
         }
         pk_mk_client_timeout(&r.c, now);
+        poll_refresh(&r, refresh_lead, now);
         if (now >= next_reload) {
             reload_master(&r, now);
             next_reload = now + RELOAD_MS;
@@ -756,6 +927,8 @@ static int cmd_run(int argc, char **argv)
 out:
     if (r.fd >= 0)
         close(r.fd);
+    if (r.nfd >= 0)
+        close(r.nfd);
     for (int i = 0; i < RX_MAX; i++)
         pk_record_clear(&r.rx[i].rec);
     pk_mk_client_clear(&r.c);
@@ -874,29 +1047,139 @@ out:
 
 /* ---------------- mk refresh / show ---------------- */
 
-static int cmd_refresh(int argc, char **argv)
+/* Fallback (FIG. 8 S14): the registration exchange, whose ACCEPT carries the
+ * master-key block; av holds the register options. */
+static int refresh_register(int argc, char **argv)
 {
-    if (want_help(argc, argv)) {
-        printf("usage: proxkey device mk refresh --dir DIR [register options]\n"
-               "Fetches the domain's current master keys (FIG. 8 S10): authenticates with the\n"
-               "node again (the registration exchange, whose ACCEPT carries the master-key\n"
-               "block). A running 'mk run' picks the new key up and re-keys its partners.\n"
-               "On failure the device is left with its old keys: run it again once the node\n"
-               "is reachable (S14: start processing).\n");
-        return 0;
-    }
     char *av[64];
     int n = 0;
     av[n++] = "device";
     av[n++] = "register";
-    for (int i = 1; i < argc && n < 63; i++)
+    for (int i = 0; i < argc && n < 63; i++)
         av[n++] = argv[i];
     av[n] = NULL;
     int rc = pk_cmd_device(n, av);
-    if (rc != 0)
+    if (rc == 0)
+        printf("refresh path=register (FIG. 8 S14)\n");
+    else
         fprintf(stderr, "proxkey device mk refresh: the node did not authenticate us; the old "
                         "master key stays until it expires (try again: FIG. 8 S14)\n");
     return rc;
+}
+
+static int cmd_refresh(int argc, char **argv)
+{
+    static pk_dstate_t s;
+    static uint8_t dg[DGRAM_MAX];
+    char *rest[64];
+    int nrest = 0, fd = -1, ret = -1;
+    unsigned long tries = 4, rto = 500;
+    const char *dir = NULL;
+    const char *why = "no answer";
+    if (want_help(argc, argv)) {
+        printf("usage: proxkey device mk refresh --dir DIR [--tries N] [--rto MS] "
+               "[register options]\n"
+               "Fetches the domain's current master keys (FIG. 8 S10) without registering\n"
+               "again: MK_REFRESH to the node over the registration's protected channel,\n"
+               "retransmitted (--tries, default 4; first timeout --rto ms, default 500,\n"
+               "doubled per try); the node answers with MK_UPDATE, which is stored before\n"
+               "use. Only when that fails (no answer, no channel) does it register again\n"
+               "(S14; the ACCEPT carries the block). Prints 'refresh path=channel' or\n"
+               "'refresh path=register'. A running 'mk run' picks the new key up and\n"
+               "re-keys its partners.\n");
+        return 0;
+    }
+    for (int i = 1; i < argc && nrest < 62; i++) { /* ours out, the rest for register */
+        const char *a = argv[i];
+        if ((!strcmp(a, "--tries") || !strcmp(a, "--rto")) && i + 1 < argc) {
+            char *end = NULL;
+            unsigned long v = strtoul(argv[i + 1], &end, 10);
+            if (!end || *end || v < 1 || v > (a[2] == 't' ? 16ul : 60000ul))
+                return usage("refresh", "--tries is 1..16, --rto 1..60000 ms");
+            if (a[2] == 't')
+                tries = v;
+            else
+                rto = v;
+            i++;
+            continue;
+        }
+        if (!strcmp(a, "--dir") && i + 1 < argc)
+            dir = argv[i + 1];
+        else if (!strncmp(a, "--dir=", 6))
+            dir = a + 6;
+        rest[nrest++] = argv[i];
+    }
+    if (!dir)
+        return usage("refresh", "--dir DIR is required");
+    if (pk_dstate_load(&s, dir) != PK_OK)
+        return fail("refresh", "%s is not a device state directory", dir);
+    pk_addr_t node;
+    uint8_t req[PK_REG_MK_REFRESH_MAX];
+    size_t rlen = 0;
+    fd = chan_socket(&s, 0, &node); /* any port: 'mk run' may hold the registered one */
+    if (fd < 0) {
+        why = "no node channel";
+        goto fallback;
+    }
+    for (unsigned long t = 0; t < tries && !g_stop && ret < 0; t++) {
+        int rc = chan_refresh(&s, req, &rlen); /* a fresh counter per try */
+        if (rc != PK_OK) {
+            why = rc == PK_ERR_NOTFOUND ? "not registered" : pk_strerror(rc);
+            goto fallback;
+        }
+        if (sendto(fd, req, rlen, 0, (const struct sockaddr *)&node.ss, node.len) < 0) {
+            why = "channel refused";
+            goto fallback;
+        }
+        uint64_t end = pk_now_mono_ms() + ((uint64_t)rto << (t < 6 ? t : 6));
+        for (int guard = 0; guard < 1000 && ret < 0; guard++) {
+            uint64_t now = pk_now_mono_ms();
+            if (now >= end)
+                break;
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, (int)(end - now)) <= 0)
+                continue;
+            pk_addr_t from;
+            memset(&from, 0, sizeof from);
+            from.len = sizeof from.ss;
+            ssize_t n = recvfrom(fd, dg, sizeof dg, 0, (struct sockaddr *)&from.ss,
+                                 (socklen_t *)&from.len);
+            if (n < 0) {
+                if (errno == ECONNREFUSED) { /* ICMP: nothing listens at the node */
+                    why = "channel refused";
+                    goto fallback;
+                }
+                continue;
+            }
+            if (!pk_addr_eq(&from, &node))
+                continue;
+            uint32_t newest = 0;
+            int changed = 0;
+            if (chan_update(&s, dg, (size_t)n, &newest, &changed) != PK_OK)
+                continue; /* not for us, stale or forged: nothing stored */
+            printf("refresh path=channel newest_mk_id=%" PRIu32 " changed=%d tries=%lu\n", newest,
+                   changed, t + 1);
+            if (newest == 0)
+                printf("the kms holds no master key for this device (no domain, or no key)\n");
+            ret = 0;
+        }
+    }
+    if (ret == 0)
+        goto out;
+fallback:
+    fprintf(stderr, "proxkey device mk refresh: no MK_UPDATE from the node (%s): registering "
+                    "again (FIG. 8 S14)\n",
+            why);
+    if (fd >= 0)
+        close(fd);
+    fd = -1;
+    pk_dstate_clear(&s);
+    return refresh_register(nrest, rest);
+out:
+    if (fd >= 0)
+        close(fd);
+    pk_dstate_clear(&s);
+    return ret;
 }
 
 static const pk_conf_key_t show_keys[] = {

@@ -1,7 +1,7 @@
 /*
  * `proxkey device mk ...`: the master-key client (Toshiba US 9,294,269;
- * DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients") around the pure pk_mk core (proto/mk):
- * discovery, mutual authentication with the domain's master key, the
+ * DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients") around the pure pk_mk
+ * core (proto/mk): discovery, mutual authentication with the domain's master key, the
  * individual-key table, renewal, the FIG. 8 cascade and traffic under the
  * individual key (record layer). A shell: sockets, clock, files, printing.
  *
@@ -24,6 +24,25 @@
 
 #define PK_DMK_TABLE_CAP 64   /* individual keys one client keeps */
 #define PK_DMK_T_DATA    0x20 /* record type of client-to-client traffic */
+
+/* The mk-table file in memory: the entries and each one's tx_next. */
+typedef struct dmk_file {
+    pk_mk_entry_t e[PK_DMK_TABLE_CAP];
+    uint64_t tx[PK_DMK_TABLE_CAP];
+    size_t n;
+} dmk_file_t;
+
+/* The largest mk-table file: header, then PK_DMK_TABLE_CAP entries of at most
+ * key_id key expiry created mk_id role flags block8(partner) tx_next. */
+#define PK_DMK_TABLE_MAX                                                                           \
+    (5 + 1 + PK_DMK_TABLE_CAP * (4 + PK_MK_IK_LEN + 8 + 8 + 4 + 1 + 1 + 1 + PK_MK_ID_MAX + 8))
+
+/* Parses an mk-table file image buf[0..len) (format above) into *f: PK_OK, or
+ * PK_ERR_MALFORMED with *f wiped. Pure (no I/O); the file reader's parser. */
+int pk_dmk_table_parse(const uint8_t *buf, size_t len, dmk_file_t *f);
+/* Writes f as an mk-table file image into buf[0..cap), *len its length:
+ * PK_OK or PK_ERR_SPACE. */
+int pk_dmk_table_encode(const dmk_file_t *f, uint8_t *buf, size_t cap, size_t *len);
 
 /* `proxkey device mk run|send|refresh|show` (argv[0] = "mk"). */
 int pk_cmd_device_mk(int argc, char **argv);
