@@ -368,7 +368,6 @@ static void test_pool(void)
     CHECK_EQ_INT(pk_kms_allow(e.k, p1, p2, now), PK_OK);
     CHECK_EQ_INT(pk_kms_allow(e.k, p3, p4, now), PK_OK);
     uint32_t k12 = 0, k34 = 0, again = 0, x = 0;
-    CHECK_EQ_INT(alloc(&e, "n1", p1, p2, &x), PK_ERR_EXPIRED); /* no keys fetched yet */
     pk_reg_keyset_t ks[4];
     for (int i = 0; i < 4; i++) {
         CHECK_EQ_INT(keys(&e, "n1", ps[i], &ks[i]), PK_OK);
@@ -376,11 +375,16 @@ static void test_pool(void)
         CHECK_EQ_INT(ks[i].n, PK_REG_MAX_KEYS);
         CHECK_EQ_INT(ks[i].k[0].ksi, first);
     }
-    CHECK_MEM(&ks[0], &ks[1], sizeof ks[0]); /* one pool, same keys */
+    for (int i = 1; i < 4; i++)
+        CHECK_MEM(&ks[0], &ks[i], sizeof ks[0]); /* one pool, one fixed key set */
+    for (unsigned i = 1; i < ks[0].n; i++)
+        CHECK(ks[0].k[i].ksi > ks[0].k[i - 1].ksi); /* ascending KSI order */
     CHECK_EQ_INT(alloc(&e, "n1", p1, p2, &k12), PK_OK);
     CHECK_EQ_INT(alloc(&e, "n2", p4, p3, &k34), PK_OK);
     CHECK(k12 != k34);
-    CHECK(find_ksi(&ks[0], k12) && find_ksi(&ks[1], k12));
+    /* a fresh KSI: no pool key's (the set holds first .. first + 39) */
+    CHECK(k12 >= first + 40 && k34 >= first + 40);
+    CHECK(find_ksi(&ks[0], k12) == NULL);
     CHECK_EQ_INT(alloc(&e, "n1", p2, p1, &again), PK_OK); /* the pair keeps its KSI */
     CHECK_EQ_INT(again, k12);
     CHECK_EQ_INT(alloc(&e, "n1", p1, p3, &x), PK_ERR_DENIED); /* not allowed */
@@ -388,16 +392,15 @@ static void test_pool(void)
     CHECK_EQ_INT(alloc(&e, "n1", p1, nm("nobody"), &x), PK_ERR_NOTFOUND);
     CHECK_EQ_INT(pk_kms_pool_info(e.k, pool, &total, &used), PK_OK);
     CHECK_EQ_INT(total, 40);
-    CHECK_EQ_INT(used, 2);
-    /* a device fetching keys later never gets an allocated one */
+    CHECK_EQ_INT(used, 0); /* allocations consume no pool key */
+    /* a re-registration returns the same keys and keeps the pair's KSI */
     pk_reg_keyset_t late;
     CHECK_EQ_INT(keys(&e, "n3", p3, &late), PK_OK);
-    CHECK(find_ksi(&late, k12) == NULL && find_ksi(&late, k34) == NULL);
-    CHECK_EQ_INT(late.n, PK_REG_MAX_KEYS);
-    /* p3 re-fetched: its window no longer holds k34, so the pair gets a new KSI */
+    CHECK_MEM(&late, &ks[2], sizeof late);
     uint32_t k34b = 0;
     CHECK_EQ_INT(alloc(&e, "n2", p3, p4, &k34b), PK_OK);
-    CHECK(k34b != k34 && k34b != k12);
+    CHECK_EQ_INT(k34b, k34);
+    pk_wipe(&late, sizeof late);
     /* option 1 and option 2 do not mix */
     const char *o1 = nm("o1");
     CHECK_EQ_INT(pk_kms_device_add(e.k, o1, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
@@ -407,7 +410,8 @@ static void test_pool(void)
     CHECK_EQ_INT(keys(&e, "n1", o1, &ko), PK_OK);
     CHECK_EQ_INT(ko.n, 0); /* p1 is a pool device: no pair key for it */
 
-    /* exhaustion: a small pool runs out and says so */
+    /* a one-key pool never runs out: every pair gets its own KSI, all
+     * selecting the one key (KSI mod 1) */
     const char *sp = nm("small"), *s1 = nm("s1"), *s2 = nm("s2"), *s3 = nm("s3");
     CHECK_EQ_INT(pk_kms_pool_create(e.k, sp, 1, now, NULL), PK_OK);
     CHECK_EQ_INT(pk_kms_device_add(e.k, s1, NULL, 0, PK_REG_MODE_POOL, sp, now, NULL), PK_OK);
@@ -419,9 +423,14 @@ static void test_pool(void)
     CHECK_EQ_INT(keys(&e, "n1", s1, &t), PK_OK);
     CHECK_EQ_INT(keys(&e, "n1", s2, &t), PK_OK);
     CHECK_EQ_INT(keys(&e, "n1", s3, &t), PK_OK);
+    CHECK_EQ_INT(t.n, 1);
+    uint32_t x2 = 0;
     CHECK_EQ_INT(alloc(&e, "n1", s1, s2, &x), PK_OK);
-    CHECK_EQ_INT(alloc(&e, "n1", s1, s3, &x), PK_ERR_EXPIRED);
-    CHECK_EQ_INT(keys(&e, "n1", s3, &t), PK_ERR_EXPIRED);
+    CHECK_EQ_INT(alloc(&e, "n1", s1, s3, &x2), PK_OK);
+    CHECK(x != x2 && x != 0 && x2 != 0);
+    CHECK_EQ_INT(keys(&e, "n1", s3, &t), PK_OK);
+    CHECK_EQ_INT(t.n, 1);
+    pk_wipe(&t, sizeof t);
     /* the directory lookup */
     {
         uint8_t req[80], resp[PK_KMS_RESP_MAX];
@@ -518,14 +527,18 @@ static void test_restart_audit_at_rest(void)
         CHECK_EQ_INT(keys(&e, "n2", a, &ka2), PK_OK);
         CHECK_MEM(&ka2, &ka, sizeof ka);
         CHECK_EQ_INT(alloc(&e, "n2", y, x, &ksi2), PK_OK);
-        CHECK_EQ_INT(ksi2, ksi); /* the allocation and both windows survived */
-        /* an allocated KSI is never handed out again, also after a restart */
+        CHECK_EQ_INT(ksi2, ksi); /* the allocation survived */
+        /* an allocated KSI is never handed out again, also after a restart:
+         * a new pair gets a new one; a new device the same pool keys */
         const char *z = nm("rz");
+        uint32_t ksi3 = 0;
         CHECK_EQ_INT(pk_kms_device_add(e.k, z, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_allow(e.k, x, z, now), PK_OK);
         CHECK_EQ_INT(keys(&e, "n2", z, &kx2), PK_OK);
-        CHECK_EQ_INT(kx2.n, 7);
-        CHECK(find_ksi(&kx2, ksi) == NULL);
-        CHECK_MEM(&kx2.k[0], &kx.k[1], sizeof kx.k[0]); /* the same pool keys as before */
+        CHECK_EQ_INT(kx2.n, 8);
+        CHECK_MEM(&kx2, &kx, sizeof kx); /* the same pool keys as before */
+        CHECK_EQ_INT(alloc(&e, "n2", z, x, &ksi3), PK_OK);
+        CHECK(ksi3 > ksi);
         CHECK_EQ_INT(pk_kms_flush(e.k), PK_OK);
     }
     /* audit: every issuance is there */
@@ -707,8 +720,56 @@ static void test_hostile(void)
 
 /* ---- two kms instances allocating from one pool at once ---- */
 
+/* The kms_alloc record of ksi names the pair (a, b) (the store agrees with
+ * what the kms answered): 1 yes, 0 no. */
+struct alloc_chk {
+    uint32_t ksi;
+    const char *a, *b;
+    int ok;
+};
+
+static int alloc_chk_fn(pk_txn_t *txn, void *ctx)
+{
+    struct alloc_chk *c = ctx;
+    uint8_t key[4], val[2 * 65 + 8], want[2 * 65];
+    size_t vl = 0, al = strlen(c->a), bl = strlen(c->b), wl = 0;
+    pk_put_u32(key, c->ksi);
+    int rc = pk_txn_get(txn, "kms_alloc", key, 4, val, sizeof val, &vl);
+    if (rc != PK_OK)
+        return rc;
+    /* blk(lo) || blk(hi) in memcmp order of the blk encodings */
+    uint8_t x[65], y[65];
+    x[0] = (uint8_t)al;
+    memcpy(x + 1, c->a, al);
+    y[0] = (uint8_t)bl;
+    memcpy(y + 1, c->b, bl);
+    size_t m = al < bl ? al + 1 : bl + 1;
+    int cmp = memcmp(x, y, m);
+    const uint8_t *lo = (cmp > 0 || (cmp == 0 && al > bl)) ? y : x, *hi = lo == x ? y : x;
+    memcpy(want, lo, (size_t)lo[0] + 1);
+    wl = (size_t)lo[0] + 1;
+    memcpy(want + wl, hi, (size_t)hi[0] + 1);
+    wl += (size_t)hi[0] + 1;
+    c->ok = vl == wl + 8 && memcmp(val, want, wl) == 0 && pk_get_u64(val + wl) == now;
+    return PK_OK;
+}
+
+static int alloc_names(env_t *e, uint32_t ksi, const char *a, const char *b)
+{
+    struct alloc_chk c = {.ksi = ksi, .a = a, .b = b};
+    if (pk_store_run_read(e->st, alloc_chk_fn, &c, 4) != PK_OK)
+        return 0;
+    return c.ok;
+}
+
 #define PROCS    2
 #define PER_PROC 60
+#define SHARED   20 /* pairs both instances ask for at once */
+
+static void cname(char *out, size_t cap, const char *what, int p, int i, char side)
+{
+    snprintf(out, cap, "%s-%s%d-%d-%c", B.tag, what, p, i, side);
+}
 
 static void test_concurrent_alloc(void)
 {
@@ -718,13 +779,13 @@ static void test_concurrent_alloc(void)
     fresh_db();
     CHECK_EQ_INT(env_open(&e), PK_OK);
     const char *pool = nm("cpool");
-    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, PROCS * PER_PROC + 40, now, NULL), PK_OK);
-    /* every pair's devices, with keys fetched, made up front */
-    for (int p = 0; p < PROCS; p++)
-        for (int i = 0; i < PER_PROC; i++) {
+    /* a pool with fewer keys than pairs: keys are shared, KSIs are not */
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 8, now, NULL), PK_OK);
+    for (int p = 0; p <= PROCS; p++) /* p == PROCS: the shared pairs */
+        for (int i = 0; i < (p == PROCS ? SHARED : PER_PROC); i++) {
             char a[64], b[64];
-            snprintf(a, sizeof a, "%s-c%d-%d-a", B.tag, p, i);
-            snprintf(b, sizeof b, "%s-c%d-%d-b", B.tag, p, i);
+            cname(a, sizeof a, "c", p, i, 'a');
+            cname(b, sizeof b, "c", p, i, 'b');
             CHECK_EQ_INT(pk_kms_device_add(e.k, a, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
                          PK_OK);
             CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
@@ -733,6 +794,7 @@ static void test_concurrent_alloc(void)
         }
     env_close(&e);
 
+    enum { NOWN = PER_PROC, NALL = PER_PROC + SHARED };
     int fds[PROCS][2];
     pid_t pids[PROCS];
     for (int p = 0; p < PROCS; p++) {
@@ -744,26 +806,27 @@ static void test_concurrent_alloc(void)
             int bad = 0;
             if (env_open(&c) != PK_OK)
                 _exit(3);
-            for (int i = 0; i < PER_PROC; i++) {
+            /* own pairs and shared pairs interleaved; the shared ones in
+             * opposite orders in the two processes */
+            for (int j = 0; j < NALL; j++) {
                 char a[64], b[64];
                 pk_reg_keyset_t ks;
                 uint32_t ksi = 0;
-                snprintf(a, sizeof a, "%s-c%d-%d-a", B.tag, p, i);
-                snprintf(b, sizeof b, "%s-c%d-%d-b", B.tag, p, i);
-                int r1, r2, r3 = PK_ERR_EXPIRED;
-                /* the other instance may use up the keys both devices hold
-                 * between their fetches (ST_EXHAUSTED): they fetch again */
-                for (int t = 0; t < 8 && r3 == PK_ERR_EXPIRED; t++) {
-                    r1 = keys(&c, "nx", a, &ks);
-                    r2 = keys(&c, "ny", b, &ks);
-                    r3 = alloc(&c, "nx", a, b, &ksi);
-                }
+                int own = j < NOWN, i = own ? j : j - NOWN;
+                if (!own && p % 2)
+                    i = SHARED - 1 - i;
+                cname(a, sizeof a, "c", own ? p : PROCS, i, 'a');
+                cname(b, sizeof b, "c", own ? p : PROCS, i, 'b');
+                int r1 = keys(&c, "nx", a, &ks);
+                int r2 = keys(&c, "ny", b, &ks);
+                int r3 = alloc(&c, p ? "ny" : "nx", a, b, &ksi);
                 if (r1 != PK_OK || r2 != PK_OK || r3 != PK_OK) {
-                    fprintf(stderr, "proc %d pair %d: %d %d %d\n", p, i, r1, r2, r3);
+                    fprintf(stderr, "proc %d pair %d: %d %d %d\n", p, j, r1, r2, r3);
                     bad++;
                     ksi = 0;
                 }
-                if (write(fds[p][1], &ksi, sizeof ksi) != sizeof ksi)
+                uint32_t rec[2] = {(uint32_t)(own ? p * NOWN + i : PROCS * NOWN + i), ksi};
+                if (write(fds[p][1], rec, sizeof rec) != sizeof rec)
                     bad++;
                 pk_wipe(&ks, sizeof ks);
             }
@@ -773,32 +836,201 @@ static void test_concurrent_alloc(void)
         }
         close(fds[p][1]);
     }
-    uint32_t all[PROCS * PER_PROC];
+    /* by pair: own pairs 0..PROCS*NOWN-1, then the shared ones */
+    uint32_t got[PROCS * NOWN + SHARED][PROCS];
+    memset(got, 0, sizeof got);
     size_t n = 0;
     for (int p = 0; p < PROCS; p++) {
-        uint32_t v;
-        while (read(fds[p][0], &v, sizeof v) == sizeof v && n < PROCS * PER_PROC)
-            all[n++] = v;
+        uint32_t rec[2];
+        while (read(fds[p][0], rec, sizeof rec) == sizeof rec && n < PROCS * NALL) {
+            if (rec[0] < PROCS * NOWN + SHARED)
+                got[rec[0]][p] = rec[1];
+            n++;
+        }
         close(fds[p][0]);
         int st = 0;
         waitpid(pids[p], &st, 0);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
-    CHECK_EQ_INT(n, PROCS * PER_PROC);
-    unsigned dups = 0, zeros = 0;
-    for (size_t i = 0; i < n; i++) {
-        zeros += all[i] == 0;
-        for (size_t j = i + 1; j < n; j++)
-            dups += all[i] == all[j] && all[i] != 0;
+    CHECK_EQ_INT(n, PROCS * NALL);
+    /* one KSI per pair (a shared pair the same from both instances), and no
+     * KSI for two pairs */
+    uint32_t ksi[PROCS * NOWN + SHARED];
+    unsigned zeros = 0, dups = 0, split = 0;
+    for (int q = 0; q < PROCS * NOWN + SHARED; q++) {
+        int owner = q < PROCS * NOWN ? q / NOWN : -1;
+        ksi[q] = got[q][owner < 0 ? 0 : owner];
+        zeros += ksi[q] == 0;
+        if (owner < 0)
+            for (int p = 1; p < PROCS; p++)
+                split += got[q][p] != ksi[q];
     }
+    for (int q = 0; q < PROCS * NOWN + SHARED; q++)
+        for (int r = q + 1; r < PROCS * NOWN + SHARED; r++)
+            dups += ksi[q] == ksi[r];
     CHECK_EQ_INT(zeros, 0);
+    CHECK_EQ_INT(split, 0);
     CHECK_EQ_INT(dups, 0);
-    /* and the store agrees */
+    /* and the store agrees: each KSI's exclusive record names its pair */
     CHECK_EQ_INT(env_open(&e), PK_OK);
-    uint32_t total = 0, used = 0;
-    CHECK_EQ_INT(pk_kms_pool_info(e.k, pool, &total, &used), PK_OK);
-    CHECK_EQ_INT(used, PROCS * PER_PROC);
+    unsigned agree = 0;
+    for (int q = 0; q < PROCS * NOWN + SHARED; q++) {
+        char a[64], b[64];
+        int p = q < PROCS * NOWN ? q / NOWN : PROCS,
+            i = q < PROCS * NOWN ? q % NOWN : q - PROCS * NOWN;
+        cname(a, sizeof a, "c", p, i, 'a');
+        cname(b, sizeof b, "c", p, i, 'b');
+        agree += alloc_names(&e, ksi[q], a, b);
+    }
+    CHECK_EQ_INT(agree, PROCS * NOWN + SHARED);
+    /* the check can fail: a KSI does not name another pair */
+    char a[64], b[64];
+    cname(a, sizeof a, "c", 0, 1, 'a');
+    cname(b, sizeof b, "c", 0, 1, 'b');
+    CHECK_EQ_INT(alloc_names(&e, ksi[0], a, b), 0);
     env_close(&e);
+}
+
+/* ---- scale: 2,000 pool devices register at once, 1,000 pairs allocate ---- */
+
+#define SCALE_DEVS  2000
+#define SCALE_PROCS 2
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Registers devices [lo, hi) (all of them), then allocates their pairs (2i, 2i+1);
+ * writes each pair's KSI to out[] and the key set of the first device to
+ * *first. Returns the number of failures; *t0 and *t1 the seconds the first and
+ * last 100 allocations took. */
+static int scale_run(env_t *e, int lo, int hi, uint32_t *out, pk_reg_keyset_t *first, double *t0,
+                     double *t1)
+{
+    int bad = 0;
+    pk_reg_keyset_t ks;
+    for (int d = lo; d < hi; d++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s-s%d", B.tag, d);
+        if (keys(e, d % 2 ? "nb" : "na", id, &ks) != PK_OK || ks.n != PK_REG_MAX_KEYS) {
+            bad++;
+            continue;
+        }
+        if (d == lo)
+            *first = ks;
+        else if (memcmp(&ks, first, sizeof ks) != 0)
+            bad++; /* every device of the pool holds the same set */
+    }
+    double t = mono_s();
+    for (int d = lo, j = 0; d + 1 < hi; d += 2, j++) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%s-s%d", B.tag, d);
+        snprintf(b, sizeof b, "%s-s%d", B.tag, d + 1);
+        out[j] = 0;
+        if (alloc(e, "na", a, b, &out[j]) != PK_OK || out[j] == 0)
+            bad++;
+        if (j == 99) {
+            *t0 = mono_s() - t;
+        }
+        if (d + 2 + 200 == hi)
+            t = mono_s();
+    }
+    *t1 = mono_s() - t;
+    bad += pk_kms_flush(e->k) != PK_OK;
+    pk_wipe(&ks, sizeof ks);
+    return bad;
+}
+
+static int u32_cmp(const void *x, const void *y)
+{
+    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static void test_scale(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e), PK_OK);
+    const char *pool = nm("spool");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 64, now, NULL), PK_OK);
+    for (int d = 0; d < SCALE_DEVS; d++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s-s%d", B.tag, d);
+        CHECK_EQ_INT(pk_kms_device_add(e.k, id, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+        if (d % 2) {
+            char pr[64];
+            snprintf(pr, sizeof pr, "%s-s%d", B.tag, d - 1);
+            CHECK_EQ_INT(pk_kms_allow(e.k, pr, id, now), PK_OK);
+        }
+    }
+    static uint32_t ksi[SCALE_DEVS / 2];
+    pk_reg_keyset_t first[SCALE_PROCS];
+    double t0 = 0, t1 = 0;
+    memset(first, 0, sizeof first);
+    if (!B.persistent) {
+        CHECK_EQ_INT(scale_run(&e, 0, SCALE_DEVS, ksi, &first[0], &t0, &t1), 0);
+        first[1] = first[0];
+        env_close(&e);
+    } else {
+        /* two kms instances, each registering half the devices at once, then
+         * allocating their pairs at once */
+        env_close(&e);
+        int fds[SCALE_PROCS][2];
+        pid_t pids[SCALE_PROCS];
+        const int per = SCALE_DEVS / SCALE_PROCS;
+        for (int p = 0; p < SCALE_PROCS; p++) {
+            CHECK_EQ_INT(pipe(fds[p]), 0);
+            pids[p] = fork();
+            if (pids[p] == 0) {
+                close(fds[p][0]);
+                env_t c;
+                static uint32_t mine[SCALE_DEVS / SCALE_PROCS / 2];
+                pk_reg_keyset_t f;
+                double a0 = 0, a1 = 0;
+                if (env_open(&c) != PK_OK)
+                    _exit(3);
+                int bad = scale_run(&c, p * per, (p + 1) * per, mine, &f, &a0, &a1);
+                double tt[2] = {a0, a1};
+                if (write(fds[p][1], &f, sizeof f) != sizeof f ||
+                    write(fds[p][1], mine, sizeof mine) != sizeof mine ||
+                    write(fds[p][1], tt, sizeof tt) != sizeof tt)
+                    bad++;
+                pk_wipe(&f, sizeof f);
+                env_close(&c);
+                _exit(bad ? 1 : 0);
+            }
+            close(fds[p][1]);
+        }
+        for (int p = 0; p < SCALE_PROCS; p++) {
+            double tt[2] = {0, 0};
+            size_t want = (size_t)per / 2 * sizeof ksi[0];
+            CHECK(read(fds[p][0], &first[p], sizeof first[p]) == sizeof first[p]);
+            CHECK(read(fds[p][0], ksi + p * per / 2, want) == (ssize_t)want);
+            CHECK(read(fds[p][0], tt, sizeof tt) == sizeof tt);
+            close(fds[p][0]);
+            t0 += tt[0];
+            t1 += tt[1];
+            int st = 0;
+            waitpid(pids[p], &st, 0);
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+    }
+    CHECK_MEM(&first[0], &first[1], sizeof first[0]); /* one set across instances */
+    qsort(ksi, SCALE_DEVS / 2, sizeof ksi[0], u32_cmp);
+    unsigned dups = 0;
+    for (int i = 1; i < SCALE_DEVS / 2; i++)
+        dups += ksi[i] == ksi[i - 1];
+    CHECK(ksi[0] != 0);
+    CHECK_EQ_INT(dups, 0);
+    fprintf(stderr,
+            "  %s: %d devices, %d pairs, %u duplicate KSIs; first 100 allocations "
+            "%.3f s, last 100 %.3f s\n",
+            B.name, SCALE_DEVS, SCALE_DEVS / 2, dups, t0, t1);
+    pk_wipe(first, sizeof first);
 }
 
 static void test_codecs(void)
@@ -858,6 +1090,7 @@ static void run_backend(const char *name)
     RUN(test_restart_audit_at_rest);
     RUN(test_hostile);
     RUN(test_concurrent_alloc);
+    RUN(test_scale);
     if (B.dir[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", B.dir);

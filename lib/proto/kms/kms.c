@@ -487,88 +487,56 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
     return PK_OK;
 }
 
-/* Pool keys collected page by page. */
+/* The pool's key set: its first PK_REG_MAX_KEYS keys in KSI order (one scan
+ * page, whatever the number of allocations made). */
 struct poolcol {
     size_t plen;
-    uint32_t ksi[64];
-    uint8_t sealed[64][SEALED_KEY];
+    uint32_t ksi[PK_REG_MAX_KEYS];
+    uint8_t sealed[PK_REG_MAX_KEYS][SEALED_KEY];
     size_t n;
-    uint8_t last[BLK_MAX + 4];
-    size_t lastl, seen;
 };
 
 static int poolcol_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
     struct poolcol *c = ctx;
-    if (klen != c->plen + 4 || vlen != SEALED_KEY || c->n >= 64)
+    if (klen != c->plen + 4 || vlen != SEALED_KEY || c->n >= PK_REG_MAX_KEYS)
         return PK_ERR_MALFORMED;
-    memcpy(c->last, key, klen);
-    c->lastl = klen;
-    c->seen++;
     c->ksi[c->n] = pk_get_u32(key + c->plen);
     memcpy(c->sealed[c->n], val, vlen);
     c->n++;
     return 0;
 }
 
+/* Option 2: every device of a pool gets the same fixed key set (kms.h), so
+ * a re-registration never changes the keys a pair's KSI maps to. Read-only. */
 static int keys_pool(struct keys_ctx *c, pk_txn_t *txn, const pk_reg_id_t *pool)
 {
     pk_kms_t *k = c->k;
     struct poolcol pc;
-    uint8_t pre[BLK_MAX];
+    uint8_t pre[BLK_MAX], rk[BLK_MAX + 4];
     size_t prl = kms_blk(pre, pool);
-    int rc = PK_OK;
     c->ks.mode = PK_REG_MODE_POOL;
     memset(&pc, 0, sizeof pc);
     pc.plen = prl;
-    for (unsigned page = 0; page < 4096 && c->ks.n < PK_REG_MAX_KEYS; page++) {
-        pc.n = pc.seen = 0;
-        rc = pk_txn_scan(txn, B_POOLKEY, pre, prl, pc.lastl ? pc.last : NULL, pc.lastl, 64,
-                         poolcol_cb, &pc);
-        for (size_t i = 0; rc == PK_OK && i < pc.n && c->ks.n < PK_REG_MAX_KEYS; i++) {
-            uint8_t ak[4];
-            size_t vl = 0;
-            pk_put_u32(ak, pc.ksi[i]);
-            rc = pk_txn_get(txn, B_ALLOC, ak, 4, NULL, 0, &vl);
-            if (rc == PK_OK || rc == PK_ERR_SPACE) {
-                rc = PK_OK; /* allocated to a pair: never handed out again */
-                continue;
-            }
-            if (rc != PK_ERR_NOTFOUND)
-                break;
-            uint8_t rk[BLK_MAX + 4];
-            memcpy(rk, pre, prl);
-            pk_put_u32(rk + prl, pc.ksi[i]);
-            pk_reg_key_t *e = &c->ks.k[c->ks.n];
-            size_t ol = 0;
-            rc = pk_wrap_ctx_open(&k->wrap, B_POOLKEY, rk, prl + 4, pc.sealed[i], SEALED_KEY,
-                                  e->key, KEY_LEN, &ol);
-            if (rc != PK_OK)
-                break;
+    int rc = pk_txn_scan(txn, B_POOLKEY, pre, prl, NULL, 0, PK_REG_MAX_KEYS, poolcol_cb, &pc);
+    memcpy(rk, pre, prl);
+    for (size_t i = 0; rc == PK_OK && i < pc.n; i++) {
+        pk_reg_key_t *e = &c->ks.k[c->ks.n];
+        size_t ol = 0;
+        pk_put_u32(rk + prl, pc.ksi[i]);
+        rc = pk_wrap_ctx_open(&k->wrap, B_POOLKEY, rk, prl + 4, pc.sealed[i], SEALED_KEY, e->key,
+                              KEY_LEN, &ol);
+        if (rc == PK_OK && ol != KEY_LEN)
+            rc = PK_ERR_MALFORMED;
+        if (rc == PK_OK) {
             e->ksi = pc.ksi[i];
             c->ks.n++;
         }
-        if (rc != PK_OK || pc.seen < 64)
-            break;
     }
     pk_wipe(&pc, sizeof pc);
     if (rc != PK_OK)
         return rc;
-    if (c->ks.n == 0)
-        return PK_ERR_EXPIRED; /* the pool is used up */
-    /* the window the device now holds */
-    uint8_t dk[BLK_MAX], win[8], old[8];
-    size_t dl = kms_blk(dk, c->dev), ol = 0;
-    pk_put_u32(win, c->ks.k[0].ksi);
-    pk_put_u32(win + 4, c->ks.k[c->ks.n - 1].ksi);
-    rc = pk_txn_get(txn, B_WIN, dk, dl, old, sizeof old, &ol);
-    if (rc == PK_OK && ol == 8 && memcmp(old, win, 8) == 0)
-        return PK_OK;
-    if (rc != PK_OK && rc != PK_ERR_NOTFOUND && rc != PK_ERR_SPACE)
-        return rc;
-    if (!c->write)
-        return NEED_WRITE;
-    return pk_txn_put(txn, B_WIN, dk, dl, win, 8);
+    return c->ks.n == 0 ? PK_ERR_EXPIRED : PK_OK; /* a pool without keys */
 }
 
 static int keys_fn(pk_txn_t *txn, void *ctx)
@@ -717,27 +685,19 @@ struct alloc_ctx {
     uint32_t ksi;
 };
 
-static int get_win(pk_txn_t *txn, const pk_reg_id_t *dev, uint32_t *lo, uint32_t *hi)
-{
-    uint8_t dk[BLK_MAX], w[8];
-    size_t dl = kms_blk(dk, dev), wl = 0;
-    int rc = pk_txn_get(txn, B_WIN, dk, dl, w, sizeof w, &wl);
-    if (rc == PK_ERR_NOTFOUND)
-        return PK_ERR_EXPIRED; /* no keys fetched yet */
-    if (rc != PK_OK || wl != 8)
-        return rc != PK_OK ? rc : PK_ERR_MALFORMED;
-    *lo = pk_get_u32(w);
-    *hi = pk_get_u32(w + 4);
-    return PK_OK;
-}
-
+/*
+ * One allocation (kms.h, "Option 2"): the pair's KSI when it has one, else a
+ * fresh identifier from the kms_ksi sequence, claimed in kms_alloc (an
+ * insert: a second claim of one KSI fails the transaction) and recorded as
+ * the pair's in kms_pairalloc, with its audit record, in one transaction.
+ * O(1) store operations whatever the number of allocations made.
+ */
 static int alloc_fn(pk_txn_t *txn, void *ctx)
 {
     struct alloc_ctx *c = ctx;
     pk_kms_t *k = c->k;
     kms_dev_t da, db;
-    uint32_t alo, ahi, blo, bhi;
-    uint8_t pk[PAIR_MAX], v[PAIR_MAX + 8];
+    uint8_t pk[PAIR_MAX], v[PAIR_MAX + 8], cur[4], ak[4];
     size_t pl = kms_pair(pk, c->a, c->b), vl = 0;
     int rc;
 
@@ -751,68 +711,33 @@ static int alloc_fn(pk_txn_t *txn, void *ctx)
         return PK_ERR_DENIED;
     if ((rc = kms_allowed(txn, c->a, c->b)) != 1)
         return rc < 0 ? rc : PK_ERR_DENIED;
-    if ((rc = get_win(txn, c->a, &alo, &ahi)) != PK_OK ||
-        (rc = get_win(txn, c->b, &blo, &bhi)) != PK_OK)
-        return rc;
-    uint32_t lo = alo > blo ? alo : blo, hi = ahi < bhi ? ahi : bhi;
-    if (lo > hi)
-        return PK_ERR_EXPIRED;
-    /* the pair's current KSI, if both devices still hold it */
-    uint8_t cur[4];
+    /* the pair's KSI: both devices hold the pool's fixed key set, so it stays
+     * valid across re-registrations (a fresh param still comes with it) */
     rc = pk_txn_get(txn, B_PAIRALLOC, pk, pl, cur, sizeof cur, &vl);
-    if (rc == PK_OK && vl == 4 && pk_get_u32(cur) >= lo && pk_get_u32(cur) <= hi) {
+    if (rc == PK_OK && vl == 4 && pk_get_u32(cur) != 0) {
         c->ksi = pk_get_u32(cur);
         return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a,
                                 c->b);
     }
     if (rc != PK_OK && rc != PK_ERR_NOTFOUND)
         return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
-    /* the pool's keys in [lo, hi], lowest first: claim the first one free */
-    struct poolcol *pc = calloc(1, sizeof *pc);
-    uint8_t pre[BLK_MAX];
-    if (!pc)
-        return PK_ERR_NOMEM;
-    size_t prl = kms_blk(pre, &da.pool);
-    pc->plen = prl;
-    memcpy(pc->last, pre, prl);
-    pk_put_u32(pc->last + prl, lo - 1); /* lo >= 1: KSIs start at 1 */
-    pc->lastl = prl + 4;
-    int claimed = 0, past = 0;
-    rc = PK_OK;
-    for (unsigned page = 0; page < 4096 && rc == PK_OK && !claimed && !past; page++) {
-        pc->n = pc->seen = 0;
-        rc = pk_txn_scan(txn, B_POOLKEY, pre, prl, pc->last, pc->lastl, 64, poolcol_cb, pc);
-        for (size_t i = 0; rc == PK_OK && i < pc->n; i++) {
-            uint8_t ak[4];
-            if (pc->ksi[i] > hi) {
-                past = 1;
-                break;
-            }
-            pk_put_u32(ak, pc->ksi[i]);
-            memcpy(v, pk, pl);
-            pk_put_u64(v + pl, c->now_ms);
-            rc = pk_txn_insert(txn, B_ALLOC, ak, 4, v, pl + 8);
-            if (rc == PK_ERR_EXISTS) {
-                rc = PK_OK; /* allocated to another pair: never reused */
-                continue;
-            }
-            if (rc == PK_OK) {
-                c->ksi = pc->ksi[i];
-                claimed = 1;
-            }
-            break;
-        }
-        if (pc->seen < 64)
-            break;
-    }
-    pk_wipe(pc, sizeof *pc);
-    free(pc);
+    if (rc == PK_OK)
+        return PK_ERR_MALFORMED; /* a corrupt record: refuse rather than guess */
+    uint64_t id = 0;
+    if ((rc = pk_txn_next_id(txn, S_KSI, &id)) != PK_OK)
+        return rc;
+    if (id == 0 || id > UINT32_MAX)
+        return PK_ERR_EXPIRED; /* the 32-bit KSI space is used up */
+    c->ksi = (uint32_t)id;
+    pk_put_u32(ak, c->ksi);
+    memcpy(v, pk, pl);
+    pk_put_u64(v + pl, c->now_ms);
+    rc = pk_txn_insert(txn, B_ALLOC, ak, 4, v, pl + 8);
+    if (rc == PK_ERR_EXISTS)
+        return PK_ERR_STATE; /* never: the sequence does not repeat */
     if (rc != PK_OK)
         return rc;
-    if (!claimed)
-        return PK_ERR_EXPIRED;
-    pk_put_u32(cur, c->ksi);
-    if ((rc = pk_txn_put(txn, B_PAIRALLOC, pk, pl, cur, 4)) != PK_OK)
+    if ((rc = pk_txn_put(txn, B_PAIRALLOC, pk, pl, ak, 4)) != PK_OK)
         return rc;
     return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a, c->b);
 }

@@ -26,12 +26,15 @@
  *   bucket kms_poolkey  blk(pool) || ksi(4) -> sealed(key, 32)
  *                                      bound to ("kms_poolkey", that key)
  *   bucket kms_win      blk(device) -> lo_ksi(4) hi_ksi(4)
- *                                      the pool keys the device was last given
+ *                                      legacy (per-device windows, before the
+ *                                      fixed key set): no longer written; read
+ *                                      by nothing, deleted with the device
  *   bucket kms_alloc    ksi(4) -> pair || at_ms(8)  exclusive, never deleted:
  *                                      a KSI allocated once is never reused
- *   bucket kms_pairalloc pair -> ksi(4)            the pair's current allocation
+ *   bucket kms_pairalloc pair -> ksi(4)            the pair's allocation
  *   bucket kms_dir      blk(device) -> blk(node) at_ms(8)   node directory
- *   sequence kms_ksi    every KSI (root keys and pool keys: one namespace)
+ *   sequence kms_ksi    every KSI (root keys, pool keys and pool
+ *                       allocations: one namespace, never reused)
  *
  *   Master keys (Toshiba US 9,294,269; DESIGN 3.6; domain.c):
  *   bucket kms_dom      blk(domain) -> ver(1)=1 domain_id(4) created_ms(8)
@@ -48,6 +51,40 @@
  *   not expired ("current"), plus the earliest with not_before > t ("next").
  *   log kms_audit       audit records (format below)
  *
+ * ---- Option 2: pool keys and allocations -------------------------------------
+ *
+ * Key set. Every device of a pool holds the same keys: the pool's first
+ * min(total, PK_REG_MAX_KEYS) keys in KSI order (one scan of at most 32
+ * rows; keys beyond the 32nd are never handed out). The set is fixed when
+ * the pool is created, so a re-registration returns the same keys and never
+ * invalidates a pair's KSI, and registration costs do not depend on the
+ * number of allocations.
+ *
+ * Allocation. A pair's KSI is a fresh identifier from the kms_ksi sequence
+ * (so it differs from every root-key, pool-key and allocation KSI ever
+ * issued), claimed by an insert into kms_alloc and recorded in
+ * kms_pairalloc, with its POOL_ALLOC audit record, in one serialisable
+ * transaction: two kms instances on one SQLite file or one PostgreSQL
+ * database never hand out one KSI twice (the sequence is transactional and
+ * the insert is a second, independent guard). Later requests for the pair
+ * get the same KSI (with a fresh param). Allocation never fails for lack of
+ * keys; only 2^32 KSIs in all (PK_ERR_EXPIRED then).
+ *
+ * KSI -> key. The pool key a KSI selects is entry (KSI mod n) of the key
+ * set sorted by ascending pool-key KSI, n = the set's size (the same for
+ * every device of the pool). The kms never sends the key index: the device
+ * computes it (pk_reg_dev_lookup), so LINK_IND keeps its format.
+ *
+ * Why sharing a pool key between pairs is safe: the link root key is
+ * KDF(pool key, FC 0xEB, param(16), id initiator, id responder)
+ * (PK_FC_POOL_LINK). The param is fresh per allocation and travels only in
+ * the AEAD-protected LINK_IND to the pair's two devices, so another holder
+ * of the same pool key cannot derive the pair's key; the KSI only names the
+ * allocation. Trade-off: a device's compromise exposes the pool keys of
+ * every holder, and with them any pair whose param the attacker also learns
+ * (the node sees params): option 1 (per-pair keys) stays the recommended
+ * mode; option 2 saves the per-pair keys in the accept.
+ *
  * Secrets (K, K_D, pool keys) are only ever stored sealed under the KEK with
  * the row's identity as associated data (store/wrap.h).
  *
@@ -57,7 +94,7 @@
  *
  *   what (enum pk_kms_audit_what): VECTOR (an authentication vector for
  *   device to node), ROOT_KEY (option 1: root key ksi of pair (device, peer)
- *   to node), POOL_KEYS (option 2: count pool keys from ksi (the window's
+ *   to node), POOL_KEYS (option 2: count pool keys from ksi (the key set's
  *   lowest) to node for device; peer = the pool name), POOL_ALLOC (ksi
  *   allocated to the pair (device = initiator, peer) for node), and admin
  *   events with node = "admin": DEVICE_ADD, DEVICE_REMOVE, ALLOW, DENY,
@@ -119,11 +156,11 @@ enum pk_kms_audit_what {
     PK_KMS_A_GROUP_ADD = 20,
     PK_KMS_A_GROUP_REMOVE = 21,
     PK_KMS_A_POOL_CREATE = 22,
-    PK_KMS_A_DOMAIN_ADD = 23,   /* peer = domain, ksi = domain ID */
-    PK_KMS_A_DOMAIN_JOIN = 24,  /* device joined domain (peer) */
-    PK_KMS_A_DOMAIN_LEAVE = 25, /* device left domain (peer) */
-    PK_KMS_A_MK_CREATE = 26,    /* master key ksi = MK ID made for domain (peer) */
-    PK_KMS_A_TRIGGER_KEY = 32,  /* trigger key of device issued to node ("admin": made) */
+    PK_KMS_A_DOMAIN_ADD = 23,     /* peer = domain, ksi = domain ID */
+    PK_KMS_A_DOMAIN_JOIN = 24,    /* device joined domain (peer) */
+    PK_KMS_A_DOMAIN_LEAVE = 25,   /* device left domain (peer) */
+    PK_KMS_A_MK_CREATE = 26,      /* master key ksi = MK ID made for domain (peer) */
+    PK_KMS_A_TRIGGER_KEY = 32,    /* trigger key of device issued to node ("admin": made) */
     PK_KMS_A_TRIGGER_REMOVE = 33, /* device's trigger key deleted */
 };
 
@@ -190,8 +227,8 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *                 allowed pair of the device whose peer exists in mode pairs
  *                 (at most PK_REG_MAX_KEYS, lowest peer ids first), each
  *                 created once and the same for both devices and any node;
- *                 option 2 (mode pool): the first PK_REG_MAX_KEYS
- *                 unallocated keys of the device's pool (its window, stored).
+ *                 option 2 (mode pool): the pool's key set (its first
+ *                 PK_REG_MAX_KEYS keys; the same for every device, read-only).
  *                 The directory records node_cn as the device's node.
  *                 When the device is in a domain with a valid master key,
  *                 the master-key block (current, and next when scheduled)
@@ -201,9 +238,9 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *   KMS_MK_REQ    -> KMS_MK_RESP with the device's master-key block only
  *                 (the refresh of a registered device); audit MASTER_KEY.
  *   KMS_ALLOC_REQ initiator and peer both in mode pool, one pool, allowed:
- *                 the pair's KSI if both still hold it, else the lowest
- *                 KSI in both windows never allocated, claimed in one
- *                 transaction with its audit record; a fresh param (rng).
+ *                 the pair's KSI if it has one, else a fresh one from the
+ *                 kms_ksi sequence, claimed in one transaction with its
+ *                 audit record ("Option 2" above); a fresh param (rng).
  *                 -> KMS_ALLOC_RESP.
  *   KMS_DIR_REQ   -> KMS_DIR_RESP with the device's node.
  *
@@ -213,7 +250,8 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *     type, bad id), PK_ERR_DENIED (ST_DENIED: node id differs from node_cn,
  *     pair not allowed, wrong mode), PK_ERR_NOTFOUND (ST_UNKNOWN: unknown
  *     device or no directory entry), PK_ERR_LIMIT (ST_BUSY: too many queued
- *     audit records - flush, then retry), PK_ERR_EXPIRED (ST_EXHAUSTED),
+ *     audit records - flush, then retry), PK_ERR_EXPIRED (ST_EXHAUSTED: a
+ *     pool without keys, or the 32-bit KSI space used up),
  *     PK_ERR_BUSY / PK_ERR_IO (ST_BUSY), others (ST_ERROR).
  * A refused request changes no state and queues no audit record.
  * resp holds keys on success: the caller wipes it after sending.
@@ -308,7 +346,10 @@ int pk_kms_group_remove(pk_kms_t *k, const char *group, const char *member, uint
  * the kms_ksi sequence; *first_ksi (may be NULL) the first. PK_ERR_EXISTS. */
 int pk_kms_pool_create(pk_kms_t *k, const char *name, uint32_t n, uint64_t now_ms,
                        uint32_t *first_ksi);
-/* Unallocated and total keys of a pool. PK_ERR_NOTFOUND. */
+/* Total keys of a pool, and *allocated its keys that are themselves in
+ * kms_alloc: legacy (per-key allocations before the fixed key set); new
+ * allocations take fresh KSIs and consume no key, so this stays constant -
+ * count allocations with the POOL_ALLOC audit records. PK_ERR_NOTFOUND. */
 int pk_kms_pool_info(pk_kms_t *k, const char *name, uint32_t *total, uint32_t *allocated);
 
 /* ---- domains and master keys (domain.c; Toshiba, DESIGN 3.6) ---- */
