@@ -378,12 +378,20 @@ int pk_reg_dev_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_
         }
         goto none;
     }
+    if (d->keys.n == 0)
+        goto none;
     for (unsigned i = 0; i < PK_REG_MAX_IND; i++) {
         const pk_reg_ind_t *in = &d->ind[i];
         if (!in->used || in->ksi != ksi || !pk_reg_id_eq(&in->peer, &p))
             continue;
+        /* the pool key of entry (KSI mod n) in ascending pool-key KSI order
+         * (KSIs are distinct within a set: exactly one entry has that rank) */
+        unsigned want = (unsigned)(ksi % d->keys.n);
         for (unsigned j = 0; j < d->keys.n; j++) {
-            if (d->keys.k[j].ksi != ksi)
+            unsigned rank = 0;
+            for (unsigned x = 0; x < d->keys.n; x++)
+                rank += d->keys.k[x].ksi < d->keys.k[j].ksi;
+            if (rank != want)
                 continue;
             const pk_reg_id_t *ini = in->role == PK_REG_ROLE_INITIATOR ? &d->id : &in->peer;
             const pk_reg_id_t *rsp = in->role == PK_REG_ROLE_INITIATOR ? &in->peer : &d->id;

@@ -24,8 +24,9 @@
  *   RES   = first 16 of KDF(K, 0xE1, RAND, nonce_d, node id)  (= XRES)
  *   K_reg = KDF(K, 0xE2, RAND, nonce_d, node id, device id)
  *   message key dir = KDF(K_reg, 0xE3, dir(1)) dir 0x00 up, 0x01 down
- *   option-2 link K_D = KDF(K_pool[KSI], PK_REG_FC_POOL_LINK, param(16),
+ *   option-2 link K_D = KDF(K_pool[KSI mod n], PK_FC_POOL_LINK, param(16),
  *                           initiator id, responder id)
+ *     K_pool[i] the i-th of the device's n pool keys in ascending KSI order
  */
 #ifndef PK_PROTO_REG_REG_H
 #define PK_PROTO_REG_REG_H
@@ -354,7 +355,9 @@ uint32_t pk_reg_mkset_newest(const pk_reg_mkset_t *mk);
 /*
  * Root-key lookup for the direct link (pk_link_lookup_fn; ctx = the device):
  * option 1, the pair key with this KSI whose peer is peer; option 2, the
- * indication (ksi, peer) and the pool key ksi, giving the per-link key.
+ * indication (ksi, peer) and the pool key it selects - entry (ksi mod n) of
+ * the n pool keys in ascending KSI order (the kms's fixed key set, kms.h) -
+ * giving the per-link key KDF(pool key, param, initiator, responder).
  * PK_OK or PK_ERR_NOTFOUND; k_d is wiped on failure.
  */
 int pk_reg_dev_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_len,
