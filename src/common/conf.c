@@ -67,14 +67,21 @@ int pk_conf_load(pk_conf_t *c, const char *path)
         snprintf(c->err, sizeof c->err, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
-    char line[1024], where[300], known[400];
+    char *line = NULL, where[300], known[400];
+    size_t linecap = 0;
+    ssize_t got;
     int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    while ((got = getline(&line, &linecap, f)) >= 0) {
         lineno++;
         snprintf(where, sizeof where, "%s:%d", path, lineno);
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            snprintf(c->err, sizeof c->err, "%s: line too long", where);
+        size_t len = (size_t)got;
+        if (len > 1023) {
+            snprintf(c->err, sizeof c->err, "%s: line too long (max 1023 bytes)", where);
+            rc = -1;
+            break;
+        }
+        if (strlen(line) != len) {
+            snprintf(c->err, sizeof c->err, "%s: NUL byte in line", where);
             rc = -1;
             break;
         }
@@ -129,19 +136,32 @@ int pk_conf_load(pk_conf_t *c, const char *path)
             break;
         }
     }
+    free(line);
     fclose(f);
     return rc;
+}
+
+/* A user's argument as it may appear in a one-line error: at most 64 bytes,
+ * control characters shown as '?'. */
+static const char *shown(const char *a, char out[65])
+{
+    size_t i = 0;
+    for (; a[i] && i < 64; i++)
+        out[i] = (unsigned char)a[i] < 0x20 || a[i] == 0x7f ? '?' : a[i];
+    out[i] = 0;
+    return out;
 }
 
 int pk_conf_args(pk_conf_t *c, int argc, char **argv, char **pos, int max_pos, int *npos)
 {
     int np = 0;
+    char sh[65];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
             for (i++; i < argc; i++) {
                 if (np >= max_pos) {
-                    snprintf(c->err, sizeof c->err, "unexpected argument '%s'", argv[i]);
+                    snprintf(c->err, sizeof c->err, "unexpected argument '%s'", shown(argv[i], sh));
                     return -1;
                 }
                 pos[np++] = argv[i];
@@ -150,11 +170,11 @@ int pk_conf_args(pk_conf_t *c, int argc, char **argv, char **pos, int max_pos, i
         }
         if (a[0] != '-' || a[1] != '-') {
             if (a[0] == '-' && a[1]) {
-                snprintf(c->err, sizeof c->err, "unknown option '%s'", a);
+                snprintf(c->err, sizeof c->err, "unknown option '%s'", shown(a, sh));
                 return -1;
             }
             if (np >= max_pos) {
-                snprintf(c->err, sizeof c->err, "unexpected argument '%s'", a);
+                snprintf(c->err, sizeof c->err, "unexpected argument '%s'", shown(a, sh));
                 return -1;
             }
             pos[np++] = argv[i];
@@ -174,8 +194,9 @@ int pk_conf_args(pk_conf_t *c, int argc, char **argv, char **pos, int max_pos, i
         }
         int k = find(c, name, nlen);
         if (k < 0) {
-            snprintf(c->err, sizeof c->err, "unknown option '--%.*s'", (int)(nlen > 64 ? 64 : nlen),
-                     name);
+            char nm[65];
+            snprintf(nm, sizeof nm, "%.*s", (int)(nlen > 64 ? 64 : nlen), name);
+            snprintf(c->err, sizeof c->err, "unknown option '--%s'", shown(nm, sh));
             return -1;
         }
         const char *v;

@@ -79,6 +79,17 @@ static void test_errors_name_file_and_line(void)
     CHECK(strstr(c.err, "takes true or false") != NULL);
     remove(p);
 
+    /* A NUL byte inside a line is an error, not a silently shortened value. */
+    pk_conf_init(&c, keys, 3);
+    {
+        FILE *f = fopen(p, "w");
+        fwrite("db = ab\0cd\n", 1, 11, f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(pk_conf_load(&c, p), -1);
+    CHECK(strstr(c.err, ":1: NUL byte in line") != NULL);
+    remove(p);
+
     pk_conf_init(&c, keys, 3);
     CHECK_EQ_INT(pk_conf_load(&c, "/nonexistent/pk.conf"), -1);
     CHECK(strstr(c.err, "cannot open") != NULL);
@@ -103,6 +114,11 @@ static void test_arg_errors(void)
     CHECK_EQ_INT(pk_conf_args(&c, 2, a4, pos, 1, &np), -1);
     char *a5[] = {"x", "--foreground=1", NULL};
     CHECK_EQ_INT(pk_conf_args(&c, 2, a5, pos, 1, &np), -1);
+    /* An error echoes the argument on one line, control characters hidden. */
+    char *a6[] = {"x", "--evil\nlevel=error", NULL};
+    CHECK_EQ_INT(pk_conf_args(&c, 2, a6, pos, 1, &np), -1);
+    CHECK(strchr(c.err, '\n') == NULL);
+    CHECK(strstr(c.err, "unknown option '--evil?level'") != NULL);
 }
 
 int main(void)
