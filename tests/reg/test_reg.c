@@ -968,6 +968,57 @@ static void test_mk_refresh_update(void)
     h_world_clear(&w);
 }
 
+/* Option 2: an indicated KSI selects pool key (KSI mod n) in ascending KSI
+ * order, whatever order the keys arrived in; the link key is
+ * KDF(that key, FC 0xEB, param, initiator, responder). */
+static void test_pool_ksi_lookup(void)
+{
+    static pk_reg_dev_t d;
+    const uint32_t ksis[5] = {0x30, 0x10, 0x50, 0x20, 0x40}; /* ascending: 10 20 30 40 50 */
+    uint8_t k_d[PK_REG_ROOT_KEY_LEN], want[PK_REG_ROOT_KEY_LEN];
+    memset(&d, 0, sizeof d);
+    d.state = PK_REG_D_REGISTERED;
+    d.id = h_id("dev-a");
+    d.keys.mode = PK_REG_MODE_POOL;
+    d.keys.n = 5;
+    for (unsigned i = 0; i < 5; i++) {
+        d.keys.k[i].ksi = ksis[i];
+        memset(d.keys.k[i].key, (int)(0xA0 + i), PK_REG_ROOT_KEY_LEN);
+    }
+    pk_reg_ind_t *in = &d.ind[0];
+    in->used = 1;
+    in->role = PK_REG_ROLE_RESPONDER;
+    in->peer = h_id("dev-b");
+    memset(in->param, 0x5A, PK_REG_PARAM_LEN);
+    /* allocation KSIs from the kms sequence: larger than every pool key's */
+    const struct {
+        uint32_t ksi;
+        unsigned entry; /* index into ksis[] of the rank-(ksi mod 5) key */
+    } cases[] = {{1000, 1}, {1001, 3}, {1002, 0}, {1003, 4}, {1004, 2}, {0xFFFFFFFFu, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        in->ksi = cases[c].ksi;
+        pk_reg_id_t ini = in->peer, rsp = d.id; /* this device responds */
+        CHECK_EQ_INT(
+            pk_reg_pool_link_key(d.keys.k[cases[c].entry].key, in->param, &ini, &rsp, want), PK_OK);
+        CHECK_EQ_INT(pk_reg_dev_lookup(&d, cases[c].ksi, in->peer.b, in->peer.len, k_d), PK_OK);
+        CHECK_MEM(k_d, want, sizeof want);
+        /* not the key of a neighbouring rank */
+        CHECK_EQ_INT(pk_reg_pool_link_key(d.keys.k[(cases[c].entry + 1) % 5].key, in->param, &ini,
+                                          &rsp, want),
+                     PK_OK);
+        CHECK(memcmp(k_d, want, sizeof want) != 0);
+    }
+    /* no indication for this KSI or this peer, or no keys: nothing */
+    uint8_t zero[PK_REG_ROOT_KEY_LEN] = {0};
+    CHECK_EQ_INT(pk_reg_dev_lookup(&d, 1000, in->peer.b, in->peer.len, k_d), PK_ERR_NOTFOUND);
+    CHECK_MEM(k_d, zero, sizeof zero); /* wiped on failure */
+    CHECK_EQ_INT(pk_reg_dev_lookup(&d, in->ksi, (const uint8_t *)"dev-c", 5, k_d), PK_ERR_NOTFOUND);
+    d.keys.n = 0;
+    CHECK_EQ_INT(pk_reg_dev_lookup(&d, in->ksi, in->peer.b, in->peer.len, k_d), PK_ERR_NOTFOUND);
+    pk_wipe(&d, sizeof d);
+    pk_wipe(want, sizeof want);
+}
+
 static void test_net_frames(void)
 {
     static pk_reg_net_t m, m2;
@@ -1032,6 +1083,7 @@ int main(void)
     RUN(test_half_open_index);
     RUN(test_rate_limit);
     RUN(test_net_frames);
+    RUN(test_pool_ksi_lookup);
     RUN(test_master_key_block);
     RUN(test_mk_refresh_update);
     return check_report();
