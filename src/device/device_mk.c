@@ -702,11 +702,11 @@ static const pk_conf_key_t run_keys[] = {
     {"wrap", "third embodiment: make the key and send it wrapped under the master key", NULL, 1},
     {"no-autostart", "do not authenticate with clients found by their beacons", NULL, 1},
     {"duration", "S       exit after S seconds (default: run until SIGTERM)", NULL, 0},
-    {"refresh-lead", "S       ask the node for the next master key this long before the current "
-                     "one expires, when none is known (default 120)",
+    {"refresh-lead",
+     "S       ask the node for the next master key this long before the current "
+     "one expires, when none is known (default 120)",
      "120", 0},
-    {"no-push", "do not listen for the node's MK_UPDATE pushes on the registered address", NULL,
-     1},
+    {"no-push", "do not listen for the node's MK_UPDATE pushes on the registered address", NULL, 1},
 };
 
 static int cmd_run(int argc, char **argv)
@@ -751,8 +751,7 @@ static int cmd_run(int argc, char **argv)
         parse_secs(pk_conf_get(&conf, "auth-timeout"), 3600, &cfg.auth_timeout_ms) ||
         parse_secs(pk_conf_get(&conf, "duration"), 1e7, &dur) ||
         parse_secs(pk_conf_get(&conf, "refresh-lead"), 86400, &refresh_lead) ||
-        cfg.ik_lifetime_ms == 0 ||
-        cfg.retry_ms == 0 || cfg.auth_timeout_ms == 0)
+        cfg.ik_lifetime_ms == 0 || cfg.retry_ms == 0 || cfg.auth_timeout_ms == 0)
         return usage("run", "times are seconds (lifetime and retry > 0)");
     cfg.beacon_autostart = !pk_conf_flag(&conf, "no-autostart");
     memset(&r, 0, sizeof r);
@@ -1142,8 +1141,8 @@ static int cmd_refresh(int argc, char **argv)
             pk_addr_t from;
             memset(&from, 0, sizeof from);
             from.len = sizeof from.ss;
-            ssize_t n = recvfrom(fd, dg, sizeof dg, 0, (struct sockaddr *)&from.ss,
-                                 (socklen_t *)&from.len);
+            ssize_t n =
+                recvfrom(fd, dg, sizeof dg, 0, (struct sockaddr *)&from.ss, (socklen_t *)&from.len);
             if (n < 0) {
                 if (errno == ECONNREFUSED) { /* ICMP: nothing listens at the node */
                     why = "channel refused";
@@ -1167,8 +1166,9 @@ static int cmd_refresh(int argc, char **argv)
     if (ret == 0)
         goto out;
 fallback:
-    fprintf(stderr, "proxkey device mk refresh: no MK_UPDATE from the node (%s): registering "
-                    "again (FIG. 8 S14)\n",
+    fprintf(stderr,
+            "proxkey device mk refresh: no MK_UPDATE from the node (%s): registering "
+            "again (FIG. 8 S14)\n",
             why);
     if (fd >= 0)
         close(fd);

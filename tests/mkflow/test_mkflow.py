@@ -4,8 +4,10 @@
 usage: test_mkflow.py PROXKEY
 
 Checks: the master key reaches devices in the registration ACCEPT; `kms master
-list` never shows a value; a rotation at the kms reaches a device by
-`device mk refresh`; `device keys` masks values; a client whose master key is
+list` never shows a value; a rotation at the kms reaches one running client by
+the node's push and another by `device mk refresh` over the registration
+channel, neither registering again; the refresh falls back to registering
+when the node is down or has lost the channel; `device keys` masks values; a client whose master key is
 old fails authentication and stores no key; three clients derive identical
 pairwise keys, exchange messages under them, and re-key when the master key
 changes (FIG. 8); an individual key expires and is removed.
@@ -53,9 +55,10 @@ def free_port(kind=socket.SOCK_DGRAM):
 procs = []
 
 
-def start(*args, out=None):
+def start(*args, out=None, err=None):
     f = open(os.path.join(W, out), "w") if out else subprocess.DEVNULL
-    p = subprocess.Popen([PK, *args], cwd=W, stdout=f, stderr=subprocess.DEVNULL)
+    e = open(os.path.join(W, err), "w") if err else subprocess.DEVNULL
+    p = subprocess.Popen([PK, *args], cwd=W, stdout=f, stderr=e)
     procs.append(p)
     return p
 
@@ -133,9 +136,13 @@ try:
           "ca/kms.crt", "--key", "ca/kms.key", "--log-level", "warn")
     np_ = free_port()
     node = f"127.0.0.1:{np_}"
-    start("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms", f"127.0.0.1:{kp}",
-          "--ca", "ca/ca.crt", "--cert", "ca/node-1.crt", "--key", "ca/node-1.key",
-          "--stats-ms", "0", "--log-level", "warn")
+    node_args = ("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms",
+                 f"127.0.0.1:{kp}", "--ca", "ca/ca.crt", "--cert", "ca/node-1.crt", "--key",
+                 "ca/node-1.key", "--stats-ms", "0", "--log-level", "debug")
+    node_p = start(*node_args, err="node.log")
+
+    def challenges():  # the node's CHALLENGEs sent (debug trace): one per registration run
+        return len(re.findall(r"type=0x02 ", read("node.log")))
 
     def register(d):
         for _ in range(25):
@@ -188,14 +195,22 @@ try:
     p = run("device", "mk", "send", "c4", "x", "--dir", "c1", "--to", "127.0.0.1:9", ok=False)
     check(p.returncode == 1, "no key with c4: send refused")
 
-    # rotation at the kms; c1 and c2 refresh, c3 does not (old master key)
+    # rotation at the kms; c2 refreshes over the channel, c1 gets it by push,
+    # c3 (stopped) does not (old master key)
     cl["c3"].send_signal(signal.SIGTERM)
     cl["c3"].wait(10)
+    check(wait_for("run-c1.txt", r"event=push_listening "), "mk run listens for pushes")
     p = run("kms", "master", "rotate", "d1", "--lifetime", "1h", "--log-level", "warn")
     check(p.returncode == 0 and "mk_id=2 " in p.stdout, "kms master rotate: key 2, effective now")
-    for d in ("c1", "c2"):
-        check(run("device", "mk", "refresh", "--dir", d, "--node", node).returncode == 0,
-              f"{d}: mk refresh")
+    ch0 = challenges()
+    p = run("device", "mk", "refresh", "--dir", "c2", "--node", node)
+    check(p.returncode == 0 and "refresh path=channel newest_mk_id=2 changed=1" in p.stdout,
+          "c2: mk refresh over the channel (MK_REFRESH -> MK_UPDATE)")
+    check(wait_for("run-c1.txt", r"event=mk_update newest_mk_id=2 changed=1"),
+          "c1's running client got master key 2 by push (it asked nothing)")
+    check(wait_for("run-c2.txt", r"event=master_changed old_mk_id=1 mk_id=2"),
+          "c2's running client took the refreshed key from the state directory")
+    check(challenges() == ch0 and ch0 >= 4, "no registration ran for either (no new CHALLENGE)")
     out = run("device", "mk", "show", "--dir", "c1").stdout
     check(re.search(r"^master .*mk_id=2 .*state=current", out, re.M) is not None,
           "the refresh brought master key 2")
@@ -216,8 +231,8 @@ try:
           "event=key" not in read("run-c3.txt"),
           "c3 stored no key")
     # c3 refreshes: it joins in under key 2
-    check(run("device", "mk", "refresh", "--dir", "c3", "--node", node).returncode == 0,
-          "c3: mk refresh")
+    p = run("device", "mk", "refresh", "--dir", "c3", "--node", node)
+    check(p.returncode == 0 and "refresh path=channel" in p.stdout, "c3: mk refresh (channel)")
     check(wait_for("run-c3.txt", r"event=key .*mk_id=2 ", 2, 20), "c3 re-keyed with c1 and c2")
     # expiry: a short-lived key disappears
     for p in cl.values():
@@ -232,6 +247,28 @@ try:
     # keys made above under master key 1 expired their grace; the remaining ones live
     check(all(r["mk_id"] == "2" for r in individual("c1")),
           "keys of the replaced master key were removed once past their time")
+    # fallback (FIG. 8 S14): the node is down, then back with no contexts
+    node_p.send_signal(signal.SIGTERM)
+    node_p.wait(10)
+    p = run("kms", "master", "rotate", "d1", "--lifetime", "1h", "--log-level", "warn")
+    check(p.returncode == 0 and "mk_id=3 " in p.stdout, "kms master rotate: key 3")
+    p = run("device", "mk", "refresh", "--dir", "c1", "--node", node, "--tries", "2", "--rto",
+            "200", ok=False, timeout=60)
+    check(p.returncode != 0 and "registering again" in p.stderr and "path=channel" not in p.stdout,
+          "node down: no MK_UPDATE, fell back to registering (which fails too)")
+    node_p = start(*node_args, err="node2.log")
+    got = None
+    for _ in range(25):  # the restarted node knows no channel: the refresh falls back
+        got = run("device", "mk", "refresh", "--dir", "c1", "--node", node, "--tries", "2",
+                  "--rto", "200", ok=False, timeout=60)
+        if got.returncode == 0:
+            break
+        time.sleep(0.2)
+    check(got.returncode == 0 and "refresh path=register" in got.stdout and
+          "registering again" in got.stderr, "restarted node: the refresh registered again (S14)")
+    out = run("device", "mk", "show", "--dir", "c1").stdout
+    check(re.search(r"^master .*mk_id=3 .*state=current", out, re.M) is not None,
+          "the re-registration brought master key 3")
     audit = run("kms", "audit", "--log-level", "warn").stdout
     check(len(re.findall(r"what=master_key ", audit)) >= 6 and "what=mk_create" in audit,
           "the kms audit records every master-key issuance")
