@@ -31,6 +31,9 @@ static const pk_conf_key_t keys[] = {
     {"ip-rate", "unauthenticated datagrams per second per source IP", "200", 0},
     {"kms-timeout-ms", "kms answer timeout before reconnecting", "5000", 0},
     {"stats-ms", "interval of the counters log line (0: only on SIGHUP and exit)", "10000", 0},
+    {"mk-check-ms", "how often to ask the kms for newer master keys (0: never)", "60000", 0},
+    {"mk-push-per-tick", "MK_UPDATE pushes per timer tick", "8", 0},
+    {"max-domains", "master-key domains tracked for pushes (1..4096)", "256", 0},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -174,6 +177,15 @@ static int cmd_serve(int argc, char **argv)
     if (num(&c, "stats-ms", 0, 86400000, &v))
         return 2;
     o.stats_ms = v;
+    if (num(&c, "mk-check-ms", 0, 86400000, &v))
+        return 2;
+    o.mk_check_ms = v ? v : UINT64_MAX;
+    if (num(&c, "mk-push-per-tick", 1, 4096, &v))
+        return 2;
+    o.mk_push_per_tick = (unsigned)v;
+    if (num(&c, "max-domains", 1, 4096, &v))
+        return 2;
+    o.max_domains = (size_t)v;
     o.id = pk_conf_get(&c, "id");
     o.listen_udp = pk_conf_get(&c, "listen-udp");
     o.listen_tls = pk_conf_get(&c, "listen-tls");

@@ -44,36 +44,9 @@ typedef struct peer_conn {
     uint64_t retry_at, backoff;
 } peer_conn_t;
 
-/* Randomness for the core (temporary ids, the index seed): OpenSSL's DRBG
- * read 4 KiB at a time (one RAND_bytes call costs about as much for 8 bytes
- * as for 4 KiB: ~8% of the node's CPU per registration otherwise); served
- * bytes are wiped from the pool. */
-#define RNG_POOL 4096
-typedef struct node_rng {
-    uint8_t buf[RNG_POOL];
-    size_t pos; /* bytes before pos are used (wiped) */
-} node_rng_t;
-
-static int node_rng_fill(void *ctx, uint8_t *out, size_t n)
-{
-    node_rng_t *r = ctx;
-    if (n > RNG_POOL / 4)
-        return pk_random(out, n);
-    if (RNG_POOL - r->pos < n) {
-        int rc = pk_random(r->buf, RNG_POOL);
-        if (rc != PK_OK)
-            return rc;
-        r->pos = 0;
-    }
-    memcpy(out, r->buf + r->pos, n);
-    pk_wipe(r->buf + r->pos, n);
-    r->pos += n;
-    return PK_OK;
-}
-
 struct node_srv {
     node_srv_opts_t o;
-    node_rng_t rngpool;
+    pk_rng_pool_t rngpool; /* the core's randomness: OpenSSL's DRBG, buffered */
     pk_rng_t rng;
     pk_node_t *core;
     pk_loop_t *loop;
@@ -499,14 +472,18 @@ void node_srv_log_stats(node_srv_t *s)
             "devices=%zu half_open=%zu registered=%llu reregistered=%llu evicted=%llu "
             "kms_up=%d kms_pending=%zu kms_sent=%llu kms_answered=%llu kms_resent=%llu "
             "links_asked=%llu links_indicated=%llu links_rejected=%llu links_received=%llu "
-            "udp_rx=%llu udp_tx=%llu udp_tx_errors=%llu drops=%llu",
+            "mk_refreshes=%llu mk_updates=%llu mk_pushes=%llu mk_checks=%llu mk_refused=%llu "
+            "mk_dom_full=%llu udp_rx=%llu udp_tx=%llu udp_tx_errors=%llu drops=%llu",
             pk_node_devices(s->core), pk_node_half_open(s->core),
             (unsigned long long)st->registered, (unsigned long long)st->reregistered,
             (unsigned long long)st->evicted_contexts, s->kms_open, pk_node_kms_pending(s->core),
             (unsigned long long)st->kms_sent, (unsigned long long)st->kms_answered,
             (unsigned long long)st->kms_resent, (unsigned long long)st->links_asked,
             (unsigned long long)st->links_indicated, (unsigned long long)st->links_rejected,
-            (unsigned long long)st->links_received, (unsigned long long)us->rx,
+            (unsigned long long)st->links_received, (unsigned long long)st->mk_refreshes,
+            (unsigned long long)st->mk_updates, (unsigned long long)st->mk_pushes,
+            (unsigned long long)st->mk_checks, (unsigned long long)st->mk_refused,
+            (unsigned long long)st->mk_dom_full, (unsigned long long)us->rx,
             (unsigned long long)us->tx, (unsigned long long)us->tx_errors,
             (unsigned long long)pk_drops_total(&s->drops));
     for (unsigned r = 0; r < SD_N; r++)
@@ -567,9 +544,7 @@ int node_srv_new(node_srv_t **out, const node_srv_opts_t *o)
     pk_drops_init(&s->drops, s->drop_names, SD_N);
     s->kms_backoff = BACKOFF_MIN_MS;
 
-    s->rngpool.pos = RNG_POOL; /* empty: filled on first use */
-    s->rng.fill = node_rng_fill;
-    s->rng.ctx = &s->rngpool;
+    pk_rng_pool_init(&s->rngpool, &s->rng);
     pk_node_cfg_t nc = {.rng = &s->rng,
                         .max_half = o->max_half,
                         .max_buckets = 1024,
@@ -577,7 +552,10 @@ int node_srv_new(node_srv_t **out, const node_srv_opts_t *o)
                         .per_sec = o->reg_rate,
                         .max_devices = o->max_devices,
                         .max_kms = o->max_kms,
-                        .kms_timeout_ms = o->kms_timeout_ms};
+                        .kms_timeout_ms = o->kms_timeout_ms,
+                        .max_domains = o->max_domains,
+                        .mk_check_ms = o->mk_check_ms,
+                        .mk_push_per_tick = o->mk_push_per_tick};
     if (pk_reg_id_set(&nc.node_id, o->id, strlen(o->id)) != PK_OK) {
         fprintf(stderr, "proxkey node serve: --id: 1..64 bytes of UTF-8 expected\n");
         rc = PK_ERR_INVAL;
@@ -710,6 +688,6 @@ void node_srv_free(node_srv_t *s)
     pk_node_free(s->core);
     free(s->arena);
     free(s->v6);
-    pk_wipe(&s->rngpool, sizeof s->rngpool);
+    pk_rng_pool_clear(&s->rngpool);
     free(s);
 }
