@@ -682,15 +682,38 @@ struct alloc_ctx {
     pk_kms_t *k;
     const pk_reg_id_t *a, *b, *node;
     uint64_t now_ms;
+    uint32_t fresh; /* the next leased KSI (0: none) */
+    int used_fresh; /* 1 when the allocation took it */
     uint32_t ksi;
 };
 
+/* Takes KSI_LEASE identifiers from kms_ksi in one committed transaction:
+ * once committed they are this instance's alone (no other instance or
+ * restart gets them), so allocations need not touch the sequence's row - the
+ * one row every instance would otherwise update for every allocation. A
+ * lease lost with the process leaves a gap; a KSI is still never reused. */
+static int lease_fn(pk_txn_t *txn, void *ctx)
+{
+    pk_kms_t *k = ctx;
+    k->nlease = k->lease_i = 0;
+    for (unsigned i = 0; i < KSI_LEASE; i++) {
+        uint64_t id = 0;
+        int rc = pk_txn_next_id(txn, S_KSI, &id);
+        if (rc != PK_OK)
+            return rc;
+        if (id == 0 || id > UINT32_MAX)
+            break; /* the 32-bit KSI space is used up */
+        k->lease[k->nlease++] = (uint32_t)id;
+    }
+    return k->nlease ? PK_OK : PK_ERR_EXPIRED;
+}
+
 /*
  * One allocation (kms.h, "Option 2"): the pair's KSI when it has one, else a
- * fresh identifier from the kms_ksi sequence, claimed in kms_alloc (an
- * insert: a second claim of one KSI fails the transaction) and recorded as
- * the pair's in kms_pairalloc, with its audit record, in one transaction.
- * O(1) store operations whatever the number of allocations made.
+ * fresh identifier from the kms_ksi sequence (leased, lease_fn), claimed in
+ * kms_alloc (an insert: a second claim of one KSI fails the transaction) and
+ * recorded as the pair's in kms_pairalloc, with its audit record, in one
+ * transaction. O(1) store operations whatever the number of allocations.
  */
 static int alloc_fn(pk_txn_t *txn, void *ctx)
 {
@@ -723,12 +746,10 @@ static int alloc_fn(pk_txn_t *txn, void *ctx)
         return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
     if (rc == PK_OK)
         return PK_ERR_MALFORMED; /* a corrupt record: refuse rather than guess */
-    uint64_t id = 0;
-    if ((rc = pk_txn_next_id(txn, S_KSI, &id)) != PK_OK)
-        return rc;
-    if (id == 0 || id > UINT32_MAX)
-        return PK_ERR_EXPIRED; /* the 32-bit KSI space is used up */
-    c->ksi = (uint32_t)id;
+    if (c->fresh == 0)
+        return PK_ERR_STATE; /* do_alloc leases first */
+    c->ksi = c->fresh;
+    c->used_fresh = 1;
     pk_put_u32(ak, c->ksi);
     memcpy(v, pk, pl);
     pk_put_u64(v + pl, c->now_ms);
@@ -748,7 +769,17 @@ static int do_alloc(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m,
     struct alloc_ctx c = {.k = k, .a = &m->a, .b = &m->b, .node = node, .now_ms = now_ms};
     pk_reg_net_t r;
     memset(&r, 0, sizeof r);
-    int rc = pk_store_run(k->st, alloc_fn, &c, STORE_TRIES);
+    int rc = PK_OK;
+    if (k->lease_i >= k->nlease)
+        rc = pk_store_run(k->st, lease_fn, k, STORE_TRIES);
+    if (rc != PK_OK) {
+        k->nlease = k->lease_i = 0;
+        return rc;
+    }
+    c.fresh = k->lease[k->lease_i];
+    rc = pk_store_run(k->st, alloc_fn, &c, STORE_TRIES);
+    if ((rc == PK_OK && c.used_fresh) || rc == PK_ERR_STATE)
+        k->lease_i++; /* taken (or, never, found claimed: skipped) */
     if (rc != PK_OK)
         return rc;
     r.type = PK_REG_T_KMS_ALLOC_RESP;

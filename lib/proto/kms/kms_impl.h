@@ -32,7 +32,8 @@
 #define DEV_VAL_MAX (1 + 1 + 8 + BLK_MAX + 32 + PK_WRAP_OVERHEAD)
 #define PEERS_MAX   4096 /* allowed peers gathered for one device */
 #define STORE_TRIES 16
-#define NEED_WRITE  1 /* internal: a read transaction found work for a write one */
+#define NEED_WRITE  1  /* internal: a read transaction found work for a write one */
+#define KSI_LEASE   32 /* KSIs one lease transaction takes from kms_ksi */
 
 struct kms_cache_ent {
     uint8_t used, mode, klen;
@@ -55,6 +56,10 @@ struct pk_kms {
     uint64_t gen;
     pk_reg_id_t *peers; /* PEERS_MAX scratch */
     pk_kms_stats_t stats;
+    /* option 2: KSIs leased from kms_ksi (committed, so this instance's
+     * alone) and handed to allocations one by one (kms.c) */
+    uint32_t lease[KSI_LEASE];
+    unsigned nlease, lease_i;
 };
 
 /* A device record, decoded. */
