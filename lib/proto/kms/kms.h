@@ -68,7 +68,10 @@
  * database never hand out one KSI twice (the sequence is transactional and
  * the insert is a second, independent guard). Later requests for the pair
  * get the same KSI (with a fresh param). Allocation never fails for lack of
- * keys; only 2^32 KSIs in all (PK_ERR_EXPIRED then).
+ * keys; only 2^32 KSIs in all (PK_ERR_EXPIRED then). Each pk_kms_t leases
+ * 32 identifiers at a time in one committed transaction and hands them out
+ * one per allocation (fewer conflicts on the sequence row between
+ * instances); a lease lost with its process leaves a gap, never a reuse.
  *
  * KSI -> key. The pool key a KSI selects is entry (KSI mod n) of the key
  * set sorted by ascending pool-key KSI, n = the set's size (the same for
