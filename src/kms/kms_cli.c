@@ -38,7 +38,7 @@ static const char usage_text[] =
     "  deny A B                        withdraw it (its root key is revoked)\n"
     "  group add GROUP MEMBER...       a group allows every pair of its members\n"
     "  group remove GROUP [MEMBER...]  remove members (none given: the whole group)\n"
-    "  pool create NAME N              a pool of N root keys (option 2)\n"
+    "  pool create NAME N              a pool of N root keys (option 2; devices hold up to 32)\n"
     "  pool show NAME\n"
     "  audit [--from N] [--limit N]    the audit log (never key values)\n"
     "  domain add NAME                 a domain: a named group of devices sharing master keys\n"
@@ -568,14 +568,19 @@ static int cmd_pool(int argc, char **argv)
         if (rc == PK_OK) {
             printf("created pool %s: %" PRIu64 " keys, first KSI %" PRIu32 "\n", e.pos[0], n,
                    first);
+            if (n > PK_REG_MAX_KEYS)
+                printf("note: every device of the pool holds the pool's first %d keys; the other "
+                       "%" PRIu64 " are not handed out\n",
+                       PK_REG_MAX_KEYS, n - PK_REG_MAX_KEYS);
             pk_info("pool_created", "pool=%s keys=%" PRIu64, e.pos[0], n);
         }
     } else {
-        uint32_t total = 0, used = 0;
-        rc = pk_kms_pool_info(e.kms, e.pos[0], &total, &used);
+        uint32_t total = 0;
+        rc = pk_kms_pool_info(e.kms, e.pos[0], &total, NULL);
         if (rc == PK_OK)
-            printf("pool=%s keys=%" PRIu32 " allocated=%" PRIu32 " free=%" PRIu32 "\n", e.pos[0],
-                   total, used, total - used);
+            printf("pool=%s keys=%" PRIu32 " held_by_each_device=%" PRIu32
+                   " (each pair gets a fresh KSI; KSIs are never reused)\n",
+                   e.pos[0], total, total < PK_REG_MAX_KEYS ? total : PK_REG_MAX_KEYS);
     }
     close_env(&e);
     if (rc == PK_ERR_EXISTS || rc == PK_ERR_NOTFOUND)
