@@ -98,7 +98,7 @@ start_all
 dinit dev-a1 dev-a2 dev-b1 dev-b2
 reg dev-a1 dev-a2 dev-b1 dev-b2
 grep -q "mode=pairs keys=1" reg-dev-a1.log || fail "dev-a1: one root key expected"
-grep -q "mode=pool keys=32" reg-dev-a2.log || fail "dev-a2: a pool window expected"
+grep -q "mode=pool keys=32" reg-dev-a2.log || fail "dev-a2: a pool key set expected"
 KSI_A=$($P device keys --dir dev-a1 | sed -n 's/^ksi=\(0x[0-9a-f]*\) peer=dev-b1 .*/\1/p')
 [ -n "$KSI_A" ] || fail "dev-a1 has no root key for dev-b1"
 $P device keys --dir dev-b1 | grep -q "^ksi=$KSI_A peer=dev-a1 " || fail "dev-b1: not the same KSI"
@@ -129,7 +129,7 @@ grep -q "what=root_key node=node-1 device=dev-a1 peer=dev-b1" audit-a.txt || fai
 
 # ---------------------------------------------------------------- B
 note "B: restart the kms and both nodes"
-reg dev-a1 dev-a2 dev-b1 dev-b2 # windows as of now
+reg dev-a1 dev-a2 dev-b1 dev-b2 # key sets as of now
 snap() { for d in dev-a1 dev-a2 dev-b1 dev-b2; do
     $P device keys --dir "$d" --show-secrets | grep "^ksi=" | sed "s/^/$d /"
 done; }
