@@ -201,6 +201,62 @@ static const pkt_t *logged(uint16_t type)
     return NULL;
 }
 
+/* The index of the node named id, or -1. */
+static int node_of(const uint8_t *id, size_t len)
+{
+    for (int i = 0; i < NODES; i++)
+        if (len == IDL(i) && memcmp(id, ID(i), len) == 0)
+            return i;
+    return -1;
+}
+
+/* Delivers action k of out (sent by from) to its destination alone; returns
+ * the receiver's rc; its replies go to reply (NULL: discarded). */
+static int deliver(int from, const pk_out_t *out, unsigned k, pk_out_t *reply)
+{
+    uint8_t arena[1024];
+    pk_out_t o;
+    pk_out_init(&o, arena, sizeof arena);
+    int to = (int)out->act[k].dest;
+    return pk_mk_client_input(&N[to].c, out->act[k].data, out->act[k].len, (uint64_t)from, now,
+                              reply ? reply : &o);
+}
+
+/* The documented shell loop (docs/protocol.md, mk section 6), run for rounds
+ * seconds on every node with a perfect network: timeouts, table ticks, and a
+ * START to each partner a table reports. */
+static void settle(unsigned rounds)
+{
+    for (unsigned r = 0; r < rounds; r++) {
+        now += 1000;
+        for (int i = 0; i < NODES; i++) {
+            pk_mk_renew_t rn[NODES];
+            pk_mk_client_timeout(&N[i].c, now);
+            size_t n = pk_mk_table_tick(&N[i].t, now, rn, NODES);
+            for (size_t k = 0; k < n; k++) {
+                int peer = node_of(rn[k].partner, rn[k].partner_len);
+                if (peer >= 0)
+                    (void)auth(i, peer);
+            }
+        }
+    }
+}
+
+/* Both ends hold the same current key for each other, or neither has one. */
+static void check_agree(int a, int b, int want_key)
+{
+    const pk_mk_entry_t *x = pk_mk_table_current(&N[a].t, ID(b), IDL(b), now);
+    const pk_mk_entry_t *y = pk_mk_table_current(&N[b].t, ID(a), IDL(a), now);
+    CHECK((x == NULL) == (y == NULL));
+    if (want_key)
+        CHECK(x && y);
+    if (x && y) {
+        CHECK_EQ_INT(x->key_id, y->key_id);
+        CHECK_MEM(x->key, y->key, 16);
+        CHECK(x->role != y->role);
+    }
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 static void test_kat_ik(void)
@@ -901,8 +957,11 @@ static void test_beacon(void)
 
 static void test_lost_end2_then_retry(void)
 {
-    /* END2 lost: the responder has the key, the initiator does not; the
-     * initiator times out, retries, and both end on the same current key. */
+    /* END2 lost: the responder has the key, the initiator holds it pending
+     * (never sends under it); the exchange times out, the initiator's table
+     * reports the partner (UNCONFIRMED) at its END2 deadline, the re-run's key
+     * replaces both, and both end on the same current key. */
+    pk_mk_renew_t rn[4];
     world(NULL);
     master(0, MK1, 1, T0 + 10 * HOUR);
     master(1, MK1, 1, T0 + 10 * HOUR);
@@ -911,17 +970,185 @@ static void test_lost_end2_then_retry(void)
     pk_out_init(&o, arena, sizeof arena);
     CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), 0, 1, now, &o), PK_OK);
     pump_drop(0, &o, PK_MK_T_END2);
-    CHECK_EQ_INT(pk_mk_table_count(&N[0].t), 0);
-    CHECK_EQ_INT(pk_mk_table_count(&N[1].t), 1);
+    CHECK_EQ_INT(events[0], 0); /* no KEY event for a pending key */
+    CHECK_EQ_INT(pk_mk_table_count(&N[0].t), 1);
+    CHECK(pk_mk_table_current(&N[0].t, ID(1), IDL(1), now) == NULL);
+    const pk_mk_entry_t *b = pk_mk_table_current(&N[1].t, ID(0), IDL(0), now);
+    CHECK(b != NULL);
+    uint32_t k1 = b ? b->key_id : 0;
+    const pk_mk_entry_t *p = pk_mk_table_find(&N[0].t, k1, now);
+    CHECK(p && (p->flags & PK_MK_E_PENDING) && b && memcmp(p->key, b->key, 16) == 0);
+    CHECK_EQ_INT(pk_mk_table_next_deadline(&N[0].t), now + 5000); /* the END2 deadline */
+    CHECK_EQ_INT(pk_mk_table_tick(&N[0].t, now + 4999, rn, 4), 0);
     CHECK_EQ_INT(auth(0, 1), PK_ERR_BUSY);
     now += 5000;
     CHECK_EQ_INT(pk_mk_client_timeout(&N[0].c, now), 1);
+    CHECK(pk_mk_table_find(&N[0].t, k1, now) != NULL); /* kept, still pending */
+    CHECK_EQ_INT(pk_mk_table_tick(&N[0].t, now, rn, 4), 1);
+    CHECK_EQ_INT(rn[0].reason, PK_MK_RENEW_UNCONFIRMED);
+    CHECK_EQ_INT(rn[0].key_id, k1);
+    CHECK_EQ_INT(pk_mk_table_tick(&N[0].t, now, rn, 4), 0); /* once per retry interval */
     CHECK_EQ_INT(auth(0, 1), PK_OK);
+    check_agree(0, 1, 1);
     const pk_mk_entry_t *a = pk_mk_table_current(&N[0].t, ID(1), IDL(1), now);
+    CHECK(a && a->key_id != k1);
+    /* The responder's K1 is superseded (grace), the initiator's pending K1
+     * was replaced by the re-run's pending key, then confirmed. */
+    CHECK(pk_mk_table_find(&N[0].t, k1, now) == NULL);
+    const pk_mk_entry_t *old = pk_mk_table_find(&N[1].t, k1, now);
+    CHECK(old && (old->flags & PK_MK_E_SUPERSEDED));
+    world_clear();
+}
+
+/* A lost END2 heals on first traffic: the responder sends under the key it
+ * stored; the initiator opens the record with its pending key and confirms it. */
+static void test_lost_end2_heals_on_record(void)
+{
+    world(NULL);
+    master(0, MK1, 1, T0 + 10 * HOUR);
+    master(1, MK1, 1, T0 + 10 * HOUR);
+    uint8_t arena[512];
+    pk_out_t o;
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), PK_MK_FLAG_WRAP, 1, now, &o), PK_OK);
+    pump_drop(0, &o, PK_MK_T_END2);
     const pk_mk_entry_t *b = pk_mk_table_current(&N[1].t, ID(0), IDL(0), now);
-    CHECK(a && b && a->key_id == b->key_id);
-    if (a && b)
-        CHECK_MEM(a->key, b->key, 16);
+    CHECK(b != NULL);
+    CHECK(pk_mk_table_current(&N[0].t, ID(1), IDL(1), now) == NULL);
+    if (!b)
+        return;
+    now += 7000; /* the exchange has timed out at the initiator too */
+    CHECK_EQ_INT(pk_mk_client_timeout(&N[0].c, now), 1);
+
+    uint8_t tk[16], ts[4], rk[16], rsl[4], rec[128], pt[128], type = 0;
+    uint16_t sid;
+    size_t rl = 0, pl = 0;
+    pk_record_t rb = {0}, ra = {0};
+    CHECK_EQ_INT(pk_mk_record_keys(b, tk, ts, rk, rsl, &sid), PK_OK);
+    CHECK_EQ_INT(pk_record_init(&rb, sid, 0, tk, ts, rk, rsl), PK_OK);
+    CHECK_EQ_INT(pk_record_seal(&rb, 0x42, (const uint8_t *)"hi", 2, rec, sizeof rec, &rl), PK_OK);
+    pk_record_hdr_t h;
+    CHECK_EQ_INT(pk_record_peek(rec, rl, &h), PK_OK);
+    const pk_mk_entry_t *p = pk_mk_table_find_sid(&N[0].t, h.session_id, now);
+    CHECK(p && (p->flags & PK_MK_E_PENDING));
+    if (!p)
+        return;
+    CHECK_EQ_INT(pk_mk_record_keys(p, tk, ts, rk, rsl, &sid), PK_OK);
+    CHECK_EQ_INT(pk_record_init(&ra, sid, 0, tk, ts, rk, rsl), PK_OK);
+    CHECK_EQ_INT(pk_record_open(&ra, rec, rl, &type, pt, sizeof pt, &pl), PK_OK);
+    CHECK_EQ_INT(pk_mk_table_confirm(&N[0].t, p->key_id, 0, now), PK_OK);
+    check_agree(0, 1, 1);
+    const pk_mk_entry_t *a = pk_mk_table_current(&N[0].t, ID(1), IDL(1), now);
+    CHECK(a && !(a->flags & PK_MK_E_PENDING) && a->expiry_ms == b->expiry_ms);
+    /* Confirmed: nothing left to renew, and confirming again changes nothing. */
+    pk_mk_renew_t rn[4];
+    CHECK_EQ_INT(pk_mk_table_tick(&N[0].t, now, rn, 4), 0);
+    CHECK_EQ_INT(pk_mk_table_confirm(&N[0].t, b->key_id, 0, now), PK_OK);
+    CHECK_EQ_INT(pk_mk_table_confirm(&N[0].t, 0x12345678, 0, now), PK_ERR_NOTFOUND);
+    pk_record_clear(&ra);
+    pk_record_clear(&rb);
+    pk_wipe(tk, sizeof tk);
+    pk_wipe(rk, sizeof rk);
+    world_clear();
+}
+
+/*
+ * The simulator's report: a START that reaches the initiator of an exchange
+ * past END1 must not make it abandon that exchange.
+ *
+ *   B = client-103 (higher ID)        A = client-102
+ *   START(b)  ----------------------->
+ *             <-----------------------  PROC(b)
+ *   END1(b)   ----------------------->  stores K1 (responder)
+ *             <--------- X -----------  END2(b) lost
+ *             <-----------------------  START(a)   A starts again at once
+ *   (old core: B abandoned b here, answered PROC(a); END1(a) made B store K2;
+ *    END2(a) lost too: A's current key K1, B's K2)
+ *   fixed: B refuses START(a) (its exchange b is past the point of no
+ *   return); b times out at B with K1 pending, B's table reports the partner,
+ *   and the re-run gives both ends the same key.
+ */
+static void test_start_after_end1_lost_end2(void)
+{
+    world(NULL);
+    master(0, MK1, 1, T0 + 10 * HOUR);
+    master(1, MK1, 1, T0 + 10 * HOUR);
+    uint8_t arena[512];
+    pk_out_t o;
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_mk_client_start(&N[1].c, ID(0), IDL(0), 0, 0, now, &o), PK_OK);
+    pump_drop(1, &o, PK_MK_T_END2);
+    const pk_mk_entry_t *k1 = pk_mk_table_current(&N[0].t, ID(1), IDL(1), now);
+    CHECK(k1 != NULL);                               /* A stored K1 as responder */
+    CHECK_EQ_INT(pk_mk_client_sessions(&N[1].c), 1); /* B waits for END2 */
+    now += 10;
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), 0, 1, now, &o), PK_OK);
+    pump_drop(0, &o, PK_MK_T_END2);
+    settle(40);
+    check_agree(0, 1, 1);
+    CHECK_EQ_INT(pk_mk_client_sessions(&N[0].c), 0);
+    CHECK_EQ_INT(pk_mk_client_sessions(&N[1].c), 0);
+    world_clear();
+}
+
+/* The same START crossing a delayed (not lost) END2: B finishes its own
+ * exchange when END2 arrives after the peer's START. */
+static void test_end2_after_peer_start(void)
+{
+    world(NULL);
+    master(0, MK1, 1, T0 + 10 * HOUR);
+    master(1, MK1, 1, T0 + 10 * HOUR);
+    uint8_t a1[512], a2[512], a3[512], a4[512], a5[512];
+    pk_out_t start_b, proc_b, end1_b, end2_b, start_a;
+    pk_out_init(&start_b, a1, sizeof a1);
+    pk_out_init(&proc_b, a2, sizeof a2);
+    pk_out_init(&end1_b, a3, sizeof a3);
+    pk_out_init(&end2_b, a4, sizeof a4);
+    pk_out_init(&start_a, a5, sizeof a5);
+    CHECK_EQ_INT(pk_mk_client_start(&N[1].c, ID(0), IDL(0), 0, 0, now, &start_b), PK_OK);
+    CHECK_EQ_INT(deliver(1, &start_b, 0, &proc_b), PK_OK);
+    CHECK_EQ_INT(deliver(0, &proc_b, 0, &end1_b), PK_OK);
+    CHECK_EQ_INT(deliver(1, &end1_b, 0, &end2_b), PK_OK); /* A stores K1, END2 delayed */
+    CHECK_EQ_INT(end2_b.n, 2);
+    CHECK_EQ_INT(end2_b.act[0].code, PK_MK_T_END2);
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), 0, 1, now, &start_a), PK_OK);
+    uint8_t a6[512];
+    pk_out_t r;
+    pk_out_init(&r, a6, sizeof a6);
+    CHECK_EQ_INT(deliver(0, &start_a, 0, &r), PK_ERR_STATE); /* B is past END1 */
+    CHECK_EQ_INT(r.n, 0);
+    CHECK_EQ_INT(deliver(0, &end2_b, 0, &r), PK_OK); /* the late END2 completes b */
+    CHECK_EQ_INT(r.n, 1);
+    CHECK_EQ_INT(r.act[0].code, PK_MK_EV_KEY);
+    check_agree(0, 1, 1);
+    world_clear();
+}
+
+/* pk_mk_client_start is BUSY while any exchange with that peer is in flight,
+ * whichever role we play in it. */
+static void test_start_busy_as_responder(void)
+{
+    world(NULL);
+    master(0, MK1, 1, T0 + 10 * HOUR);
+    master(1, MK1, 1, T0 + 10 * HOUR);
+    uint8_t a1[512], a2[512], a3[512];
+    pk_out_t o, p, q;
+    pk_out_init(&o, a1, sizeof a1);
+    pk_out_init(&p, a2, sizeof a2);
+    pk_out_init(&q, a3, sizeof a3);
+    CHECK_EQ_INT(pk_mk_client_start(&N[1].c, ID(0), IDL(0), 0, 0, now, &o), PK_OK);
+    CHECK_EQ_INT(deliver(1, &o, 0, &p), PK_OK); /* A: R_WAIT_END1 with B */
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), 0, 1, now, &q), PK_ERR_BUSY);
+    CHECK_EQ_INT(q.n, 0);
+    /* Another peer is not affected. */
+    master(2, MK1, 1, T0 + 10 * HOUR);
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(2), IDL(2), 0, 2, now, &q), PK_OK);
+    /* Once the exchange is over (here: timed out), starting is allowed again. */
+    now += 5000;
+    CHECK_EQ_INT(pk_mk_client_timeout(&N[0].c, now), 2);
+    pk_out_init(&q, a3, sizeof a3);
+    CHECK_EQ_INT(pk_mk_client_start(&N[0].c, ID(1), IDL(1), 0, 1, now, &q), PK_OK);
     world_clear();
 }
 
@@ -978,6 +1205,94 @@ static void test_table_unit(void)
     CHECK_EQ_INT(pk_mk_table_count(&t), 0);
 }
 
+/* Pending keys in the table on their own: not current, no superseding, one
+ * per partner, confirm rules, renewal report, display. */
+static void test_table_pending(void)
+{
+    pk_mk_entry_t ents[4], in;
+    pk_mk_table_t t;
+    pk_mk_renew_t rn[4];
+    char line[256];
+
+    CHECK_EQ_INT(pk_mk_table_init(&t, ents, 4, 1000, 500, 100), PK_OK);
+    pk_mk_table_set_master(&t, 7, 100000);
+    memset(&in, 0, sizeof in);
+    in.mk_id = 7;
+    in.expiry_ms = 50000;
+    memcpy(in.partner, "client-103", 10);
+    in.partner_len = 10;
+    in.role = PK_MK_ROLE_RESPONDER;
+    in.key_id = 0x1001;
+    in.key[0] = 0x01;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 0), PK_OK); /* K0, current */
+    in.role = PK_MK_ROLE_INITIATOR;
+    in.key_id = 0x1002;
+    in.key[0] = 0x02;
+    in.flags = PK_MK_E_PENDING;
+    in.next_try_ms = 40;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 10), PK_OK); /* K1, pending */
+    const pk_mk_entry_t *cur = pk_mk_table_current(&t, in.partner, 10, 10);
+    CHECK(cur && cur->key_id == 0x1001 && !(cur->flags & PK_MK_E_SUPERSEDED));
+    CHECK(cur && cur->expiry_ms == 50000); /* not cut */
+    CHECK(pk_mk_table_find_sid(&t, 0x1002, 10) != NULL);
+    CHECK_EQ_INT(pk_mk_table_next_deadline(&t), 40);
+    CHECK_EQ_INT(pk_mk_table_tick(&t, 39, rn, 4), 0);
+    /* A newer pending key replaces (and wipes) the older one. */
+    in.key_id = 0x1003;
+    in.key[0] = 0x03;
+    in.next_try_ms = 60;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 20), PK_OK);
+    CHECK(pk_mk_table_find(&t, 0x1002, 20) == NULL);
+    CHECK_EQ_INT(pk_mk_table_count(&t), 2);
+    size_t n = pk_mk_entry_format(pk_mk_table_find(&t, 0x1003, 20), 0, line, sizeof line);
+    CHECK(n > 0 && strstr(line, "role=initiator pending") != NULL);
+    /* Unconfirmed at next_try: reported once per retry interval. */
+    CHECK_EQ_INT(pk_mk_table_tick(&t, 59, rn, 4), 0);
+    CHECK_EQ_INT(pk_mk_table_tick(&t, 60, rn, 4), 1);
+    CHECK_EQ_INT(rn[0].reason, PK_MK_RENEW_UNCONFIRMED);
+    CHECK_EQ_INT(rn[0].key_id, 0x1003);
+    CHECK_EQ_INT(pk_mk_table_tick(&t, 559, rn, 4), 0);
+    /* Confirming with an expiry already past changes nothing. */
+    CHECK_EQ_INT(pk_mk_table_confirm(&t, 0x1003, 600, 600), PK_ERR_EXPIRED);
+    CHECK(pk_mk_table_current(&t, in.partner, 10, 600)->key_id == 0x1001);
+    /* Confirmed with a shorter expiry: current, the older key superseded. */
+    CHECK_EQ_INT(pk_mk_table_confirm(&t, 0x1003, 30000, 600), PK_OK);
+    cur = pk_mk_table_current(&t, in.partner, 10, 600);
+    CHECK(cur && cur->key_id == 0x1003 && cur->expiry_ms == 30000);
+    const pk_mk_entry_t *k0 = pk_mk_table_find(&t, 0x1001, 600);
+    CHECK(k0 && (k0->flags & PK_MK_E_SUPERSEDED) && k0->expiry_ms == 700);
+    /* A pending key superseded by a newer committed one stays superseded
+     * when confirmed late. */
+    in.key_id = 0x1004;
+    in.next_try_ms = 1000;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 700), PK_OK); /* K2 pending */
+    in.key_id = 0x1005;
+    in.flags = 0;
+    in.role = PK_MK_ROLE_RESPONDER;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 710), PK_OK); /* K3 committed (we answered) */
+    CHECK_EQ_INT(pk_mk_table_confirm(&t, 0x1004, 0, 720), PK_OK);
+    cur = pk_mk_table_current(&t, in.partner, 10, 720);
+    CHECK(cur && cur->key_id == 0x1005);
+    const pk_mk_entry_t *k2 = pk_mk_table_find(&t, 0x1004, 720);
+    CHECK(k2 && (k2->flags & PK_MK_E_SUPERSEDED) && !(k2->flags & PK_MK_E_PENDING));
+    /* A full table takes a new pending key in place of the partner's old one. */
+    CHECK_EQ_INT(pk_mk_table_init(&t, ents, 2, 1000, 500, 100), PK_OK);
+    pk_mk_table_set_master(&t, 7, 100000);
+    in.key_id = 0x2001;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 0), PK_OK);
+    in.flags = PK_MK_E_PENDING;
+    in.key_id = 0x2002;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 0), PK_OK);
+    in.key_id = 0x2003;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 0), PK_OK);
+    CHECK_EQ_INT(pk_mk_table_count(&t), 2);
+    CHECK(pk_mk_table_find(&t, 0x2003, 0) != NULL && pk_mk_table_find(&t, 0x2002, 0) == NULL);
+    memcpy(in.partner, "client-104", 10);
+    in.key_id = 0x2004;
+    CHECK_EQ_INT(pk_mk_table_add(&t, &in, 0), PK_ERR_LIMIT); /* another partner: no room */
+    pk_mk_table_clear(&t);
+}
+
 int main(void)
 {
     if (pk_crypto_init() != PK_OK)
@@ -1000,5 +1315,10 @@ int main(void)
     RUN(test_simultaneous_start);
     RUN(test_beacon);
     RUN(test_lost_end2_then_retry);
+    RUN(test_start_after_end1_lost_end2);
+    RUN(test_end2_after_peer_start);
+    RUN(test_start_busy_as_responder);
+    RUN(test_lost_end2_heals_on_record);
+    RUN(test_table_pending);
     return check_report();
 }

@@ -1,6 +1,7 @@
 /*
  * Client-to-client messages of the master-key method (Toshiba, DESIGN §3.6):
- * every wire format and limit in one place. docs/protocol.md ("Master keys and individual keys") draws them.
+ * every wire format and limit in one place. docs/protocol.md ("Master keys and individual keys")
+ * draws them.
  *
  * Transport: one message per UDP datagram, no network infrastructure needed.
  * All integers big-endian. Every message starts with version (1) and type (1).

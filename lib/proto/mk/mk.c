@@ -1,6 +1,7 @@
 /*
  * Master-key client: mutual authentication of two clients with the domain's
- * master key and the individual key they derive (mk.h, docs/protocol.md ("Master keys and individual keys")).
+ * master key and the individual key they derive (mk.h, docs/protocol.md ("Master keys and
+ * individual keys")).
  */
 #include "proto/mk/mk.h"
 
@@ -250,12 +251,13 @@ int pk_mk_client_beacon(const pk_mk_client_t *c, uint8_t *buf, size_t cap, size_
     return pk_mk_beacon_write(&b, buf, cap, len);
 }
 
-static pk_mk_sess_t *sess_by_peer(pk_mk_client_t *c, const uint8_t *peer, size_t n, int initiator)
+/* The session with peer, or NULL. There is at most one: start() is BUSY while
+ * one exists, and on_start() refuses, replaces or takes over the one there is. */
+static pk_mk_sess_t *sess_by_peer(pk_mk_client_t *c, const uint8_t *peer, size_t n)
 {
     for (unsigned i = 0; i < PK_MK_MAX_SESSIONS; i++) {
         pk_mk_sess_t *s = &c->sess[i];
-        int is_i = s->state == PK_MK_S_I_WAIT_PROC || s->state == PK_MK_S_I_WAIT_END2;
-        if (s->state != PK_MK_S_FREE && is_i == initiator && id_eq(s->peer, s->peer_len, peer, n))
+        if (s->state != PK_MK_S_FREE && id_eq(s->peer, s->peer_len, peer, n))
             return s;
     }
     return NULL;
@@ -364,8 +366,8 @@ int pk_mk_client_start(pk_mk_client_t *c, const uint8_t *peer, size_t peer_len, 
         return rc;
     if (id_eq(peer, peer_len, c->id, c->id_len))
         return PK_ERR_STATE;
-    if (sess_by_peer(c, peer, peer_len, 1))
-        return PK_ERR_BUSY;
+    if (sess_by_peer(c, peer, peer_len))
+        return PK_ERR_BUSY; /* an exchange with peer in flight, in either role */
     slot = sess_free_slot(c);
     if (!slot)
         return PK_ERR_LIMIT;
@@ -408,7 +410,7 @@ static int pick_key_id(pk_mk_client_t *c, uint64_t now_ms, uint32_t *key_id)
 static int on_start(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf, uint64_t src,
                     uint64_t now_ms, pk_out_t *out)
 {
-    pk_mk_sess_t s, *slot, *mine, *prev;
+    pk_mk_sess_t s, *slot, *cur;
     int rc;
 
     if (!id_eq(m->id_r, m->id_r_len, c->id, c->id_len) ||
@@ -420,15 +422,19 @@ static int on_start(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf,
     if (rc != PK_OK)
         return rc;
 
-    /* Simultaneous start: the lower ID's START wins. */
-    mine = sess_by_peer(c, m->id_i, m->id_i_len, 1);
-    if (mine && id_cmp(c->id, c->id_len, m->id_i, m->id_i_len) < 0)
+    cur = sess_by_peer(c, m->id_i, m->id_i_len);
+    /* Our exchange with the peer is past END1 (the point of no return: the
+     * peer may have stored its key): it is finished, never abandoned. */
+    if (cur && cur->state == PK_MK_S_I_WAIT_END2)
         return PK_ERR_STATE;
-    /* A newer START from the same peer replaces its unfinished one. */
-    prev = sess_by_peer(c, m->id_i, m->id_i_len, 0);
-    slot = prev ? prev : sess_free_slot(c);
-    if (!slot && mine)
-        slot = mine;
+    /* Simultaneous start, both STARTs genuinely in flight: the lower ID's wins. */
+    if (cur && cur->state == PK_MK_S_I_WAIT_PROC &&
+        id_cmp(c->id, c->id_len, m->id_i, m->id_i_len) < 0)
+        return PK_ERR_STATE;
+    /* Otherwise the peer's START takes the slot of our START that lost the
+     * tie-break, or of the peer's own unfinished exchange (a newer START
+     * replaces it). */
+    slot = cur ? cur : sess_free_slot(c);
     if (!slot)
         return PK_ERR_LIMIT;
 
@@ -445,12 +451,10 @@ static int on_start(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf,
     if (rc == PK_OK)
         rc = emit(c, &s, PK_MK_T_PROC, 0, 0, out);
     if (rc == PK_OK) {
-        if (mine) {
-            hist_add(c, mine->n_i);
-            sess_free(mine);
+        if (cur) {
+            hist_add(c, cur->n_i); /* late messages of the replaced exchange are replays */
+            sess_free(cur);
         }
-        if (prev && prev != slot)
-            sess_free(prev);
         hist_add(c, m->n_i);
         *slot = s;
     }
@@ -484,11 +488,30 @@ static int find_sess(pk_mk_client_t *c, const pk_mk_msg_t *m, uint8_t want_state
     return PK_OK;
 }
 
-/* PROC (502), we are the initiator: answer with END1 (503). */
+/* The table row for session s's key (the initiator's), pending or not. */
+static void sess_entry(const pk_mk_sess_t *s, uint64_t expiry_ms, int pending, pk_mk_entry_t *e)
+{
+    memset(e, 0, sizeof *e);
+    memcpy(e->key, s->ik, PK_MK_IK_LEN);
+    e->key_id = s->key_id;
+    e->expiry_ms = expiry_ms;
+    e->mk_id = s->mk_id;
+    memcpy(e->partner, s->peer, s->peer_len);
+    e->partner_len = s->peer_len;
+    e->role = PK_MK_ROLE_INITIATOR;
+    e->flags = pending ? PK_MK_E_PENDING : 0;
+    e->next_try_ms = s->deadline_ms;
+}
+
+/* PROC (502), we are the initiator: answer with END1 (503). Sending END1 is
+ * the point of no return (the responder may store the key on it), so the key
+ * goes into our table now, pending until END2 (or the responder's first
+ * record under it) confirms it. */
 static int on_proc(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf, uint64_t now_ms,
                    pk_out_t *out)
 {
     pk_mk_sess_t *s, t;
+    pk_mk_entry_t e;
     int rc;
 
     rc = find_sess(c, m, PK_MK_S_I_WAIT_PROC, &s);
@@ -518,8 +541,14 @@ static int on_proc(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf, 
     if (rc == PK_OK) {
         t.state = PK_MK_S_I_WAIT_END2;
         t.deadline_ms = now_ms + c->cfg.auth_timeout_ms;
-        *s = t;
+        sess_entry(&t, t.expiry_ms, 1, &e);
+        rc = pk_mk_table_add(c->table, &e, now_ms);
+        pk_wipe(&e, sizeof e);
+        if (rc != PK_OK)
+            out_pop(out); /* no END1 without our pending key */
     }
+    if (rc == PK_OK)
+        *s = t;
     pk_wipe(&t, sizeof t);
     return rc;
 }
@@ -591,12 +620,14 @@ out:
     return rc;
 }
 
-/* END2 (504), we are the initiator: the responder confirmed; store the key. */
+/* END2 (504), we are the initiator: the responder stored the key; confirm our
+ * pending copy (or, should it be gone, store the key again). */
 static int on_end2(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf, uint64_t now_ms,
                    pk_out_t *out)
 {
     pk_mk_sess_t *s;
     pk_mk_entry_t e;
+    const pk_mk_entry_t *have;
     int rc;
 
     memset(&e, 0, sizeof e);
@@ -614,17 +645,21 @@ static int on_end2(pk_mk_client_t *c, const pk_mk_msg_t *m, const uint8_t *buf, 
         rc = PK_ERR_EXPIRED;
         goto out;
     }
-    memcpy(e.key, s->ik, PK_MK_IK_LEN);
-    e.key_id = s->key_id;
-    e.expiry_ms = m->expiry_ms;
-    e.mk_id = s->mk_id;
-    memcpy(e.partner, s->peer, s->peer_len);
-    e.partner_len = s->peer_len;
-    e.role = PK_MK_ROLE_INITIATOR;
+    have = pk_mk_table_find(c->table, s->key_id, now_ms);
+    if (have && (!id_eq(have->partner, have->partner_len, s->peer, s->peer_len) ||
+                 !pk_ct_eq(have->key, s->ik, PK_MK_IK_LEN))) {
+        rc = PK_ERR_STATE; /* cannot happen: the key ID is ours, drawn free */
+        goto out;
+    }
     rc = emit_key_event(out, s->key_id, s->peer, s->peer_len);
     if (rc != PK_OK)
         goto out;
-    rc = pk_mk_table_add(c->table, &e, now_ms);
+    if (have) {
+        rc = pk_mk_table_confirm(c->table, s->key_id, m->expiry_ms, now_ms);
+    } else {
+        sess_entry(s, m->expiry_ms, 0, &e);
+        rc = pk_mk_table_add(c->table, &e, now_ms);
+    }
     if (rc != PK_OK) {
         out_pop(out);
         goto out;
@@ -650,8 +685,7 @@ static int on_beacon(pk_mk_client_t *c, const uint8_t *buf, size_t len, uint64_t
     if (!c->has_mk || b.mk_id != c->mk_id)
         return PK_ERR_DENIED;
     if (!c->cfg.beacon_autostart || now_ms < c->beacon_next_ms ||
-        pk_mk_table_is_fresh(c->table, b.id, b.id_len, now_ms) ||
-        sess_by_peer(c, b.id, b.id_len, 1) || sess_by_peer(c, b.id, b.id_len, 0))
+        pk_mk_table_is_fresh(c->table, b.id, b.id_len, now_ms) || sess_by_peer(c, b.id, b.id_len))
         return PK_OK;
     rc = pk_mk_client_start(c, b.id, b.id_len, 0, src, now_ms, out);
     if (rc == PK_OK)
@@ -695,7 +729,11 @@ unsigned pk_mk_client_timeout(pk_mk_client_t *c, uint64_t now_ms)
     for (unsigned i = 0; i < PK_MK_MAX_SESSIONS; i++) {
         pk_mk_sess_t *s = &c->sess[i];
         if (s->state != PK_MK_S_FREE && s->deadline_ms <= now_ms) {
-            hist_add(c, s->n_i); /* late messages of it are replays now */
+            /* Late messages of it are replays now. An initiator past END1
+             * keeps its pending key: the responder may hold it (a lost END2),
+             * and its first record under it confirms it; unconfirmed, the
+             * table reports the partner (UNCONFIRMED) for a new exchange. */
+            hist_add(c, s->n_i);
             sess_free(s);
             n++;
         }

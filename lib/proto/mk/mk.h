@@ -19,11 +19,27 @@
  * Orders "by value": nonces as 16-byte big-endian integers; IDs bytewise
  * (memcmp over the common length, then the shorter first).
  *
+ * Who holds the key (lost END2). The responder's view is authoritative: it
+ * stores the key on a verified END1 and it is at once its current key. END1
+ * is the initiator's point of no return: when it sends END1 it stores the key
+ * PENDING (table.h: opens the partner's records, is never sent under) and
+ * promotes it to current on END2, or on the partner's first record under it
+ * (the shell calls pk_mk_table_confirm()). An exchange past END1 is never
+ * abandoned for another one with the same peer. Unconfirmed when it times
+ * out, the key stays pending and the table reports the partner
+ * (PK_MK_RENEW_UNCONFIRMED) for a new exchange, whose key supersedes it at
+ * both ends. So the two ends never use different current keys for long: a
+ * lost END2 heals on the responder's first record, or on the next exchange.
+ * One exchange per pair at a time: start() is BUSY while any exchange with
+ * the peer is in flight, and the peer's START is refused while ours is past
+ * END1 (simultaneous STARTs, both still in flight, keep the lower ID's).
+ *
  * Pure core: no I/O, no clock, no globals, no allocation. now_ms and the RNG
  * come in as arguments; output goes to a caller-owned pk_out_t:
  *   PK_ACT_SEND   code = message type, dest = the caller's handle, data = bytes
  *   PK_ACT_EVENT  code = PK_MK_EV_KEY, dest = key ID, data = partner ID:
- *                 a key was stored in the table.
+ *                 a key became current in the table (responder: END1;
+ *                 initiator: END2). No event for a pending key.
  * Not thread-safe; the caller serialises calls on one client.
  *
  * Error classes (core/err.h): the input functions return a hostile-input code
@@ -46,7 +62,7 @@
 #define PK_MK_NONCE_HISTORY 64 /* recently used nonces kept to reject replays */
 
 enum pk_mk_event {
-    PK_MK_EV_KEY = 1, /* an individual key was stored (dest = key ID, data = partner) */
+    PK_MK_EV_KEY = 1, /* an individual key became current (dest = key ID, data = partner) */
 };
 
 typedef struct pk_mk_cfg {
@@ -66,8 +82,8 @@ void pk_mk_cfg_default(pk_mk_cfg_t *cfg);
 
 enum pk_mk_sess_state {
     PK_MK_S_FREE = 0,
-    PK_MK_S_I_WAIT_PROC = 1, /* initiator: START sent */
-    PK_MK_S_I_WAIT_END2 = 2, /* initiator: END1 sent */
+    PK_MK_S_I_WAIT_PROC = 1, /* initiator: START sent (may still yield to the peer's START) */
+    PK_MK_S_I_WAIT_END2 = 2, /* initiator: END1 sent, key pending in the table (never abandoned) */
     PK_MK_S_R_WAIT_END1 = 3, /* responder: PROC sent */
 };
 
@@ -142,7 +158,11 @@ int pk_mk_client_beacon(const pk_mk_client_t *c, uint8_t *buf, size_t cap, size_
  * Returns PK_OK;
  *   PK_ERR_STATE    no master key, or peer is ourselves;
  *   PK_ERR_EXPIRED  the master key has expired;
- *   PK_ERR_BUSY     an authentication with peer is already in flight;
+ *   PK_ERR_BUSY     an authentication with peer is already in flight, in
+ *                   either role: one we started, or the peer's that we
+ *                   answered (waiting for its END1). Nothing to do: it ends
+ *                   with a key or by timeout, and whatever is still needed
+ *                   is reported by the table's next tick;
  *   PK_ERR_LIMIT    every session slot is in use;
  *   PK_ERR_INVAL, PK_ERR_SPACE (out full), PK_ERR_CRYPTO (RNG).
  */
@@ -162,10 +182,15 @@ int pk_mk_client_start(pk_mk_client_t *c, const uint8_t *peer, size_t peer_len, 
  *                   (now, MK expiry];
  *   PK_ERR_AUTH     the MAC (or the wrapped key's tag) does not verify;
  *   PK_ERR_REPLAY   a nonce already used (replayed START, PROC, END);
- *   PK_ERR_STATE    no session expects this message, or a START loses a
- *                   simultaneous-start tie-break (the lower ID's START wins);
- * local: PK_ERR_SPACE (out full), PK_ERR_LIMIT (no session slot or table
- *   full), PK_ERR_EXISTS (key ID collision in our table), PK_ERR_CRYPTO.
+ *   PK_ERR_STATE    no session expects this message; or a START from a peer
+ *                   whose exchange with us we started and have sent END1 in
+ *                   (it is finished first); or a START that loses the
+ *                   simultaneous-start tie-break against our START still
+ *                   waiting for PROC (the lower ID's START wins);
+ * local: PK_ERR_SPACE (out full), PK_ERR_LIMIT (no session slot, or the
+ *   table is full: for END1 as responder, for PROC as initiator, which stores
+ *   its pending key before sending END1), PK_ERR_EXISTS (key ID collision in
+ *   our table), PK_ERR_CRYPTO.
  * A beacon returns PK_OK whether or not it started an authentication; it
  * starts one only when autostart is on, the peer has no fresh key and no
  * exchange in flight, and no other beacon started one within
@@ -174,7 +199,8 @@ int pk_mk_client_start(pk_mk_client_t *c, const uint8_t *peer, size_t peer_len, 
 int pk_mk_client_input(pk_mk_client_t *c, const uint8_t *msg, size_t len, uint64_t src,
                        uint64_t now_ms, pk_out_t *out);
 
-/* Drops authentications past their deadline; returns how many. */
+/* Drops authentications past their deadline; returns how many. The pending
+ * key of an initiator past END1 stays in the table (see above). */
 unsigned pk_mk_client_timeout(pk_mk_client_t *c, uint64_t now_ms);
 
 /* The earliest session deadline or table deadline, UINT64_MAX when none. */

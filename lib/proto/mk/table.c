@@ -59,10 +59,23 @@ void pk_mk_table_set_master(pk_mk_table_t *t, uint32_t mk_id, uint64_t mk_expiry
             t->e[i].next_try_ms = 0;
 }
 
+static int pending_of(const pk_mk_entry_t *e, const uint8_t *p, size_t n)
+{
+    return (e->flags & PK_MK_E_USED) && (e->flags & PK_MK_E_PENDING) && same_partner(e, p, n);
+}
+
+static void supersede(const pk_mk_table_t *t, pk_mk_entry_t *e, uint64_t now_ms)
+{
+    e->flags |= PK_MK_E_SUPERSEDED;
+    if (e->expiry_ms > now_ms + t->grace_ms)
+        e->expiry_ms = now_ms + t->grace_ms;
+}
+
 int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms)
 {
     size_t slot = SIZE_MAX;
     uint64_t expiry;
+    int pending;
 
     if (!t || !in || in->key_id == 0 || in->partner_len == 0 || in->partner_len > PK_MK_ID_MAX ||
         (in->role != PK_MK_ROLE_INITIATOR && in->role != PK_MK_ROLE_RESPONDER))
@@ -72,6 +85,7 @@ int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms)
     expiry = in->expiry_ms < t->mk_expiry_ms ? in->expiry_ms : t->mk_expiry_ms;
     if (expiry <= now_ms)
         return PK_ERR_EXPIRED;
+    pending = (in->flags & PK_MK_E_PENDING) != 0;
 
     /* Checks first, changes after: uniqueness, then a free (or expired) slot. */
     for (size_t i = 0; i < t->cap; i++) {
@@ -87,6 +101,9 @@ int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms)
     for (size_t i = 0; i < t->cap && slot == SIZE_MAX; i++)
         if (!live(&t->e[i], now_ms))
             slot = i;
+    for (size_t i = 0; pending && i < t->cap && slot == SIZE_MAX; i++)
+        if (pending_of(&t->e[i], in->partner, in->partner_len))
+            slot = i; /* replaced below anyway */
     if (slot == SIZE_MAX)
         return PK_ERR_LIMIT;
 
@@ -94,9 +111,10 @@ int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms)
         pk_mk_entry_t *e = &t->e[i];
         if (!(e->flags & PK_MK_E_USED) || !same_partner(e, in->partner, in->partner_len))
             continue;
-        e->flags |= PK_MK_E_SUPERSEDED;
-        if (e->expiry_ms > now_ms + t->grace_ms)
-            e->expiry_ms = now_ms + t->grace_ms;
+        if (!pending)
+            supersede(t, e, now_ms);
+        else if (e->flags & PK_MK_E_PENDING)
+            drop(e); /* at most one pending key per partner: the newest exchange's */
     }
     pk_mk_entry_t *d = &t->e[slot];
     drop(d);
@@ -104,12 +122,42 @@ int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms)
     memcpy(d->key, in->key, PK_MK_IK_LEN);
     d->expiry_ms = expiry;
     d->created_ms = now_ms;
-    d->next_try_ms = 0;
+    d->next_try_ms = pending ? in->next_try_ms : 0;
     d->mk_id = in->mk_id;
     memcpy(d->partner, in->partner, in->partner_len);
     d->partner_len = in->partner_len;
     d->role = in->role;
-    d->flags = PK_MK_E_USED;
+    d->flags = (uint8_t)(PK_MK_E_USED | (pending ? PK_MK_E_PENDING : 0));
+    return PK_OK;
+}
+
+int pk_mk_table_confirm(pk_mk_table_t *t, uint32_t key_id, uint64_t expiry_ms, uint64_t now_ms)
+{
+    pk_mk_entry_t *e = NULL;
+
+    for (size_t i = 0; t && key_id && i < t->cap && !e; i++)
+        if (live(&t->e[i], now_ms) && t->e[i].key_id == key_id)
+            e = &t->e[i];
+    if (!e)
+        return PK_ERR_NOTFOUND;
+    if (expiry_ms && expiry_ms <= now_ms)
+        return PK_ERR_EXPIRED;
+    if (expiry_ms && expiry_ms < e->expiry_ms)
+        e->expiry_ms = expiry_ms;
+    if (!(e->flags & PK_MK_E_PENDING))
+        return PK_OK;
+    e->flags &= (uint8_t)~PK_MK_E_PENDING;
+    e->next_try_ms = 0;
+    if (e->flags & PK_MK_E_SUPERSEDED)
+        return PK_OK; /* a newer key of the partner was stored meanwhile: it stays current */
+    /* Not superseded: every other unsuperseded key of the partner is older
+     * (a newer non-pending one would have superseded e; e is its only pending). */
+    for (size_t i = 0; i < t->cap; i++) {
+        pk_mk_entry_t *o = &t->e[i];
+        if (o != e && (o->flags & PK_MK_E_USED) && !(o->flags & PK_MK_E_SUPERSEDED) &&
+            same_partner(o, e->partner, e->partner_len))
+            supersede(t, o, now_ms);
+    }
     return PK_OK;
 }
 
@@ -134,18 +182,21 @@ const pk_mk_entry_t *pk_mk_table_current(const pk_mk_table_t *t, const uint8_t *
 {
     for (size_t i = 0; i < t->cap; i++) {
         const pk_mk_entry_t *e = &t->e[i];
-        if (live(e, now_ms) && !(e->flags & PK_MK_E_SUPERSEDED) &&
+        if (live(e, now_ms) && !(e->flags & (PK_MK_E_SUPERSEDED | PK_MK_E_PENDING)) &&
             same_partner(e, partner, partner_len))
             return e;
     }
     return NULL;
 }
 
-/* Why e (a current key) needs renewal at now, or 0. */
+/* Why e (a current or pending key) needs renewal at now, or 0. For a pending
+ * key the caller also waits for its next_try. */
 static int due(const pk_mk_table_t *t, const pk_mk_entry_t *e, uint64_t now_ms)
 {
     if (t->has_mk && e->mk_id != t->mk_id)
         return PK_MK_RENEW_MASTER;
+    if (e->flags & PK_MK_E_PENDING)
+        return PK_MK_RENEW_UNCONFIRMED;
     if (e->expiry_ms <= now_ms || e->expiry_ms - now_ms <= t->renew_lead_ms)
         return PK_MK_RENEW_LEAD;
     return 0;
@@ -184,16 +235,22 @@ size_t pk_mk_table_tick(pk_mk_table_t *t, uint64_t now_ms, pk_mk_renew_t *renew,
     for (size_t i = 0; i < t->cap; i++)
         if ((t->e[i].flags & PK_MK_E_USED) && t->e[i].expiry_ms <= now_ms)
             drop(&t->e[i]);
-    /* Each partner has at most one current key, so each is reported once. */
+    /* A partner has at most one current and one unsuperseded pending key;
+     * when both are due it is reported once. */
     for (size_t i = 0; i < t->cap && n < max; i++) {
         pk_mk_entry_t *e = &t->e[i];
-        int why;
+        int why, dup = 0;
         if (!(e->flags & PK_MK_E_USED) || (e->flags & PK_MK_E_SUPERSEDED))
             continue;
         why = due(t, e, now_ms);
         if (!why || now_ms < e->next_try_ms)
             continue;
         e->next_try_ms = now_ms + t->retry_ms;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = renew[k].partner_len == e->partner_len &&
+                  memcmp(renew[k].partner, e->partner, e->partner_len) == 0;
+        if (dup)
+            continue;
         memcpy(renew[n].partner, e->partner, e->partner_len);
         renew[n].partner_len = e->partner_len;
         renew[n].reason = (uint8_t)why;
@@ -216,7 +273,7 @@ uint64_t pk_mk_table_next_deadline(const pk_mk_table_t *t)
             d = e->expiry_ms;
         if (e->flags & PK_MK_E_SUPERSEDED)
             continue;
-        if (t->has_mk && e->mk_id != t->mk_id)
+        if ((t->has_mk && e->mk_id != t->mk_id) || (e->flags & PK_MK_E_PENDING))
             x = e->next_try_ms;
         else
             x = e->expiry_ms > t->renew_lead_ms ? e->expiry_ms - t->renew_lead_ms : 0;
@@ -248,10 +305,11 @@ size_t pk_mk_entry_format(const pk_mk_entry_t *e, int reveal, char *buf, size_t 
     for (size_t i = 0; i < e->partner_len && i < PK_MK_ID_MAX; i++)
         partner[i] = (e->partner[i] >= 0x21 && e->partner[i] < 0x7F) ? (char)e->partner[i] : '?';
     partner[e->partner_len <= PK_MK_ID_MAX ? e->partner_len : PK_MK_ID_MAX] = '\0';
-    n = snprintf(buf, cap, "key_id=%u key=%s expiry_ms=%llu partner=%s mk_id=%u role=%s%s",
+    n = snprintf(buf, cap, "key_id=%u key=%s expiry_ms=%llu partner=%s mk_id=%u role=%s%s%s",
                  e->key_id, key, (unsigned long long)e->expiry_ms, partner, e->mk_id,
                  e->role == PK_MK_ROLE_INITIATOR ? "initiator" : "responder",
-                 (e->flags & PK_MK_E_SUPERSEDED) ? " superseded" : "");
+                 (e->flags & PK_MK_E_SUPERSEDED) ? " superseded" : "",
+                 (e->flags & PK_MK_E_PENDING) ? " pending" : "");
     pk_wipe(key, sizeof key);
     if (n < 0 || (size_t)n >= cap) {
         pk_wipe(buf, cap);

@@ -18,6 +18,13 @@
  *  - pk_mk_table_set_master() marks every key made under another MK for
  *    re-authentication but keeps it until it expires: a partner that cannot be
  *    reached keeps its old key until then.
+ *  - a PENDING key (the initiator's, from END1 until it learns the responder
+ *    stored it) is never current and supersedes nothing; find() and
+ *    find_sid() return it so the partner's records under it open, and
+ *    pk_mk_table_confirm() (on END2, or on the first record from the partner
+ *    under it) makes it current. A partner has at most one pending key: a
+ *    newer one replaces it. Unconfirmed by its next_try, it is reported for
+ *    renewal (PK_MK_RENEW_UNCONFIRMED) so the exchange is run again.
  */
 #ifndef PK_PROTO_MK_TABLE_H
 #define PK_PROTO_MK_TABLE_H
@@ -36,6 +43,7 @@ enum pk_mk_role {
 /* Entry flags. */
 #define PK_MK_E_USED       0x01 /* slot holds a key */
 #define PK_MK_E_SUPERSEDED 0x02 /* a newer key for the same partner exists */
+#define PK_MK_E_PENDING    0x04 /* not yet known to be held by the partner (see above) */
 
 /* One row. Members are readable; change them only through the functions. */
 typedef struct pk_mk_entry {
@@ -64,15 +72,17 @@ typedef struct pk_mk_table {
 
 /* Why a partner needs a new key. */
 enum pk_mk_renew_reason {
-    PK_MK_RENEW_LEAD = 1,   /* its current key expires within the lead time */
-    PK_MK_RENEW_MASTER = 2, /* its current key was made under a replaced MK */
+    PK_MK_RENEW_LEAD = 1,        /* its current key expires within the lead time */
+    PK_MK_RENEW_MASTER = 2,      /* its current key was made under a replaced MK */
+    PK_MK_RENEW_UNCONFIRMED = 3, /* its pending key was never confirmed (lost END2):
+                                    the exchange is run again */
 };
 
 typedef struct pk_mk_renew {
     uint8_t partner[PK_MK_ID_MAX];
     uint8_t partner_len;
     uint8_t reason;  /* enum pk_mk_renew_reason */
-    uint32_t key_id; /* the key to be replaced */
+    uint32_t key_id; /* the key to be replaced (the pending one for UNCONFIRMED) */
 } pk_mk_renew_t;
 
 /*
@@ -94,10 +104,14 @@ void pk_mk_table_set_master(pk_mk_table_t *t, uint32_t mk_id, uint64_t mk_expiry
 
 /*
  * Copies key into the table: key_id (non-zero), key, expiry_ms, mk_id,
- * partner, role are read from *in; flags, created, next_try are set here.
- * The expiry is clamped to the current MK's when in->mk_id is the current MK.
- * Older keys of the same partner become superseded (expiry cut to
- * now + grace). When the table is full, expired entries are dropped first.
+ * partner, role are read from *in; of in->flags only PK_MK_E_PENDING is read;
+ * created and next_try are set here, except that a pending key is first
+ * reported unconfirmed by tick() at in->next_try_ms (the core passes its END2
+ * deadline). The expiry is clamped to the current MK's.
+ * A key that is not pending makes every other key of the partner (pending or
+ * not) superseded, its expiry cut to now + grace. A pending key supersedes
+ * nothing; it drops and wipes the partner's older pending key, if any.
+ * When the table is full, expired entries are dropped first.
  *
  * Returns PK_OK;
  *   PK_ERR_INVAL    bad argument (key_id 0, partner length, role);
@@ -109,13 +123,32 @@ void pk_mk_table_set_master(pk_mk_table_t *t, uint32_t mk_id, uint64_t mk_expiry
  */
 int pk_mk_table_add(pk_mk_table_t *t, const pk_mk_entry_t *in, uint64_t now_ms);
 
-/* The live entry with this key ID, or NULL. Borrowed until the next change. */
+/*
+ * Confirms the pending key key_id: the partner is known to hold it (the core
+ * calls this on END2; a shell calls it when a record from the partner under
+ * this key opens - pk_mk_table_find_sid() then pk_record_open() succeeded).
+ * The key loses PK_MK_E_PENDING and, unless a newer key of the partner has
+ * superseded it meanwhile, becomes the partner's current key: the older keys
+ * of the partner are superseded (expiry cut to now + grace).
+ * expiry_ms non-zero lowers the key's expiry to it (END2 confirms the
+ * responder's, possibly shorter, one); 0 keeps it. On a key that is not
+ * pending only that lowering happens, so a shell may call this on every
+ * record it opens.
+ * Returns PK_OK; PK_ERR_NOTFOUND (no live key key_id); PK_ERR_EXPIRED
+ * (expiry_ms non-zero and <= now). On error the table is unchanged.
+ */
+int pk_mk_table_confirm(pk_mk_table_t *t, uint32_t key_id, uint64_t expiry_ms, uint64_t now_ms);
+
+/* The live entry with this key ID (pending ones too), or NULL. Borrowed until
+ * the next change. */
 const pk_mk_entry_t *pk_mk_table_find(const pk_mk_table_t *t, uint32_t key_id, uint64_t now_ms);
 
-/* The live entry whose key ID's low 16 bits are sid (record demultiplexing). */
+/* The live entry whose key ID's low 16 bits are sid (record demultiplexing;
+ * pending ones too, so the partner's first records under it open). */
 const pk_mk_entry_t *pk_mk_table_find_sid(const pk_mk_table_t *t, uint16_t sid, uint64_t now_ms);
 
-/* The partner's current (newest, not superseded, not expired) key, or NULL. */
+/* The partner's current (newest, not superseded, not pending, not expired)
+ * key, or NULL: the one to send under. */
 const pk_mk_entry_t *pk_mk_table_current(const pk_mk_table_t *t, const uint8_t *partner,
                                          size_t partner_len, uint64_t now_ms);
 
@@ -132,9 +165,10 @@ size_t pk_mk_table_count(const pk_mk_table_t *t);
 
 /*
  * The periodic step: removes and wipes every key whose expiry <= now, then
- * writes into renew[0..max) the partners whose current key needs renewal
- * (each partner once, at most max; the rest are reported on a later tick) and
- * sets their next_try to now + retry_ms. Returns the number written.
+ * writes into renew[0..max) the partners whose current key needs renewal, or
+ * whose pending key is still unconfirmed at its next_try (each partner once,
+ * at most max; the rest are reported on a later tick) and sets their next_try
+ * to now + retry_ms. Returns the number written.
  */
 size_t pk_mk_table_tick(pk_mk_table_t *t, uint64_t now_ms, pk_mk_renew_t *renew, size_t max);
 
