@@ -9,8 +9,10 @@
  *
  * The driver is the application a device shell runs around the core: it
  * feeds datagrams, runs timeouts and table ticks, starts an authentication
- * for every partner the table reports (renewal) or that has no current key,
- * and sends a beacon to its neighbours every 5 s (beacon autostart on).
+ * for every partner the table reports (renewal, or a pending key left
+ * unconfirmed by a lost END2) or that has no current key, and sends a beacon
+ * to its neighbours every 5 s (beacon autostart on). It keeps no memory of
+ * the exchanges it started: the core and its table say what is left to do.
  *
  * Faults: loss/dup/reorder on every link; client crashes (the master key is
  * durable - a restarted client re-registers and gets the domain's current
@@ -53,8 +55,6 @@ typedef struct client {
     pk_mk_entry_t e[TABLE_CAP];
     uint8_t id[8];
     uint64_t armed, next_tick, next_beacon;
-    uint64_t
-        started[2 * K_NEIGH]; /* an authentication we started with partner j, awaiting its key */
 } client_t;
 
 typedef struct world {
@@ -157,7 +157,6 @@ static void client_boot(world_t *w, uint32_t p)
     c->next_tick = now + pk_sim_rng_below(&w->cr, TICK_MS);
     c->next_beacon = now + pk_sim_rng_below(&w->cr, BEACON_MS);
     c->armed = 0;
-    memset(c->started, 0, sizeof c->started);
 }
 
 static void arm(world_t *w, uint32_t p, int from_timer)
@@ -211,12 +210,6 @@ static void key_stored(world_t *w, uint32_t p, uint32_t key_id, const uint8_t *p
         if (!e)
             return;
     }
-    /* Only a key from an exchange we started completes what we started: a
-     * key stored as responder may come from an exchange the peer then
-     * abandoned (simultaneous start), so we keep retrying ours. */
-    int j = partner_index(w, p, q);
-    if (j >= 0 && e->role == PK_MK_ROLE_INITIATOR)
-        w->cl[p].started[j] = 0;
     if (!pk_sim_up(w->sim, q))
         return;
     const pk_mk_entry_t *f = pk_mk_table_find(&w->cl[q].t, key_id, now);
@@ -243,12 +236,9 @@ static void start(world_t *w, uint32_t p, uint32_t q, pk_out_t *out)
 {
     uint8_t flags = pk_sim_rng_below(&w->cr, 2) ? PK_MK_FLAG_WRAP : 0;
     int rc = pk_mk_client_start(&w->cl[p].c, w->cl[q].id, 6, flags, q, pk_sim_now(w->sim), out);
-    if (rc == PK_OK) {
-        int j = partner_index(w, p, q);
-        if (j >= 0)
-            w->cl[p].started[j] = pk_sim_now(w->sim);
+    if (rc == PK_OK)
         pk_sim_count(w->sim, w->c_starts, 1);
-    } else if (rc == PK_ERR_SPACE)
+    else if (rc == PK_ERR_SPACE)
         flush(w, p, out);
 }
 
@@ -278,11 +268,8 @@ static void on_timer(world_t *w, uint32_t p)
         } else {
             for (uint32_t j = 0; j < 2 * w->k; j++) {
                 uint32_t q = partner(w, p, j);
-                /* no key yet, or one we started ended without a key (a lost
-                 * END2: docs/master-keys.md, "the initiator times out and
-                 * starts again") */
-                if (!pk_mk_table_current(&c->t, w->cl[q].id, 6, now) ||
-                    (c->started[j] && now - c->started[j] > w->cfg.auth_timeout_ms))
+                /* no key yet (a lost END2 is the table's to report) */
+                if (!pk_mk_table_current(&c->t, w->cl[q].id, 6, now))
                     start(w, p, q, &out);
             }
         }
