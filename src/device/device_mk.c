@@ -566,9 +566,16 @@ static void on_record(runner_t *r, const uint8_t *b, size_t n, const pk_addr_t *
         return;
     }
     r->stats_msgs++;
+    uint32_t key_id = e->key_id;
+    if (e->flags & PK_MK_E_PENDING) {
+        /* The partner sent under our pending key: it holds it, so the key is
+         * current now even though its END2 was lost (table.h). */
+        if (pk_mk_table_confirm(&r->t, key_id, 0, now) == PK_OK)
+            r->dirty = 1;
+    }
     printf("mk client=%.*s event=message from=", (int)r->s->id.len, (const char *)r->s->id.b);
     print_id(stdout, e->partner, e->partner_len);
-    printf(" key_id=%" PRIu32 " text=", e->key_id);
+    printf(" key_id=%" PRIu32 " text=", key_id);
     for (size_t i = 0; i < ptlen; i++)
         putchar(pt[i] >= 0x20 && pt[i] < 0x7f ? pt[i] : '?');
     putchar('\n');
