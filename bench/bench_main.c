@@ -11,7 +11,8 @@
 static const pk_bench_suite_t suites[] = {
     {"kdf", pk_bench_suite_kdf, "KDF derivations/s vs raw OpenSSL HMAC-SHA-256", 1},
     {"aead", pk_bench_suite_aead, "AES-128-GCM seal at 64 and 1400 bytes vs raw OpenSSL EVP", 1},
-    {"record", pk_bench_suite_record, "record seal/open at 64 and 1400 bytes vs raw OpenSSL EVP", 1},
+    {"record", pk_bench_suite_record, "record seal/open at 64 and 1400 bytes vs raw OpenSSL EVP",
+     1},
     {"link", pk_bench_suite_link, "direct-link setups/s in memory vs raw keyed HMAC-SHA-256", 1},
 };
 

@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
 
-PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev llvm \
+PKGS="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev llvm \
 libssl-dev openssl libsqlite3-dev sqlite3 libpq-dev postgresql \
 python3 iproute2 procps"
 

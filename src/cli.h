@@ -28,7 +28,8 @@ void pk_cli_list(const pk_cmd_t *table);
 int pk_cli_is_help(const char *arg);
 
 /* Prints "proxkey: <what>: <msg>" to stderr and returns 2 (usage error). */
-int pk_cli_usage_error(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int pk_cli_usage_error(const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Parses an unsigned decimal in [min, max]; returns 0 on success. */
 int pk_cli_parse_u64(const char *s, unsigned long long min, unsigned long long max,

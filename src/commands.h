@@ -15,7 +15,8 @@ int pk_cmd_ca(int argc, char **argv);
 
 #ifdef PK_HAVE_KMS
 int pk_cmd_kms(int argc, char **argv);
-#define PK_CMD_KMS {"kms", pk_cmd_kms, "key management server: devices, allowed pairs, root keys, pools"},
+#define PK_CMD_KMS                                                                                 \
+    {"kms", pk_cmd_kms, "key management server: devices, allowed pairs, root keys, pools"},
 #else
 #define PK_CMD_KMS
 #endif
@@ -56,9 +57,9 @@ int pk_cmd_sim(int argc, char **argv);
 #endif
 
 #define PK_COMMANDS                                                                                \
-    PK_CMD_KMS PK_CMD_NODE PK_CMD_GTS PK_CMD_DEVICE                                               \
-    {"ca", pk_cmd_ca, "development CA: make the CA and the kms/node certificates"},              \
-    PK_CMD_SIM
+    PK_CMD_KMS PK_CMD_NODE PK_CMD_GTS PK_CMD_DEVICE{                                               \
+        "ca", pk_cmd_ca, "development CA: make the CA and the kms/node certificates"},             \
+        PK_CMD_SIM
 
 #if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE) && defined(PK_HAVE_DEVICE)
 int pk_demo_root_keys(int argc, char **argv);

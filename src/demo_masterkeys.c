@@ -1,7 +1,7 @@
 /*
  * `proxkey demo master-keys`: master keys and individual keys (Toshiba US
- * 9,294,269; DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients"), end to end with real processes on
- * 127.0.0.1: a kms and a node daemon (mutual TLS between them), three
+ * 9,294,269; DESIGN 3.6; docs/protocol.md "Master keys from the kms to the clients"), end to end
+ * with real processes on 127.0.0.1: a kms and a node daemon (mutual TLS between them), three
  * devices in one domain that register (the ACCEPT carries the domain's master
  * key), three `proxkey device mk run` clients that derive pairwise individual
  * keys, a master-key rotation at the kms and its FIG. 8 cascade, with one
@@ -135,7 +135,8 @@ static int keys_of(int i, int reveal, char *buf, size_t cap)
 {
     char dir[16];
     snprintf(dir, sizeof dir, "%s", g_id[i]);
-    int rc = reveal ? pk_demo_run(&D, "keys.txt", ARGV("device", "mk", "show", "--dir", dir, "--show-secrets"))
+    int rc = reveal ? pk_demo_run(&D, "keys.txt",
+                                  ARGV("device", "mk", "show", "--dir", dir, "--show-secrets"))
                     : pk_demo_run(&D, "keys.txt", ARGV("device", "keys", "--dir", dir));
     return rc == 0 ? pk_demo_read_file(&D, "keys.txt", buf, cap) : -1;
 }
@@ -208,9 +209,10 @@ static int start_client(int i)
         snprintf(peers + l, sizeof peers - l, "%s%s=127.0.0.1:%u", l ? "," : "", g_id[j],
                  g_port[j]);
     }
-    g_client[i] = pk_demo_start(&D, out, ARGV("device", "mk", "run", "--dir", dir, "--listen", listen, "--peer",
-                                  peers, "--lifetime", IK_LIFE_S, "--lead-time", "3", "--retry",
-                                  "1", "--auth-timeout", "1", "--grace", "2"));
+    g_client[i] = pk_demo_start(&D, out,
+                                ARGV("device", "mk", "run", "--dir", dir, "--listen", listen,
+                                     "--peer", peers, "--lifetime", IK_LIFE_S, "--lead-time", "3",
+                                     "--retry", "1", "--auth-timeout", "1", "--grace", "2"));
     return g_client[i] > 0 && wait_for(i, "event=listening", NULL, 1, START_MS);
 }
 
@@ -219,8 +221,9 @@ static int send_msg(int from, int to, const char *text)
     char dir[16], addr[32];
     snprintf(dir, sizeof dir, "%s", g_id[from]);
     snprintf(addr, sizeof addr, "127.0.0.1:%u", g_port[to]);
-    int rc = pk_demo_run(&D, NULL, ARGV("device", "mk", "send", (char *)g_id[to], (char *)text, "--dir", dir,
-                            "--to", addr));
+    int rc = pk_demo_run(
+        &D, NULL,
+        ARGV("device", "mk", "send", (char *)g_id[to], (char *)text, "--dir", dir, "--to", addr));
     char needle[128];
     snprintf(needle, sizeof needle, "text=%s", text);
     return rc == 0 && wait_for(to, "event=message", needle, 1, 3000);
@@ -239,15 +242,16 @@ static int run_demo(void)
 
     step("the kms: a domain (a named group of devices), three devices in it, its first master key");
     if (!check(pk_demo_run(&D, NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
-                   pk_demo_run(&D, "out.txt", ARGV("kms", "domain", "add", "plant-7", "--log-level", "warn")) ==
-                       0,
+                   pk_demo_run(&D, "out.txt",
+                               ARGV("kms", "domain", "add", "plant-7", "--log-level", "warn")) == 0,
                "kms init; kms domain add plant-7"))
         return -1;
     for (int i = 0; i < 3; i++) {
         char name[32], key[80] = "";
         snprintf(name, sizeof name, "add-%s.txt", g_id[i]);
-        if (pk_demo_run(&D, name, ARGV("kms", "device", "add", (char *)g_id[i], "--domain", "plant-7",
-                           "--log-level", "warn")) != 0 ||
+        if (pk_demo_run(&D, name,
+                        ARGV("kms", "device", "add", (char *)g_id[i], "--domain", "plant-7",
+                             "--log-level", "warn")) != 0 ||
             pk_demo_read_file(&D, name, out, sizeof out) != 0 || !strstr(out, " key ") ||
             sscanf(strstr(out, " key ") + 5, "%64s", key) != 1)
             return check(0, "kms device add %s --domain plant-7", g_id[i]), -1;
@@ -255,22 +259,25 @@ static int run_demo(void)
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
         memset(out, 0, sizeof out);
-        if (pk_demo_run(&D, NULL, ARGV("device", "init", "--dir", dir, "--id", (char *)g_id[i], "--key", key,
-                           "--node", "127.0.0.1:1")) != 0)
+        if (pk_demo_run(&D, NULL,
+                        ARGV("device", "init", "--dir", dir, "--id", (char *)g_id[i], "--key", key,
+                             "--node", "127.0.0.1:1")) != 0)
             return check(0, "device init %s", g_id[i]), -1;
         memset(key, 0, sizeof key);
     }
-    if (!check(pk_demo_run(&D, "out.txt", ARGV("kms", "master", "rotate", "plant-7", "--lifetime", "1h",
-                                   "--log-level", "warn")) == 0 &&
+    if (!check(pk_demo_run(&D, "out.txt",
+                           ARGV("kms", "master", "rotate", "plant-7", "--lifetime", "1h",
+                                "--log-level", "warn")) == 0 &&
                    pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0,
                "kms master rotate plant-7 (the first master key, valid 1 h)"))
         return -1;
     print_indented(out);
 
     step("daemons: the kms and node-1 on 127.0.0.1 (mutual TLS 1.3 between them)");
-    if (pk_demo_start(&D, NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
-                         "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
-                         "--log-level", "warn")) < 0)
+    if (pk_demo_start(&D, NULL,
+                      ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
+                           "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
+                           "--log-level", "warn")) < 0)
         return -1;
     for (long t = 0; t < START_MS && !g_kms_port; t += 50) {
         if (pk_demo_read_file(&D, "kms.port", out, sizeof out) == 0)
@@ -283,9 +290,10 @@ static int run_demo(void)
     g_node_port = pk_demo_free_port(SOCK_DGRAM);
     snprintf(kms, sizeof kms, "127.0.0.1:%u", g_kms_port);
     snprintf(node, sizeof node, "127.0.0.1:%u", g_node_port);
-    if (pk_demo_start(&D, NULL, ARGV("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms", kms,
-                         "--ca", "ca/ca.crt", "--cert", "ca/node-1.crt", "--key", "ca/node-1.key",
-                         "--stats-ms", "0", "--log-level", "warn")) < 0)
+    if (pk_demo_start(&D, NULL,
+                      ARGV("node", "serve", "--id", "node-1", "--listen-udp", node, "--kms", kms,
+                           "--ca", "ca/ca.crt", "--cert", "ca/node-1.crt", "--key", "ca/node-1.key",
+                           "--stats-ms", "0", "--log-level", "warn")) < 0)
         return -1;
     printf("  node-1: udp %s (devices), kms %s\n", node, kms);
 
@@ -296,7 +304,8 @@ static int run_demo(void)
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
         for (int attempt = 0; attempt < 20; attempt++) { /* the node may still be starting */
-            if (pk_demo_run(&D, "out.txt", ARGV("device", "register", "--dir", dir, "--node", node)) == 0) {
+            if (pk_demo_run(&D, "out.txt",
+                            ARGV("device", "register", "--dir", dir, "--node", node)) == 0) {
                 regs++;
                 break;
             }
@@ -341,19 +350,22 @@ static int run_demo(void)
 
     step("rotation at the kms: master key 2 effective in 3 s; dev-a and dev-b refresh "
          "(FIG. 8 S10: authenticate with the node again, which fetches the key)");
-    if (!check(pk_demo_run(&D, "out.txt", ARGV("kms", "master", "rotate", "plant-7", "--at", "+3s",
-                                   "--lifetime", "1h", "--log-level", "warn")) == 0 &&
+    if (!check(pk_demo_run(&D, "out.txt",
+                           ARGV("kms", "master", "rotate", "plant-7", "--at", "+3s", "--lifetime",
+                                "1h", "--log-level", "warn")) == 0 &&
                    pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0,
                "kms master rotate plant-7 --at +3s"))
         return -1;
     print_indented(out);
-    if (pk_demo_run(&D, "out.txt", ARGV("kms", "master", "list", "plant-7", "--log-level", "warn")) == 0 &&
+    if (pk_demo_run(&D, "out.txt",
+                    ARGV("kms", "master", "list", "plant-7", "--log-level", "warn")) == 0 &&
         pk_demo_read_file(&D, "out.txt", out, sizeof out) == 0)
         print_indented(out);
     for (int i = 0; i < 2; i++) {
         char dir[16];
         snprintf(dir, sizeof dir, "%s", g_id[i]);
-        check(pk_demo_run(&D, "out.txt", ARGV("device", "mk", "refresh", "--dir", dir, "--node", node)) == 0,
+        check(pk_demo_run(&D, "out.txt",
+                          ARGV("device", "mk", "refresh", "--dir", dir, "--node", node)) == 0,
               "%s: mk refresh (now holds key 1 current and key 2 next)", g_id[i]);
     }
 
@@ -383,7 +395,8 @@ static int run_demo(void)
 
     step("dev-c returns (SIGCONT), refreshes its master key and re-keys with both");
     kill(g_client[2], SIGCONT);
-    check(pk_demo_run(&D, "out.txt", ARGV("device", "mk", "refresh", "--dir", "dev-c", "--node", node)) == 0,
+    check(pk_demo_run(&D, "out.txt",
+                      ARGV("device", "mk", "refresh", "--dir", "dev-c", "--node", node)) == 0,
           "dev-c: mk refresh");
     int back = wait_for(2, "event=key", "mk_id=2 ", 2, 15000);
     show_all();

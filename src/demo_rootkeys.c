@@ -255,10 +255,11 @@ static unsigned g_udp[2], g_tls[2], g_kms_port;
 static int add_device(dev_t_ *d, int pool)
 {
     char out[512];
-    int rc =
-        pool ? pk_demo_run(&D, "out.txt", ARGV("kms", "device", "add", (char *)d->id, "--mode", "pool",
-                                   "--pool", "p", "--log-level", "warn"))
-             : pk_demo_run(&D, "out.txt", ARGV("kms", "device", "add", (char *)d->id, "--log-level", "warn"));
+    int rc = pool ? pk_demo_run(&D, "out.txt",
+                                ARGV("kms", "device", "add", (char *)d->id, "--mode", "pool",
+                                     "--pool", "p", "--log-level", "warn"))
+                  : pk_demo_run(&D, "out.txt",
+                                ARGV("kms", "device", "add", (char *)d->id, "--log-level", "warn"));
     if (rc != 0 || pk_demo_read_file(&D, "out.txt", out, sizeof out) != 0)
         return -1;
     const char *k = strstr(out, " key ");
@@ -283,10 +284,11 @@ static int start_node(int i)
     for (int attempt = 0; attempt < 3; attempt++) {
         snprintf(peer, sizeof peer, "node-%d=127.0.0.1:%u", 2 - i, g_tls[1 - i]);
         snprintf(tls, sizeof tls, "127.0.0.1:%u", g_tls[i]);
-        pid_t p = pk_demo_start(&D, NULL, ARGV("node", "serve", "--id", id, "--listen-udp", "127.0.0.1:0",
-                                   "--listen-tls", tls, "--kms", kms, "--ca", "ca/ca.crt", "--cert",
-                                   cert, "--key", key, "--peer", peer, "--stats-ms", "0",
-                                   "--log-level", "debug"));
+        pid_t p = pk_demo_start(&D, NULL,
+                                ARGV("node", "serve", "--id", id, "--listen-udp", "127.0.0.1:0",
+                                     "--listen-tls", tls, "--kms", kms, "--ca", "ca/ca.crt",
+                                     "--cert", cert, "--key", key, "--peer", peer, "--stats-ms",
+                                     "0", "--log-level", "debug"));
         if (p < 0)
             return -1;
         snprintf(needle, sizeof needle, "event=node_listening id=%s ", id);
@@ -325,11 +327,12 @@ static void link_once(const char *a, const char *b, int option2)
     snprintf(to, sizeof to, "127.0.0.1:%u", port);
     snprintf(text, sizeof text, "hello %s, this is %s (option %d)", b, a, option2 ? 2 : 1);
     name_add(to, b);
-    pid_t l = option2
-                  ? pk_demo_start(&D, "listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
-                                             "--count", "1", "--timeout", LISTEN_SECS, "--node"))
-                  : pk_demo_start(&D, "listen.txt", ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
-                                             "--count", "1", "--timeout", LISTEN_SECS));
+    pid_t l = option2 ? pk_demo_start(&D, "listen.txt",
+                                      ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
+                                           "--count", "1", "--timeout", LISTEN_SECS, "--node"))
+                      : pk_demo_start(&D, "listen.txt",
+                                      ARGV("device", "listen", "--dir", (char *)b, "--listen", to,
+                                           "--count", "1", "--timeout", LISTEN_SECS));
     snprintf(needle, sizeof needle, "listening on %s ", to);
     char line[1024];
     if (l < 0 ||
@@ -338,8 +341,8 @@ static void link_once(const char *a, const char *b, int option2)
             pk_demo_wait(l, 0);
         return;
     }
-    int rc =
-        pk_demo_run(&D, "send.txt", ARGV("device", "send", (char *)b, text, "--dir", (char *)a, "--to", to));
+    int rc = pk_demo_run(&D, "send.txt",
+                         ARGV("device", "send", (char *)b, text, "--dir", (char *)a, "--to", to));
     int lrc = pk_demo_wait(l, 12000);
     snprintf(want, sizeof want, "from=%s text=%s\n", a, text);
     show_trace();
@@ -355,8 +358,9 @@ static int refused(const char *a, const char *b, const char *why)
 {
     char to[32];
     snprintf(to, sizeof to, "127.0.0.1:%u", pk_demo_free_port(SOCK_DGRAM));
-    int rc = pk_demo_run(&D, "send.txt", ARGV("device", "send", (char *)b, "not allowed", "--dir", (char *)a,
-                                  "--to", to, "--tries", "2", "--rto-ms", "200"));
+    int rc = pk_demo_run(&D, "send.txt",
+                         ARGV("device", "send", (char *)b, "not allowed", "--dir", (char *)a,
+                              "--to", to, "--tries", "2", "--rto-ms", "200"));
     char line[1024];
     int said = wait_trace(why, line, sizeof line, 1000) == 0;
     return check(rc == 1 && said, "%s -> %s refused (%s)", a, b, why);
@@ -376,23 +380,29 @@ static int run_demo(void)
 
     step("the kms: store (SQLite), devices, allowed pairs, a pool");
     if (!check(pk_demo_run(&D, NULL, ARGV("kms", "init", "--log-level", "warn")) == 0 &&
-                   pk_demo_run(&D, NULL, ARGV("kms", "pool", "create", "p", "64", "--log-level", "warn")) == 0,
+                   pk_demo_run(&D, NULL,
+                               ARGV("kms", "pool", "create", "p", "64", "--log-level", "warn")) ==
+                       0,
                "kms init; pool p with 64 root keys"))
         return -1;
     if (!check(add_device(&g_dev[0], 0) == 0 && add_device(&g_dev[2], 0) == 0 &&
                    add_device(&g_dev[1], 1) == 0 && add_device(&g_dev[3], 1) == 0,
                "four devices, each with its own long-term key K"))
         return -1;
-    if (!check(pk_demo_run(&D, NULL, ARGV("kms", "allow", "dev-a1", "dev-b1", "--log-level", "warn")) == 0 &&
-                   pk_demo_run(&D, NULL, ARGV("kms", "allow", "dev-a2", "dev-b2", "--log-level", "warn")) == 0,
+    if (!check(pk_demo_run(&D, NULL,
+                           ARGV("kms", "allow", "dev-a1", "dev-b1", "--log-level", "warn")) == 0 &&
+                   pk_demo_run(&D, NULL,
+                               ARGV("kms", "allow", "dev-a2", "dev-b2", "--log-level", "warn")) ==
+                       0,
                "allowed: dev-a1 <-> dev-b1 (option 1), dev-a2 <-> dev-b2 (option 2); "
                "not allowed: every other pair"))
         return -1;
 
     step("daemons: kms and two nodes on 127.0.0.1 (mutual TLS 1.3 between them)");
-    if (pk_demo_start(&D, NULL, ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
-                         "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
-                         "--log-level", "debug")) < 0)
+    if (pk_demo_start(&D, NULL,
+                      ARGV("kms", "serve", "--listen", "127.0.0.1:0", "--port-file", "kms.port",
+                           "--ca", "ca/ca.crt", "--cert", "ca/kms.crt", "--key", "ca/kms.key",
+                           "--log-level", "debug")) < 0)
         return -1;
     for (long t = 0; t < START_MS && !g_kms_port; t += 50) {
         if (pk_demo_read_file(&D, "kms.port", out, sizeof out) == 0)
@@ -412,8 +422,9 @@ static int run_demo(void)
         dev_t_ *d = &g_dev[i];
         char node[32];
         snprintf(node, sizeof node, "127.0.0.1:%u", g_udp[d->node[5] - '1']);
-        int rc = pk_demo_run(&D, NULL, ARGV("device", "init", "--dir", (char *)d->id, "--id", (char *)d->id,
-                                "--key", d->key, "--node", node, "--node-id", (char *)d->node));
+        int rc = pk_demo_run(&D, NULL,
+                             ARGV("device", "init", "--dir", (char *)d->id, "--id", (char *)d->id,
+                                  "--key", d->key, "--node", node, "--node-id", (char *)d->node));
         pk_wipe(d->key, sizeof d->key);
         if (rc == 0)
             rc = pk_demo_run(&D, "out.txt", ARGV("device", "register", "--dir", (char *)d->id));
@@ -456,7 +467,8 @@ static int run_demo(void)
           "dev-b1 has no key or indication for dev-a2 or dev-b2");
     {
         static char audit[65536];
-        int rc = pk_demo_run(&D, "audit.txt", ARGV("kms", "audit", "--limit", "1000", "--log-level", "warn"));
+        int rc = pk_demo_run(&D, "audit.txt",
+                             ARGV("kms", "audit", "--limit", "1000", "--log-level", "warn"));
         int ok = rc == 0 && pk_demo_read_file(&D, "audit.txt", audit, sizeof audit) == 0;
         int allocs = 0, bad = 0;
         for (char *l = audit, *nl; ok && *l; l = nl + 1) {

@@ -101,12 +101,11 @@ static void check_record(int v)
     uint8_t k1[16] = {1}, k2[16] = {2}, s1[4] = {3}, s2[4] = {4};
     uint8_t rec[128], rec2[128], pt[128], type = 0;
     size_t n = 0, n2 = 0, ptlen = 0;
-    int ok = pk_record_init(&a, 7, 0, k1, s1, k2, s2) == PK_OK &&
-             pk_record_init(&b, 7, 0, k2, s2, k1, s1) == PK_OK &&
-             pk_record_seal(&a, 0x20, (const uint8_t *)"hello peer", 10, rec, sizeof rec, &n) ==
-                 PK_OK &&
-             pk_record_seal(&a, 0x20, (const uint8_t *)"second", 6, rec2, sizeof rec2, &n2) ==
-                 PK_OK;
+    int ok =
+        pk_record_init(&a, 7, 0, k1, s1, k2, s2) == PK_OK &&
+        pk_record_init(&b, 7, 0, k2, s2, k1, s1) == PK_OK &&
+        pk_record_seal(&a, 0x20, (const uint8_t *)"hello peer", 10, rec, sizeof rec, &n) == PK_OK &&
+        pk_record_seal(&a, 0x20, (const uint8_t *)"second", 6, rec2, sizeof rec2, &n2) == PK_OK;
     /* Out of order inside the window is fine; a replay is not. */
     ok = ok && pk_record_open(&b, rec2, n2, &type, pt, sizeof pt, &ptlen) == PK_OK &&
          pk_record_open(&b, rec, n, &type, pt, sizeof pt, &ptlen) == PK_OK && ptlen == 10 &&
@@ -125,11 +124,11 @@ static void check_store(int v)
     uint64_t id1 = 0, id2 = 0;
     uint8_t val[8];
     size_t vlen = 0;
-    int ok = pk_store_open("memory:", &s) == PK_OK && pk_store_begin(s, &t) == PK_OK &&
-             pk_txn_put(t, "selftest", (const uint8_t *)"k", 1, (const uint8_t *)"v1", 2) ==
-                 PK_OK &&
-             pk_txn_next_id(t, "ksi", &id1) == PK_OK && pk_txn_next_id(t, "ksi", &id2) == PK_OK &&
-             pk_txn_commit(t) == PK_OK && id1 == 1 && id2 == 2;
+    int ok =
+        pk_store_open("memory:", &s) == PK_OK && pk_store_begin(s, &t) == PK_OK &&
+        pk_txn_put(t, "selftest", (const uint8_t *)"k", 1, (const uint8_t *)"v1", 2) == PK_OK &&
+        pk_txn_next_id(t, "ksi", &id1) == PK_OK && pk_txn_next_id(t, "ksi", &id2) == PK_OK &&
+        pk_txn_commit(t) == PK_OK && id1 == 1 && id2 == 2;
     t = NULL;
     ok = ok && pk_store_begin(s, &t) == PK_OK &&
          pk_txn_insert(t, "selftest", (const uint8_t *)"k", 1, (const uint8_t *)"v2", 2) ==

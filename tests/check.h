@@ -17,7 +17,7 @@ static int check_passed_, check_failed_, check_cur_failed_;
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
             check_cur_failed_ = 1;                                                                 \
         }                                                                                          \
     } while (0)
@@ -26,7 +26,7 @@ static int check_passed_, check_failed_, check_cur_failed_;
     do {                                                                                           \
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \
         if (a_ != b_) {                                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
                     #a, #b, a_, b_);                                                               \
             check_cur_failed_ = 1;                                                                 \
         }                                                                                          \

@@ -29,10 +29,10 @@ typedef struct pk_rd {
 } pk_rd_t;
 
 typedef struct pk_wr {
-    uint8_t *p;  /* start of the caller's buffer */
-    size_t cap;  /* its size */
-    size_t len;  /* bytes written */
-    int err;     /* PK_OK or PK_ERR_SPACE, sticky */
+    uint8_t *p; /* start of the caller's buffer */
+    size_t cap; /* its size */
+    size_t len; /* bytes written */
+    int err;    /* PK_OK or PK_ERR_SPACE, sticky */
 } pk_wr_t;
 
 static inline void pk_rd_init(pk_rd_t *r, const void *buf, size_t len)
@@ -236,7 +236,10 @@ static inline void pk_wr_block16(pk_wr_t *w, const void *src, size_t n)
     pk_wr_bytes(w, src, n);
 }
 
-static inline int pk_wr_ok(const pk_wr_t *w) { return w->err; }
+static inline int pk_wr_ok(const pk_wr_t *w)
+{
+    return w->err;
+}
 
 /* Plain big-endian helpers for fixed layouts. */
 static inline void pk_put_u16(uint8_t *d, uint16_t v)
@@ -256,7 +259,10 @@ static inline void pk_put_u64(uint8_t *d, uint64_t v)
     pk_put_u32(d, (uint32_t)(v >> 32));
     pk_put_u32(d + 4, (uint32_t)v);
 }
-static inline uint16_t pk_get_u16(const uint8_t *s) { return (uint16_t)((uint16_t)s[0] << 8 | s[1]); }
+static inline uint16_t pk_get_u16(const uint8_t *s)
+{
+    return (uint16_t)((uint16_t)s[0] << 8 | s[1]);
+}
 static inline uint32_t pk_get_u32(const uint8_t *s)
 {
     return (uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 | (uint32_t)s[2] << 8 | (uint32_t)s[3];

@@ -18,7 +18,7 @@
 
 #include "core/crypto.h"
 
-#define PK_KDF_OUT_LEN 32
+#define PK_KDF_OUT_LEN    32
 #define PK_KDF_MAX_PARAMS 8
 
 typedef struct pk_kdf_param {
@@ -44,7 +44,10 @@ int pk_kdf(const uint8_t *key, size_t keylen, uint8_t fc, const pk_kdf_param_t *
            uint8_t out[PK_KDF_OUT_LEN]);
 
 /* The 128-bit key taken from a 256-bit KDF output: its last 16 bytes. */
-static inline const uint8_t *pk_kdf_key128(const uint8_t out[PK_KDF_OUT_LEN]) { return out + 16; }
+static inline const uint8_t *pk_kdf_key128(const uint8_t out[PK_KDF_OUT_LEN])
+{
+    return out + 16;
+}
 
 /* ---- registry: see docs/protocol.md "Key derivations" ---- */
 /* (FC constants and the table are filled in by lib/core/kdf.c.) */

@@ -20,9 +20,18 @@ void pk_log_set_level(int level)
     log_level = level;
 }
 
-int pk_log_get_level(void) { return log_level; }
-void pk_log_set_role(const char *role) { log_role = role; }
-void pk_log_set_file(FILE *f) { log_file = f; }
+int pk_log_get_level(void)
+{
+    return log_level;
+}
+void pk_log_set_role(const char *role)
+{
+    log_role = role;
+}
+void pk_log_set_file(FILE *f)
+{
+    log_file = f;
+}
 
 int pk_log_level_parse(const char *s)
 {
@@ -33,7 +42,7 @@ int pk_log_level_parse(const char *s)
 }
 
 __attribute__((format(printf, 3, 0))) void pk_vlog(int level, const char *event, const char *fmt,
-                                                  va_list ap)
+                                                   va_list ap)
 {
     if (level > log_level)
         return;
@@ -44,9 +53,9 @@ __attribute__((format(printf, 3, 0))) void pk_vlog(int level, const char *event,
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s%s%s event=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level],
-                     log_role ? " role=" : "", log_role ? log_role : "", event);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(tv.tv_usec / 1000), level_names[level], log_role ? " role=" : "",
+                     log_role ? log_role : "", event);
     if (n < 0)
         return;
     if ((size_t)n < sizeof line && fmt && fmt[0]) {
@@ -88,8 +97,7 @@ void pk_drop(pk_drops_t *d, unsigned r, uint64_t now_ms, const char *src)
         return;
     }
     pk_log(PK_LOG_WARN, "drop", "reason=%s src=%s total=%llu suppressed=%llu", d->names[r],
-           src ? src : "-", (unsigned long long)d->count[r],
-           (unsigned long long)d->suppressed[r]);
+           src ? src : "-", (unsigned long long)d->count[r], (unsigned long long)d->suppressed[r]);
     d->suppressed[r] = 0;
     d->last_log_ms[r] = now_ms ? now_ms : 1;
 }

@@ -32,8 +32,8 @@ void pk_vlog(int level, const char *event, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
 #define pk_error(ev, ...) pk_log(PK_LOG_ERROR, ev, __VA_ARGS__)
-#define pk_warn(ev, ...) pk_log(PK_LOG_WARN, ev, __VA_ARGS__)
-#define pk_info(ev, ...) pk_log(PK_LOG_INFO, ev, __VA_ARGS__)
+#define pk_warn(ev, ...)  pk_log(PK_LOG_WARN, ev, __VA_ARGS__)
+#define pk_info(ev, ...)  pk_log(PK_LOG_INFO, ev, __VA_ARGS__)
 #define pk_debug(ev, ...)                                                                          \
     do {                                                                                           \
         if (pk_log_get_level() >= PK_LOG_DEBUG)                                                    \

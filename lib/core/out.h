@@ -30,10 +30,10 @@ enum pk_act_kind {
 };
 
 typedef struct pk_act {
-    uint8_t kind;    /* enum pk_act_kind */
-    uint16_t code;   /* message type (SEND) or event code (EVENT), core-specific */
-    uint64_t dest;   /* destination handle (SEND) or subject id (EVENT) */
-    uint8_t *data;   /* into the arena */
+    uint8_t kind;  /* enum pk_act_kind */
+    uint16_t code; /* message type (SEND) or event code (EVENT), core-specific */
+    uint64_t dest; /* destination handle (SEND) or subject id (EVENT) */
+    uint8_t *data; /* into the arena */
     size_t len;
 } pk_act_t;
 

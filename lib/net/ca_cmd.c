@@ -113,7 +113,8 @@ static int cmd_issue(int argc, char **argv)
         }
     }
     if (dir == NULL || name == NULL) {
-        fprintf(stderr, "proxkey ca issue: missing %s (try 'proxkey ca --help')\n", dir == NULL ? "DIR" : "NAME");
+        fprintf(stderr, "proxkey ca issue: missing %s (try 'proxkey ca --help')\n",
+                dir == NULL ? "DIR" : "NAME");
         return 2;
     }
     if (!pk_ca_name_valid(name)) {

@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#define PK_CONF_MAX 32
+#define PK_CONF_MAX     32
 #define PK_CONF_VAL_MAX 512
 
 typedef struct pk_conf_key {

@@ -40,9 +40,9 @@ typedef struct node_srv_opts {
     uint32_t reg_burst, reg_rate; /* per device address (core) */
     uint32_t ip_burst, ip_rate;   /* per source IP (shell) */
     uint64_t kms_timeout_ms, stats_ms;
-    size_t max_domains;         /* master-key domains tracked for pushes */
-    uint64_t mk_check_ms;       /* periodic master-key check (UINT64_MAX: never) */
-    unsigned mk_push_per_tick;  /* MK_UPDATE pushes per timer tick */
+    size_t max_domains;        /* master-key domains tracked for pushes */
+    uint64_t mk_check_ms;      /* periodic master-key check (UINT64_MAX: never) */
+    unsigned mk_push_per_tick; /* MK_UPDATE pushes per timer tick */
 } node_srv_opts_t;
 
 typedef struct node_srv node_srv_t;

@@ -28,7 +28,8 @@ static void test_format_and_level(void)
     pk_log_set_level(PK_LOG_DEBUG);
     pk_debug("shown", "x=%d", 2);
     CHECK_EQ_INT(count_lines(f, NULL), 2);
-    CHECK_EQ_INT(count_lines(f, "level=info role=kms event=device_added device=dev-1 mode=pairs"), 1);
+    CHECK_EQ_INT(count_lines(f, "level=info role=kms event=device_added device=dev-1 mode=pairs"),
+                 1);
     CHECK_EQ_INT(count_lines(f, "event=hidden"), 0);
     CHECK_EQ_INT(count_lines(f, "event=shown x=2"), 1);
     /* Every line starts with an ISO 8601 UTC timestamp. */

@@ -6,22 +6,42 @@ typedef struct mk_ik_vector {
     const char *label, *mk;
     unsigned mk_id;
     const char *n1, *n2, *id1, *id2; /* ids as C strings */
-    const char *ik; /* 16 bytes */
+    const char *ik;                  /* 16 bytes */
 } mk_ik_vector_t;
 
 static const mk_ik_vector_t mk_ik_vectors[] = {
-    {"32-byte MK", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0x0000002Au, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "client-102", "client-103", "41e19342d02bd29f3e3757f0866e8bc1"},
-    {"16-byte MK", "909192939495969798999a9b9c9d9e9f", 0x0000002Au, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "client-102", "client-103", "bcc3f6cf1d6e093a5a680224d88b5c1a"},
-    {"MK ID 0xDEADBEEF", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0xDEADBEEFu, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "client-102", "client-103", "4ef784b9de9e9ffd2c1826bf20c49d23"},
-    {"id prefix ordering", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0x00000007u, "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "dev-10", "dev-1", "da9d5d0c2d784a038dcd4f7cacea01cf"},
-    {"nonces differing in the last byte", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0x00000007u, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "a0a1a2a3a4a5a6a7a8a9aaabacadaeff", "client-103", "client-102", "572b529c3123453a37e3d1f7d51eecfc"},
+    {"32-byte MK", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0x0000002Au,
+     "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "client-102",
+     "client-103", "41e19342d02bd29f3e3757f0866e8bc1"},
+    {"16-byte MK", "909192939495969798999a9b9c9d9e9f", 0x0000002Au,
+     "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "client-102",
+     "client-103", "bcc3f6cf1d6e093a5a680224d88b5c1a"},
+    {"MK ID 0xDEADBEEF", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+     0xDEADBEEFu, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
+     "client-102", "client-103", "4ef784b9de9e9ffd2c1826bf20c49d23"},
+    {"id prefix ordering", "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+     0x00000007u, "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "dev-10",
+     "dev-1", "da9d5d0c2d784a038dcd4f7cacea01cf"},
+    {"nonces differing in the last byte",
+     "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", 0x00000007u,
+     "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", "a0a1a2a3a4a5a6a7a8a9aaabacadaeff", "client-103",
+     "client-102", "572b529c3123453a37e3d1f7d51eecfc"},
 };
 
 #define MK_V_MK "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-#define MK_V_K_AUTH "eaa78f6adf6f8a4775f952d5f918a9ec8fd8ef9b4fcdc3735c4ee2930b0586f2" /* MK ID 0x2A */
-#define MK_V_K_WRAP "354ca05aec7ca4b53459ddd06798562dd88f015a6d3645196741f0e88213564c" /* MK ID 0x2A, n_r = N2 */
-#define MK_V_REC0 "79ed241cc2ed4c26fba6d3ac9d2b8c132d3585c1bd130a67b6d508df011e1c6e" /* okm(0x00) of IK case 0 */
-#define MK_V_REC1 "677dc4b0f2cebb6c35eb2a238a12fa866ceb4ebae43ee4d65c7b466ffb56e087" /* okm(0x01) of IK case 0 */
-#define MK_V_START "010200010203040000002aa0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000000000000000000000000a636c69656e742d3130320a636c69656e742d3130330911affe6260a4a6dbdbdff745582de23a7c842682fcffa4297f7759840f5b90"
+#define MK_V_K_AUTH                                                                                \
+    "eaa78f6adf6f8a4775f952d5f918a9ec8fd8ef9b4fcdc3735c4ee2930b0586f2" /* MK ID 0x2A */
+#define MK_V_K_WRAP                                                                                \
+    "354ca05aec7ca4b53459ddd06798562dd88f015a6d3645196741f0e88213564c" /* MK ID 0x2A, n_r = N2 */
+#define MK_V_REC0                                                                                  \
+    "79ed241cc2ed4c26fba6d3ac9d2b8c132d3585c1bd130a67b6d508df011e1c6e" /* okm(0x00) of IK case 0   \
+                                                                        */
+#define MK_V_REC1                                                                                  \
+    "677dc4b0f2cebb6c35eb2a238a12fa866ceb4ebae43ee4d65c7b466ffb56e087" /* okm(0x01) of IK case 0   \
+                                                                        */
+#define MK_V_START                                                                                 \
+    "010200010203040000002aa0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000000000000000000000000a636c" \
+    "69656e742d3130320a636c69656e742d3130330911affe6260a4a6dbdbdff745582de23a7c842682fcffa4297f77" \
+    "59840f5b90"
 
 #endif

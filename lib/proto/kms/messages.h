@@ -13,15 +13,12 @@
  *     successful registration); the kms updates it then, never on request.
  *   KMS_MK_REQ   (0x48) type device(block8)                       [3..66 bytes]
  *     "the current master keys of device's domain" (the node asks for a
- *     registered device's MK_REFRESH; Toshiba FIG. 8, docs/protocol.md "Master keys from the kms to the clients").
- *   KMS_MK_RESP  (0x49) type status(1)=0 n(1) [domain_id(4)
- *                       n x { MK ID(4) not_before(8) expiry(8) key(32) }]
- *                                                    [exactly 3, 60 or 112]
- *     n = 0: the device is in no domain or its domain has no valid key;
- *     else the master-key block of proto/reg/messages.h (ACCEPT).
- *   KMS_ERR      (0x4F) type status(1) req_type(1)               [exactly 3]
- *     The kms's answer to any request it refuses, whatever the request's
- *     type: status is PK_REG_ST_* / PK_KMS_ST_*, req_type the refused
+ *     registered device's MK_REFRESH; Toshiba FIG. 8, docs/protocol.md "Master keys from the kms to
+ * the clients"). KMS_MK_RESP  (0x49) type status(1)=0 n(1) [domain_id(4) n x { MK ID(4)
+ * not_before(8) expiry(8) key(32) }] [exactly 3, 60 or 112] n = 0: the device is in no domain or
+ * its domain has no valid key; else the master-key block of proto/reg/messages.h (ACCEPT). KMS_ERR
+ * (0x4F) type status(1) req_type(1)               [exactly 3] The kms's answer to any request it
+ * refuses, whatever the request's type: status is PK_REG_ST_* / PK_KMS_ST_*, req_type the refused
  *     request's first byte. Sent only to requests of at least 3 bytes, so no
  *     answer is ever longer than its request; a shorter frame gets no answer
  *     and its connection is closed.
