@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "device_util.h"
 #include "cli.h"
 #include "conf.h"
 #include "core/log.h"
@@ -46,40 +47,13 @@ static void on_signal(int sig)
 
 /* ---------------- small helpers ---------------- */
 
-static int fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "proxkey device %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int usage(const char *cmd, const char *msg)
-{
-    char what[64];
-    snprintf(what, sizeof what, "device %s", cmd);
-    return pk_cli_usage_error(what, "%s (try 'proxkey device %s --help')", msg, cmd);
-}
-
 /* Parses argv with keys; positional args into pos. 0 or the usage exit code. */
 static int parse(const char *cmd, pk_conf_t *c, const pk_conf_key_t *keys, size_t n, int argc,
                  char **argv, char **pos, int max_pos, int *npos)
 {
     pk_conf_init(c, keys, n);
     if (pk_conf_args(c, argc, argv, pos, max_pos, npos) != 0)
-        return usage(cmd, c->err);
-    return 0;
-}
-
-static int want_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (pk_cli_is_help(argv[i]))
-            return 1;
+        return pk_dcli_usage(cmd, c->err);
     return 0;
 }
 
@@ -92,12 +66,14 @@ static int load_state(const char *cmd, const char *dir, pk_dstate_t *s)
         snprintf(g_self, sizeof g_self, "%.*s", (int)s->id.len, (const char *)s->id.b);
         return 0;
     case PK_ERR_NOTFOUND:
-        return fail(cmd, "%s is not a device state directory (run 'proxkey device init --dir %s')",
-                    dir, dir);
+        return pk_dcli_fail(
+            cmd, "%s is not a device state directory (run 'proxkey device init --dir %s')", dir,
+            dir);
     case PK_ERR_DENIED:
-        return fail(cmd, "%s: permissions too open (directory must be 0700, files 0600)", dir);
-    case PK_ERR_MALFORMED: return fail(cmd, "%s/identity or %s/node is damaged", dir, dir);
-    default: return fail(cmd, "cannot read %s: %s", dir, strerror(errno));
+        return pk_dcli_fail(cmd, "%s: permissions too open (directory must be 0700, files 0600)",
+                            dir);
+    case PK_ERR_MALFORMED: return pk_dcli_fail(cmd, "%s/identity or %s/node is damaged", dir, dir);
+    default: return pk_dcli_fail(cmd, "cannot read %s: %s", dir, strerror(errno));
     }
 }
 
@@ -107,17 +83,18 @@ static int load_reg(const char *cmd, pk_dstate_t *s, pk_reg_dev_t *d)
     if (rc == PK_OK)
         return 0;
     if (rc == PK_ERR_NOTFOUND)
-        return fail(cmd, "no registration yet in %s (run 'proxkey device register --dir %s')",
-                    s->dir, s->dir);
-    return fail(cmd, "%s/registration is damaged or belongs to another device (%s)", s->dir,
-                pk_strerror(rc));
+        return pk_dcli_fail(cmd,
+                            "no registration yet in %s (run 'proxkey device register --dir %s')",
+                            s->dir, s->dir);
+    return pk_dcli_fail(cmd, "%s/registration is damaged or belongs to another device (%s)", s->dir,
+                        pk_strerror(rc));
 }
 
 static int lock_state(const char *cmd, pk_dstate_t *s)
 {
     if (pk_dstate_lock(s) == PK_OK)
         return 0;
-    return fail(cmd, "%s is in use by another proxkey device process", s->dir);
+    return pk_dcli_fail(cmd, "%s is in use by another proxkey device process", s->dir);
 }
 
 /* A UDP socket bound to bind_addr (NULL: any port of to's family). */
@@ -162,12 +139,6 @@ static ssize_t recv_from(int fd, uint8_t *buf, size_t cap, pk_addr_t *from)
     return r;
 }
 
-static void print_id(FILE *f, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        fputc(b[i] >= 0x20 && b[i] < 0x7f && b[i] != ' ' ? b[i] : '?', f);
-}
-
 /* text=... with non-printable bytes, backslash and spaces escaped. */
 static void print_text(FILE *f, const uint8_t *b, size_t n)
 {
@@ -188,7 +159,7 @@ static int parse_addr(const char *cmd, const char *opt, const char *s, pk_addr_t
     if (pk_addr_parse(s, a, &why) == PK_OK)
         return 0;
     snprintf(msg, sizeof msg, "%s %s: %s", opt, s, why ? why : "bad address");
-    return usage(cmd, msg);
+    return pk_dcli_usage(cmd, msg);
 }
 
 static int parse_u(const char *cmd, const char *opt, const char *v, unsigned long long lo,
@@ -200,7 +171,7 @@ static int parse_u(const char *cmd, const char *opt, const char *v, unsigned lon
     if (pk_cli_parse_u64(v, lo, hi, out) == 0)
         return 0;
     snprintf(msg, sizeof msg, "%s wants a number in %llu..%llu", opt, lo, hi);
-    return usage(cmd, msg);
+    return pk_dcli_usage(cmd, msg);
 }
 
 /* ---------------- init ---------------- */
@@ -246,7 +217,7 @@ static int cmd_init(int argc, char **argv)
     char *pos[1];
     int npos = 0, rc;
     char keyhex[80];
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device init --dir DIR --id ID (--key HEX | --key-file FILE)\n"
                "                           [--node ADDR] [--node-id ID] [--force]\n"
                "Provisions a device state directory with its identity and long-term key K\n"
@@ -262,19 +233,19 @@ static int cmd_init(int argc, char **argv)
     const char *key = pk_conf_get(&c, "key"), *kf = pk_conf_get(&c, "key-file");
     const char *node = pk_conf_get(&c, "node"), *nid = pk_conf_get(&c, "node-id");
     if (!dir)
-        return usage("init", "--dir DIR is required");
+        return pk_dcli_usage("init", "--dir DIR is required");
     if (!id)
-        return usage("init", "--id ID is required");
+        return pk_dcli_usage("init", "--id ID is required");
     if (!key == !kf)
-        return usage("init", "give exactly one of --key HEX and --key-file FILE");
+        return pk_dcli_usage("init", "give exactly one of --key HEX and --key-file FILE");
     memset(&s, 0, sizeof s);
     s.lock_fd = -1;
     if (pk_reg_id_set(&s.id, id, strlen(id)) != PK_OK)
-        return usage("init", "--id must be 1..64 bytes of UTF-8 without NUL");
+        return pk_dcli_usage("init", "--id must be 1..64 bytes of UTF-8 without NUL");
     if (pk_reg_id_set(&s.node_id, nid, strlen(nid)) != PK_OK)
-        return usage("init", "--node-id must be 1..64 bytes of UTF-8 without NUL");
+        return pk_dcli_usage("init", "--node-id must be 1..64 bytes of UTF-8 without NUL");
     if (kf && read_key_file(kf, keyhex, sizeof keyhex) != 0)
-        return fail("init", "%s: no key (32 or 64 hex digits) found", kf);
+        return pk_dcli_fail("init", "%s: no key (32 or 64 hex digits) found", kf);
     if (key && strlen(key) < sizeof keyhex)
         snprintf(keyhex, sizeof keyhex, "%s", key);
     else if (key)
@@ -282,7 +253,7 @@ static int cmd_init(int argc, char **argv)
     rc = pk_dstate_parse_key(keyhex, s.k, &s.klen);
     pk_wipe(keyhex, sizeof keyhex);
     if (rc != PK_OK)
-        return usage("init", "the key must be 32 or 64 hex digits (16 or 32 bytes)");
+        return pk_dcli_usage("init", "the key must be 32 or 64 hex digits (16 or 32 bytes)");
     if (node) {
         pk_addr_t a;
         if ((rc = parse_addr("init", "--node", node, &a)))
@@ -291,10 +262,10 @@ static int cmd_init(int argc, char **argv)
         s.has_node = 1;
     }
     if (strlen(dir) >= sizeof s.dir - 64)
-        return usage("init", "--dir path too long");
+        return pk_dcli_usage("init", "--dir path too long");
     snprintf(s.dir, sizeof s.dir, "%s", dir);
     if (pk_dstate_dir(dir, 1) != PK_OK)
-        return fail("init", "cannot create %s: %s", dir, strerror(errno));
+        return pk_dcli_fail("init", "cannot create %s: %s", dir, strerror(errno));
     if (lock_state("init", &s))
         return 1;
     char probe[8];
@@ -302,7 +273,8 @@ static int cmd_init(int argc, char **argv)
     rc = pk_dstate_read(dir, "identity", probe, sizeof probe, &plen);
     if (rc != PK_ERR_NOTFOUND && !pk_conf_flag(&c, "force")) {
         pk_dstate_clear(&s);
-        return fail("init", "%s already holds a device identity (use --force to replace it)", dir);
+        return pk_dcli_fail("init",
+                            "%s already holds a device identity (use --force to replace it)", dir);
     }
     char path[PK_DSTATE_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/registration", dir);
@@ -312,7 +284,7 @@ static int cmd_init(int argc, char **argv)
         rc = pk_dstate_save_node(&s);
     pk_dstate_clear(&s);
     if (rc != PK_OK)
-        return fail("init", "cannot write %s: %s", dir, strerror(errno));
+        return pk_dcli_fail("init", "cannot write %s: %s", dir, strerror(errno));
     printf("initialised %s: id=%s\n", dir, id);
     return 0;
 }
@@ -360,7 +332,7 @@ static int cmd_register(int argc, char **argv)
     pk_addr_t node, local;
     pk_out_t o;
 
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device register --dir DIR [--node ADDR] [--node-id ID]\n"
                "                               [--bind ADDR] [--tries N] [--rto-ms MS]\n"
                "Registers with the node over UDP (REQUEST, CHALLENGE with AUTN checked\n"
@@ -374,7 +346,7 @@ static int cmd_register(int argc, char **argv)
         return rc;
     const char *dir = pk_conf_get(&c, "dir");
     if (!dir)
-        return usage("register", "--dir DIR is required");
+        return pk_dcli_usage("register", "--dir DIR is required");
     if ((rc = parse_u("register", "--tries", pk_conf_get(&c, "tries"), 1, 16, &tries)) ||
         (rc = parse_u("register", "--rto-ms", pk_conf_get(&c, "rto-ms"), 1, 60000, &rto)))
         return rc;
@@ -387,14 +359,15 @@ static int cmd_register(int argc, char **argv)
             goto out_rc;
         snprintf(s.node_addr, sizeof s.node_addr, "%s", na);
     } else if (!s.has_node || !s.node_addr[0]) {
-        rc = usage("register", "--node ADDR is required (no node recorded in the state directory)");
+        rc = pk_dcli_usage("register",
+                           "--node ADDR is required (no node recorded in the state directory)");
         goto out_rc;
     } else if ((rc = parse_addr("register", "--node", s.node_addr, &node))) {
         goto out_rc;
     }
     if (nid) {
         if (pk_reg_id_set(&s.node_id, nid, strlen(nid)) != PK_OK) {
-            rc = usage("register", "--node-id must be 1..64 bytes of UTF-8");
+            rc = pk_dcli_usage("register", "--node-id must be 1..64 bytes of UTF-8");
             goto out_rc;
         }
     } else if (!s.has_node || s.node_id.len == 0) {
@@ -419,8 +392,8 @@ static int cmd_register(int argc, char **argv)
         fd = udp_socket(&local, local.ss.ss_family);
     }
     if (fd < 0) {
-        fail("register", "cannot bind %s: %s", pk_addr_format(&local, (char[PK_ADDR_STRLEN]){0}),
-             strerror(errno));
+        pk_dcli_fail("register", "cannot bind %s: %s",
+                     pk_addr_format(&local, (char[PK_ADDR_STRLEN]){0}), strerror(errno));
         goto out;
     }
     (void)pk_addr_local(fd, &local);
@@ -428,12 +401,12 @@ static int cmd_register(int argc, char **argv)
 
     pk_reg_dev_cfg_t cfg = pk_dstate_reg_cfg(&s, rto, (unsigned)tries);
     if (pk_reg_dev_init(&d, &cfg) != PK_OK) {
-        fail("register", "bad identity");
+        pk_dcli_fail("register", "bad identity");
         goto out;
     }
     pk_out_init(&o, arena, sizeof arena);
     if (pk_reg_dev_start(&d, &pk_rng_system, pk_now_mono_ms(), &o) != PK_OK) {
-        fail("register", "cannot start");
+        pk_dcli_fail("register", "cannot start");
         goto out;
     }
     send_all(fd, &node, &o);
@@ -467,20 +440,20 @@ static int cmd_register(int argc, char **argv)
     }
     if (d.state != PK_REG_D_REGISTERED) {
         if (auth_fail)
-            fail("register", "node %s failed authentication (AUTN): wrong key or node id?",
-                 s.node_addr);
+            pk_dcli_fail("register", "node %s failed authentication (AUTN): wrong key or node id?",
+                         s.node_addr);
         else
-            fail("register", "node %s did not answer after %llu tries", s.node_addr, tries);
+            pk_dcli_fail("register", "node %s did not answer after %llu tries", s.node_addr, tries);
         goto out;
     }
     s.has_node = 1;
     if (pk_dstate_save_node(&s) != PK_OK || pk_dstate_save_reg(&s, &d) != PK_OK) {
-        fail("register", "cannot write %s: %s", dir, strerror(errno));
+        pk_dcli_fail("register", "cannot write %s: %s", dir, strerror(errno));
         goto out;
     }
     printf("registered %.*s with %.*s at %s: temp_id=", (int)s.id.len, (const char *)s.id.b,
            (int)s.node_id.len, (const char *)s.node_id.b, s.node_addr);
-    print_id(stdout, d.temp_id.b, d.temp_id.len);
+    pk_dcli_print_id(stdout, d.temp_id.b, d.temp_id.len);
     printf(" mode=%s keys=%u\n", d.keys.mode == PK_REG_MODE_POOL ? "pool" : "pairs", d.keys.n);
     ret = 0;
 out:
@@ -518,7 +491,7 @@ static int cmd_keys(int argc, char **argv)
     static pk_reg_dev_t d;
     char *pos[1];
     int npos = 0, rc;
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device keys --dir DIR [--show-secrets]\n"
                "Prints the key table: one line per root key (KSI, peer, mode, expiry,\n"
                "masked key) and one per option-2 indication from the node.\n");
@@ -532,7 +505,7 @@ static int cmd_keys(int argc, char **argv)
     const char *dir = pk_conf_get(&c, "dir");
     int reveal = pk_conf_flag(&c, "show-secrets");
     if (!dir)
-        return usage("keys", "--dir DIR is required");
+        return pk_dcli_usage("keys", "--dir DIR is required");
     if (load_state("keys", dir, &s))
         return 1;
     if (load_reg("keys", &s, &d)) {
@@ -542,13 +515,13 @@ static int cmd_keys(int argc, char **argv)
     const char *mode = d.keys.mode == PK_REG_MODE_POOL ? "pool" : "pairs";
     printf("device=%.*s node=%.*s temp_id=", (int)s.id.len, (const char *)s.id.b,
            (int)s.node_id.len, (const char *)s.node_id.b);
-    print_id(stdout, d.temp_id.b, d.temp_id.len);
+    pk_dcli_print_id(stdout, d.temp_id.b, d.temp_id.len);
     printf(" mode=%s keys=%u\n", mode, d.keys.n);
     for (unsigned i = 0; i < d.keys.n; i++) {
         const pk_reg_key_t *k = &d.keys.k[i];
         printf("ksi=0x%08x peer=", k->ksi);
         if (k->peer.len)
-            print_id(stdout, k->peer.b, k->peer.len);
+            pk_dcli_print_id(stdout, k->peer.b, k->peer.len);
         else
             fputs("(pool)", stdout);
         /* the ACCEPT key set carries no expiry: root keys live until the next
@@ -562,7 +535,7 @@ static int cmd_keys(int argc, char **argv)
         if (!in->used)
             continue;
         printf("indication ksi=0x%08x peer=", in->ksi);
-        print_id(stdout, in->peer.b, in->peer.len);
+        pk_dcli_print_id(stdout, in->peer.b, in->peer.len);
         printf(" role=%s param=", in->role == PK_REG_ROLE_INITIATOR ? "initiator" : "responder");
         print_key(in->param, sizeof in->param, reveal);
         putchar('\n');
@@ -592,13 +565,13 @@ static int node_socket(const char *cmd, pk_dstate_t *s, pk_addr_t *node)
 {
     pk_addr_t local;
     if (!s->has_node || pk_addr_parse(s->node_addr, node, NULL) != PK_OK)
-        return fail(cmd, "no node recorded in %s", s->dir), -1;
+        return pk_dcli_fail(cmd, "no node recorded in %s", s->dir), -1;
     if (!s->local[0] || pk_addr_parse(s->local, &local, NULL) != PK_OK)
         (void)pk_addr_parse(node->ss.ss_family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0", &local,
                             NULL);
     int fd = udp_socket(&local, local.ss.ss_family);
     if (fd < 0)
-        fail(cmd, "cannot bind the node channel %s: %s", s->local, strerror(errno));
+        pk_dcli_fail(cmd, "cannot bind the node channel %s: %s", s->local, strerror(errno));
     return fd;
 }
 
@@ -628,12 +601,12 @@ static void on_link_events(pk_dstate_t *s, slot_t *sl, const pk_out_t *o, const 
             continue;
         if (a->code == PK_LINK_EV_ESTABLISHED) {
             fprintf(stderr, "link established from=");
-            print_id(stderr, sl->l.peer_id, sl->l.peer_len);
+            pk_dcli_print_id(stderr, sl->l.peer_id, sl->l.peer_len);
             fprintf(stderr, " sid=0x%04x ksi=0x%08x\n", pk_link_session_id(&sl->l), sl->l.ksi);
             save = 1;
         } else if (a->code == PK_LINK_EV_DATA) {
             printf("from=");
-            print_id(stdout, sl->l.peer_id, sl->l.peer_len);
+            pk_dcli_print_id(stdout, sl->l.peer_id, sl->l.peer_len);
             printf(" text=");
             print_text(stdout, a->data, a->len);
             putchar('\n');
@@ -702,7 +675,7 @@ static int cmd_listen(int argc, char **argv)
     pk_addr_t la, node;
     pk_out_t o;
 
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device listen --dir DIR --listen ADDR [--count N]\n"
                "                             [--timeout S] [--node]\n"
                "Accepts direct links (DCR -> SMC -> SMCOMPLETE) and prints each message\n"
@@ -717,9 +690,9 @@ static int cmd_listen(int argc, char **argv)
         return rc;
     const char *dir = pk_conf_get(&c, "dir"), *ls = pk_conf_get(&c, "listen");
     if (!dir)
-        return usage("listen", "--dir DIR is required");
+        return pk_dcli_usage("listen", "--dir DIR is required");
     if (!ls)
-        return usage("listen", "--listen ADDR is required");
+        return pk_dcli_usage("listen", "--listen ADDR is required");
     if ((rc = parse_addr("listen", "--listen", ls, &la)) ||
         (rc = parse_u("listen", "--count", pk_conf_get(&c, "count"), 1, 1000000000, &count)) ||
         (rc = parse_u("listen", "--timeout", pk_conf_get(&c, "timeout"), 1, 86400 * 365, &timeout)))
@@ -734,7 +707,7 @@ static int cmd_listen(int argc, char **argv)
     load_links(&s, slots, &lc);
     fd = udp_socket(&la, la.ss.ss_family);
     if (fd < 0) {
-        fail("listen", "cannot bind %s: %s", ls, strerror(errno));
+        pk_dcli_fail("listen", "cannot bind %s: %s", ls, strerror(errno));
         goto out;
     }
     if (pk_conf_flag(&c, "node")) {
@@ -791,7 +764,7 @@ static int cmd_listen(int argc, char **argv)
                 if (has_event(&o, PK_REG_EV_LINK_IND, &a)) {
                     (void)pk_dstate_save_reg(&s, &d);
                     fprintf(stderr, "indication from node: peer=");
-                    print_id(stderr, a->data, a->len);
+                    pk_dcli_print_id(stderr, a->data, a->len);
                     fputc('\n', stderr);
                     /* a handshake with that peer still in progress was answered
                      * under its previous indication (a DCR that overtook this
@@ -865,7 +838,7 @@ static int cmd_listen(int argc, char **argv)
         }
     }
     if (count && got < count && !g_stop) {
-        fail("listen", "timeout after %llu s: %llu of %llu messages", timeout, got, count);
+        pk_dcli_fail("listen", "timeout after %llu s: %llu of %llu messages", timeout, got, count);
         goto out;
     }
     ret = 0;
@@ -907,11 +880,11 @@ static int ask_node(pk_dstate_t *s, pk_reg_dev_t *d, const pk_reg_id_t *peer,
     for (unsigned long long t = 0; t < tries && !g_stop; t++) {
         pk_out_reset(&o);
         if (pk_reg_dev_link_request(d, peer, &o) != PK_OK) {
-            fail("send", "cannot make a link request");
+            pk_dcli_fail("send", "cannot make a link request");
             goto out;
         }
         if (pk_dstate_save_reg(s, d) != PK_OK) { /* the counter is stored before it is used */
-            fail("send", "cannot write %s/registration", s->dir);
+            pk_dcli_fail("send", "cannot write %s/registration", s->dir);
             goto out;
         }
         send_all(fd, &node, &o);
@@ -936,11 +909,11 @@ static int ask_node(pk_dstate_t *s, pk_reg_dev_t *d, const pk_reg_id_t *peer,
                 if (has_event(&o, PK_REG_EV_LINK_REJ, &a) && a->len == peer->len + 1u &&
                     memcmp(a->data, peer->b, peer->len) == 0) {
                     uint8_t why = a->data[peer->len];
-                    fail("send", "node %s refused a link to %.*s: %s", s->node_addr, (int)peer->len,
-                         (const char *)peer->b,
-                         why == PK_REG_REJ_DENIED    ? "not allowed"
-                         : why == PK_REG_REJ_UNKNOWN ? "peer unknown"
-                                                     : "busy, try later");
+                    pk_dcli_fail("send", "node %s refused a link to %.*s: %s", s->node_addr,
+                                 (int)peer->len, (const char *)peer->b,
+                                 why == PK_REG_REJ_DENIED    ? "not allowed"
+                                 : why == PK_REG_REJ_UNKNOWN ? "peer unknown"
+                                                             : "busy, try later");
                     goto out;
                 }
                 uint32_t ksi;
@@ -951,7 +924,7 @@ static int ask_node(pk_dstate_t *s, pk_reg_dev_t *d, const pk_reg_id_t *peer,
             }
         }
     }
-    fail("send", "node %s did not answer after %llu tries", s->node_addr, tries);
+    pk_dcli_fail("send", "node %s did not answer after %llu tries", s->node_addr, tries);
 out:
     close(fd);
     return ret;
@@ -971,7 +944,7 @@ static int cmd_send(int argc, char **argv)
     pk_out_t o, hs;
     pk_reg_id_t peer;
 
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device send PEER MESSAGE --dir DIR --to ADDR [--new]\n"
                "                           [--tries N] [--rto-ms MS]\n"
                "Sends MESSAGE to PEER over a direct link: reuses the stored link to PEER,\n"
@@ -985,18 +958,18 @@ static int cmd_send(int argc, char **argv)
                     &npos)))
         return rc;
     if (npos != 2)
-        return usage("send", "wants exactly two arguments: PEER MESSAGE");
+        return pk_dcli_usage("send", "wants exactly two arguments: PEER MESSAGE");
     const char *dir = pk_conf_get(&c, "dir"), *ts = pk_conf_get(&c, "to");
     const char *msg = pos[1];
     size_t mlen = strlen(msg);
     if (!dir)
-        return usage("send", "--dir DIR is required");
+        return pk_dcli_usage("send", "--dir DIR is required");
     if (!ts)
-        return usage("send", "--to ADDR is required");
+        return pk_dcli_usage("send", "--to ADDR is required");
     if (pk_reg_id_set(&peer, pos[0], strlen(pos[0])) != PK_OK)
-        return usage("send", "PEER must be 1..64 bytes of UTF-8");
+        return pk_dcli_usage("send", "PEER must be 1..64 bytes of UTF-8");
     if (mlen > PK_LINK_DATA_PT_MAX)
-        return usage("send", "MESSAGE is longer than 1400 bytes");
+        return pk_dcli_usage("send", "MESSAGE is longer than 1400 bytes");
     if ((rc = parse_addr("send", "--to", ts, &to)) ||
         (rc = parse_u("send", "--tries", pk_conf_get(&c, "tries"), 1, 16, &tries)) ||
         (rc = parse_u("send", "--rto-ms", pk_conf_get(&c, "rto-ms"), 1, 60000, &rto)))
@@ -1006,7 +979,7 @@ static int cmd_send(int argc, char **argv)
     if (load_reg("send", &s, &d))
         goto out;
     if (pk_reg_id_eq(&peer, &s.id)) {
-        fail("send", "PEER is this device itself");
+        pk_dcli_fail("send", "PEER is this device itself");
         goto out;
     }
     if (lock_state("send", &s))
@@ -1022,7 +995,7 @@ static int cmd_send(int argc, char **argv)
         fd = udp_socket(&any, to.ss.ss_family);
     }
     if (fd < 0) {
-        fail("send", "socket: %s", strerror(errno));
+        pk_dcli_fail("send", "socket: %s", strerror(errno));
         goto out;
     }
 
@@ -1043,10 +1016,10 @@ static int cmd_send(int argc, char **argv)
         if (pk_device_link_ksi(&d, &peer, &ksi) != PK_OK || pk_conf_flag(&c, "new")) {
             if (d.keys.mode != PK_REG_MODE_POOL) {
                 if (pk_reg_dev_pair_ksi(&d, &peer, &ksi) != PK_OK) {
-                    fail("send",
-                         "unknown peer '%.*s': no root key for it (see 'proxkey device "
-                         "keys --dir %s')",
-                         (int)peer.len, (const char *)peer.b, dir);
+                    pk_dcli_fail("send",
+                                 "unknown peer '%.*s': no root key for it (see 'proxkey device "
+                                 "keys --dir %s')",
+                                 (int)peer.len, (const char *)peer.b, dir);
                     goto out;
                 }
             } else {
@@ -1059,8 +1032,8 @@ static int cmd_send(int argc, char **argv)
         if (pk_link_init(&l, &lc, PK_LINK_INITIATOR) != PK_OK ||
             pk_link_connect(&l, peer.b, peer.len, ksi, &pk_rng_system, pk_now_mono_ms(), &hs) !=
                 PK_OK) {
-            fail("send", "cannot open a link to '%.*s' with KSI 0x%08x", (int)peer.len,
-                 (const char *)peer.b, ksi);
+            pk_dcli_fail("send", "cannot open a link to '%.*s' with KSI 0x%08x", (int)peer.len,
+                         (const char *)peer.b, ksi);
             goto out;
         }
         send_all(fd, &to, &hs);
@@ -1089,8 +1062,8 @@ static int cmd_send(int argc, char **argv)
                 break;
         }
         if (pk_link_state(&l) != PK_LINK_S_ESTABLISHED) {
-            fail("send", "peer '%.*s' at %s did not answer after %llu tries", (int)peer.len,
-                 (const char *)peer.b, ts, tries);
+            pk_dcli_fail("send", "peer '%.*s' at %s did not answer after %llu tries", (int)peer.len,
+                         (const char *)peer.b, ts, tries);
             goto out;
         }
         /* hs holds the SMCOMPLETE: sent below, before the data */
@@ -1098,11 +1071,11 @@ static int cmd_send(int argc, char **argv)
 
     /* 3. seal, store the link (counter) BEFORE the record leaves, send */
     if (pk_link_send(&l, (const uint8_t *)msg, mlen, &o) != PK_OK) {
-        fail("send", "cannot seal the message");
+        pk_dcli_fail("send", "cannot seal the message");
         goto out;
     }
     if (pk_dstate_save_link(&s, &l, ts) != PK_OK) {
-        fail("send", "cannot write the link state in %s", dir);
+        pk_dcli_fail("send", "cannot write the link state in %s", dir);
         goto out;
     }
     if (!reused)

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "device_util.h"
 #include "cli.h"
 #include "conf.h"
 #include "core/codec.h"
@@ -39,39 +40,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     g_stop = 1;
-}
-
-static int fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "proxkey device mk %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int usage(const char *cmd, const char *msg)
-{
-    char what[64];
-    snprintf(what, sizeof what, "device mk %s", cmd);
-    return pk_cli_usage_error(what, "%s (try 'proxkey device mk %s --help')", msg, cmd);
-}
-
-static int want_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (pk_cli_is_help(argv[i]))
-            return 1;
-    return 0;
-}
-
-static void print_id(FILE *f, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        fputc(b[i] > 0x20 && b[i] < 0x7f ? b[i] : '?', f);
 }
 
 static void print_masked(FILE *f, const uint8_t *k, size_t n, int reveal)
@@ -447,7 +415,7 @@ static void flush_out(runner_t *r, pk_out_t *o, int src)
             r->dirty = 1;
             printf("mk client=%.*s event=key partner=", (int)r->s->id.len,
                    (const char *)r->s->id.b);
-            print_id(stdout, act->data, act->len);
+            pk_dcli_print_id(stdout, act->data, act->len);
             printf(" key_id=%" PRIu64 " mk_id=%" PRIu32 " expiry_ms=%" PRIu64 " role=%s\n",
                    act->dest, e ? e->mk_id : 0, e ? e->expiry_ms : 0,
                    e && e->role == PK_MK_ROLE_INITIATOR ? "initiator" : "responder");
@@ -462,7 +430,7 @@ static void start_auth(runner_t *r, const uint8_t *id, size_t n, int h, const ch
 {
     int rc = pk_mk_client_start(&r->c, id, n, r->flags, (uint64_t)h, now, o);
     printf("mk client=%.*s event=auth_start partner=", (int)r->s->id.len, (const char *)r->s->id.b);
-    print_id(stdout, id, n);
+    pk_dcli_print_id(stdout, id, n);
     printf(" why=%s mk_id=%" PRIu32 " result=%s\n", why, r->cur_mk,
            rc == PK_OK ? "sent" : pk_strerror(rc));
     fflush(stdout);
@@ -574,7 +542,7 @@ static void on_record(runner_t *r, const uint8_t *b, size_t n, const pk_addr_t *
             r->dirty = 1;
     }
     printf("mk client=%.*s event=message from=", (int)r->s->id.len, (const char *)r->s->id.b);
-    print_id(stdout, e->partner, e->partner_len);
+    pk_dcli_print_id(stdout, e->partner, e->partner_len);
     printf(" key_id=%" PRIu32 " text=", key_id);
     for (size_t i = 0; i < ptlen; i++)
         putchar(pt[i] >= 0x20 && pt[i] < 0x7f ? pt[i] : '?');
@@ -729,7 +697,7 @@ static int cmd_run(int argc, char **argv)
     int npos = 0, ret = 1;
     char a[PK_ADDR_STRLEN];
 
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device mk run --dir DIR --listen ADDR [--peer ID=ADDR,...]\n"
                "         [--beacon ADDR:PORT] [--lead-time S] [--lifetime S] [--wrap] "
                "[--duration S]\n"
@@ -744,10 +712,10 @@ static int cmd_run(int argc, char **argv)
     }
     pk_conf_init(&conf, run_keys, sizeof run_keys / sizeof *run_keys);
     if (pk_conf_args(&conf, argc, argv, pos, 0, &npos) != 0)
-        return usage("run", conf.err);
+        return pk_dcli_usage("mk run", conf.err);
     const char *dir = pk_conf_get(&conf, "dir"), *listen = pk_conf_get(&conf, "listen");
     if (!dir || !listen)
-        return usage("run", "--dir DIR and --listen ADDR are required");
+        return pk_dcli_usage("mk run", "--dir DIR and --listen ADDR are required");
     pk_mk_cfg_t cfg;
     pk_mk_cfg_default(&cfg);
     uint64_t dur = 0, refresh_lead = 0;
@@ -759,35 +727,37 @@ static int cmd_run(int argc, char **argv)
         parse_secs(pk_conf_get(&conf, "duration"), 1e7, &dur) ||
         parse_secs(pk_conf_get(&conf, "refresh-lead"), 86400, &refresh_lead) ||
         cfg.ik_lifetime_ms == 0 || cfg.retry_ms == 0 || cfg.auth_timeout_ms == 0)
-        return usage("run", "times are seconds (lifetime and retry > 0)");
+        return pk_dcli_usage("mk run", "times are seconds (lifetime and retry > 0)");
     cfg.beacon_autostart = !pk_conf_flag(&conf, "no-autostart");
     memset(&r, 0, sizeof r);
     r.fd = -1;
     r.nfd = -1;
     r.flags = pk_conf_flag(&conf, "wrap") ? PK_MK_FLAG_WRAP : 0;
     if (parse_peers(&r, pk_conf_get(&conf, "peer")))
-        return usage("run", "--peer: ID=HOST:PORT[,ID=HOST:PORT...]");
+        return pk_dcli_usage("mk run", "--peer: ID=HOST:PORT[,ID=HOST:PORT...]");
     const char *bc = pk_conf_get(&conf, "beacon");
     if (bc && pk_addr_parse(bc, &r.beacon, NULL) != PK_OK)
-        return usage("run", "--beacon: HOST:PORT");
+        return pk_dcli_usage("mk run", "--beacon: HOST:PORT");
     r.have_beacon = bc != NULL;
 
     if (pk_dstate_load(&s, dir) != PK_OK)
-        return fail("run", "%s is not a device state directory", dir);
+        return pk_dcli_fail("mk run", "%s is not a device state directory", dir);
     if (pk_dstate_load_reg(&s, &d) != PK_OK) {
-        fail("run", "no registration in %s (run 'proxkey device register --dir %s')", dir, dir);
+        pk_dcli_fail("mk run", "no registration in %s (run 'proxkey device register --dir %s')",
+                     dir, dir);
         goto out;
     }
     if (d.keys.mk.n == 0) {
-        fail("run", "the registration holds no master key: the device is in no domain (kms "
-                    "domain member add), or its domain has no key (kms master rotate)");
+        pk_dcli_fail("mk run",
+                     "the registration holds no master key: the device is in no domain (kms "
+                     "domain member add), or its domain has no key (kms master rotate)");
         goto out;
     }
     r.s = &s;
     r.d = &d;
     if (pk_mk_client_init(&r.c, s.id.b, s.id.len, d.keys.mk.domain_id, &cfg, &r.t, r.e,
                           PK_DMK_TABLE_CAP, &pk_rng_system) != PK_OK) {
-        fail("run", "cannot set up the client");
+        pk_dcli_fail("mk run", "cannot set up the client");
         goto out;
     }
     /* restore the table, then the master key (which marks keys of older MKs) */
@@ -800,19 +770,19 @@ static int cmd_run(int argc, char **argv)
     pk_wipe(&f, sizeof f);
     uint64_t now = pk_now_realtime_ms();
     if (!install_master(&r, now)) {
-        fail("run", "the master key is not usable (expired?)");
+        pk_dcli_fail("mk run", "the master key is not usable (expired?)");
         goto out;
     }
     pk_addr_t la;
     if (pk_addr_parse(listen, &la, NULL) != PK_OK) {
-        usage("run", "--listen: HOST:PORT");
+        pk_dcli_usage("mk run", "--listen: HOST:PORT");
         goto out;
     }
     r.fd = socket(la.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1;
     if (r.fd < 0 || setsockopt(r.fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) != 0 ||
         bind(r.fd, (const struct sockaddr *)&la.ss, la.len) != 0) {
-        fail("run", "cannot bind %s: %s", listen, strerror(errno));
+        pk_dcli_fail("mk run", "cannot bind %s: %s", listen, strerror(errno));
         goto out;
     }
     pk_addr_t me;
@@ -908,7 +878,7 @@ static int cmd_run(int argc, char **argv)
             if (h < 0) {
                 printf("mk client=%.*s event=renew_skipped partner=", (int)s.id.len,
                        (const char *)s.id.b);
-                print_id(stdout, rn[i].partner, rn[i].partner_len);
+                pk_dcli_print_id(stdout, rn[i].partner, rn[i].partner_len);
                 printf(" (no address known)\n");
                 fflush(stdout);
                 continue;
@@ -963,7 +933,7 @@ static int cmd_send(int argc, char **argv)
     char *pos[2];
     int npos = 0, ret = 1, fd = -1;
 
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device mk send PEER MESSAGE --dir DIR --to ADDR\n"
                "Sends MESSAGE to PEER's client as one record under the individual key shared\n"
                "with PEER (DIR/mk-table; made by 'proxkey device mk run').\n");
@@ -973,26 +943,26 @@ static int cmd_send(int argc, char **argv)
     }
     pk_conf_init(&conf, send_keys, sizeof send_keys / sizeof *send_keys);
     if (pk_conf_args(&conf, argc, argv, pos, 2, &npos) != 0)
-        return usage("send", conf.err);
+        return pk_dcli_usage("mk send", conf.err);
     const char *dir = pk_conf_get(&conf, "dir"), *to = pk_conf_get(&conf, "to");
     pk_addr_t ta;
     if (!dir || !to || npos != 2)
-        return usage("send", "expected PEER MESSAGE --dir DIR --to ADDR");
+        return pk_dcli_usage("mk send", "expected PEER MESSAGE --dir DIR --to ADDR");
     if (pk_addr_parse(to, &ta, NULL) != PK_OK)
-        return usage("send", "--to: HOST:PORT");
+        return pk_dcli_usage("mk send", "--to: HOST:PORT");
     size_t plen = strlen(pos[0]), mlen = strlen(pos[1]);
     if (plen == 0 || plen > PK_MK_ID_MAX || mlen > TEXT_MAX)
-        return usage("send", "PEER is 1..64 bytes, MESSAGE at most 1024");
+        return pk_dcli_usage("mk send", "PEER is 1..64 bytes, MESSAGE at most 1024");
     if (pk_dstate_load(&s, dir) != PK_OK)
-        return fail("send", "%s is not a device state directory", dir);
+        return pk_dcli_fail("mk send", "%s is not a device state directory", dir);
     memset(&rec, 0, sizeof rec);
     memset(&t, 0, sizeof t);
     if (pk_dstate_lock(&s) != PK_OK) {
-        fail("send", "%s is busy", dir);
+        pk_dcli_fail("mk send", "%s is busy", dir);
         goto out;
     }
     if (table_read(&s, &f) != PK_OK) {
-        fail("send", "%s/%s is damaged", dir, TABLE_FILE);
+        pk_dcli_fail("mk send", "%s/%s is damaged", dir, TABLE_FILE);
         goto out;
     }
     uint64_t now = pk_now_realtime_ms();
@@ -1001,15 +971,16 @@ static int cmd_send(int argc, char **argv)
         ents[i] = f.e[i];
     const pk_mk_entry_t *e = pk_mk_table_current(&t, (const uint8_t *)pos[0], plen, now);
     if (!e) {
-        fail("send", "no individual key with %s (is 'proxkey device mk run' running on both?)",
-             pos[0]);
+        pk_dcli_fail("mk send",
+                     "no individual key with %s (is 'proxkey device mk run' running on both?)",
+                     pos[0]);
         goto out;
     }
     size_t idx = (size_t)(e - ents);
     uint64_t ctr = f.tx[idx] < PK_RECORD_COUNTER_FIRST ? PK_RECORD_COUNTER_FIRST : f.tx[idx];
     f.tx[idx] = ctr + 1; /* reserved before use: never reused, even after a crash */
     if (table_write(&s, &f) != PK_OK) {
-        fail("send", "cannot write %s/%s", dir, TABLE_FILE);
+        pk_dcli_fail("mk send", "cannot write %s/%s", dir, TABLE_FILE);
         goto out;
     }
     pk_dstate_unlock(&s);
@@ -1029,12 +1000,12 @@ static int cmd_send(int argc, char **argv)
     pk_wipe(rk, sizeof rk);
     pk_wipe(rs, sizeof rs);
     if (rc != PK_OK) {
-        fail("send", "sealing failed: %s", pk_strerror(rc));
+        pk_dcli_fail("mk send", "sealing failed: %s", pk_strerror(rc));
         goto out;
     }
     fd = socket(ta.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || sendto(fd, out, len, 0, (const struct sockaddr *)&ta.ss, ta.len) < 0) {
-        fail("send", "sending to %s: %s", to, strerror(errno));
+        pk_dcli_fail("mk send", "sending to %s: %s", to, strerror(errno));
         goto out;
     }
     printf("sent to=%s key_id=%" PRIu32 " mk_id=%" PRIu32 " counter=%" PRIu64 " len=%zu\n", pos[0],
@@ -1082,7 +1053,7 @@ static int cmd_refresh(int argc, char **argv)
     unsigned long tries = 4, rto = 500;
     const char *dir = NULL;
     const char *why = "no answer";
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device mk refresh --dir DIR [--tries N] [--rto MS] "
                "[register options]\n"
                "Fetches the domain's current master keys (FIG. 8 S10) without registering\n"
@@ -1101,7 +1072,7 @@ static int cmd_refresh(int argc, char **argv)
             char *end = NULL;
             unsigned long v = strtoul(argv[i + 1], &end, 10);
             if (!end || *end || v < 1 || v > (a[2] == 't' ? 16ul : 60000ul))
-                return usage("refresh", "--tries is 1..16, --rto 1..60000 ms");
+                return pk_dcli_usage("mk refresh", "--tries is 1..16, --rto 1..60000 ms");
             if (a[2] == 't')
                 tries = v;
             else
@@ -1116,9 +1087,9 @@ static int cmd_refresh(int argc, char **argv)
         rest[nrest++] = argv[i];
     }
     if (!dir)
-        return usage("refresh", "--dir DIR is required");
+        return pk_dcli_usage("mk refresh", "--dir DIR is required");
     if (pk_dstate_load(&s, dir) != PK_OK)
-        return fail("refresh", "%s is not a device state directory", dir);
+        return pk_dcli_fail("mk refresh", "%s is not a device state directory", dir);
     pk_addr_t node;
     uint8_t req[PK_REG_MK_REFRESH_MAX];
     size_t rlen = 0;
@@ -1201,22 +1172,22 @@ static int cmd_show(int argc, char **argv)
     static pk_reg_dev_t d;
     char *pos[1];
     int npos = 0;
-    if (want_help(argc, argv)) {
+    if (pk_dcli_want_help(argc, argv)) {
         printf("usage: proxkey device mk show --dir DIR [--show-secrets]\n"
                "Prints the master keys and the individual-key table (values masked).\n");
         return 0;
     }
     pk_conf_init(&conf, show_keys, sizeof show_keys / sizeof *show_keys);
     if (pk_conf_args(&conf, argc, argv, pos, 0, &npos) != 0)
-        return usage("show", conf.err);
+        return pk_dcli_usage("mk show", conf.err);
     const char *dir = pk_conf_get(&conf, "dir");
     if (!dir)
-        return usage("show", "--dir DIR is required");
+        return pk_dcli_usage("mk show", "--dir DIR is required");
     if (pk_dstate_load(&s, dir) != PK_OK)
-        return fail("show", "%s is not a device state directory", dir);
+        return pk_dcli_fail("mk show", "%s is not a device state directory", dir);
     if (pk_dstate_load_reg(&s, &d) != PK_OK) {
         pk_dstate_clear(&s);
-        return fail("show", "no registration in %s", dir);
+        return pk_dcli_fail("mk show", "no registration in %s", dir);
     }
     pk_dmk_print(&s, &d, pk_conf_flag(&conf, "show-secrets"));
     pk_reg_dev_clear(&d);
