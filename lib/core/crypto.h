@@ -33,7 +33,8 @@
  * function calls it implicitly, but daemons call it at start to fail early. */
 int pk_crypto_init(void);
 
-/* Wipes n bytes; the compiler cannot remove it (OPENSSL_cleanse). */
+/* Wipes n bytes; the compiler cannot remove it (explicit_bzero on glibc,
+ * OPENSSL_cleanse elsewhere). */
 void pk_wipe(void *p, size_t n);
 
 /* Constant-time equality of two n-byte buffers: 1 when equal, else 0. */
