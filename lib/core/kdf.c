@@ -10,7 +10,6 @@
 
 /* S is assembled in one stack buffer when it fits, so a typical derivation
  * (two nonces and an identity) is a single HMAC update; larger inputs stream. */
-#define PK_KDF_INLINE_MAX 256
 
 int pk_kdf_init(pk_kdf_t *k, const uint8_t *key, size_t keylen)
 {
@@ -19,17 +18,26 @@ int pk_kdf_init(pk_kdf_t *k, const uint8_t *key, size_t keylen)
     return pk_hmac_init(&k->h, key, keylen);
 }
 
+static void pk_kdf_wipe_s(pk_kdf_t *k)
+{
+    pk_wipe(k->s, k->sused);
+    k->sused = 0;
+}
+
 int pk_kdf_rekey(pk_kdf_t *k, const uint8_t *key, size_t keylen)
 {
     if (!k)
         return PK_ERR_INVAL;
+    pk_kdf_wipe_s(k);
     return pk_hmac_rekey(&k->h, key, keylen);
 }
 
 void pk_kdf_clear(pk_kdf_t *k)
 {
-    if (k)
+    if (k) {
+        pk_kdf_wipe_s(k);
         pk_hmac_clear(&k->h);
+    }
 }
 
 /* Checks the parameter list; *total receives the length of S. */
@@ -51,7 +59,6 @@ static int pk_kdf_check(const pk_kdf_param_t *params, size_t np, size_t *total)
 int pk_kdf_derive(pk_kdf_t *k, uint8_t fc, const pk_kdf_param_t *params, size_t np,
                   uint8_t out[PK_KDF_OUT_LEN])
 {
-    uint8_t s[PK_KDF_INLINE_MAX];
     size_t total = 0, off = 0;
     int rc;
 
@@ -61,7 +68,8 @@ int pk_kdf_derive(pk_kdf_t *k, uint8_t fc, const pk_kdf_param_t *params, size_t 
     if (rc != PK_OK)
         return rc;
 
-    if (total <= sizeof s) {
+    if (total <= sizeof k->s) {
+        uint8_t *s = k->s;
         s[off++] = fc;
         for (size_t i = 0; i < np; i++) {
             if (params[i].len == 16) /* nonces, RAND, UIDs: an inlined copy */
@@ -72,6 +80,8 @@ int pk_kdf_derive(pk_kdf_t *k, uint8_t fc, const pk_kdf_param_t *params, size_t 
             s[off++] = (uint8_t)(params[i].len >> 8);
             s[off++] = (uint8_t)params[i].len;
         }
+        if (off > k->sused)
+            k->sused = off; /* S stays until rekey/clear (see kdf.h) */
         rc = pk_hmac(&k->h, s, off, out);
         goto out;
     }
@@ -88,7 +98,6 @@ int pk_kdf_derive(pk_kdf_t *k, uint8_t fc, const pk_kdf_param_t *params, size_t 
     if (rc == PK_OK)
         rc = pk_hmac_final(&k->h, out);
 out:
-    pk_wipe(s, off); /* parameters may include secrets (e.g. a shared value) */
     if (rc != PK_OK)
         pk_wipe(out, PK_KDF_OUT_LEN);
     return rc;

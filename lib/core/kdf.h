@@ -27,8 +27,18 @@ typedef struct pk_kdf_param {
 } pk_kdf_param_t;
 
 /* A re-keyable KDF context (the HMAC key schedule is kept between uses). */
+#define PK_KDF_INLINE_MAX 256
+
+/*
+ * The input S of a derivation is built in the context (when it fits
+ * PK_KDF_INLINE_MAX bytes) and left there: it is no more secret than the key
+ * schedule beside it, and both are wiped by pk_kdf_rekey() and
+ * pk_kdf_clear(). Wiping S after every derivation cost 5 % of one.
+ */
 typedef struct pk_kdf {
     pk_hmac_t h;
+    size_t sused;                 /* bytes of s written since the last wipe */
+    uint8_t s[PK_KDF_INLINE_MAX]; /* FC || P0 || L0 || ... of the last derivation */
 } pk_kdf_t;
 
 int pk_kdf_init(pk_kdf_t *k, const uint8_t *key, size_t keylen);

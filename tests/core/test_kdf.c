@@ -312,6 +312,28 @@ static void test_vectors_cover_registry(void)
     }
 }
 
+/* The input S kept in the context is wiped by rekey and clear (kdf.h). */
+static void test_s_wiped(void)
+{
+    static pk_kdf_t k; /* zero-initialised */
+    static const uint8_t zero[PK_KDF_INLINE_MAX];
+    uint8_t key[32] = {9}, n1[16], n2[16], out[32];
+    memset(n1, 0xa5, sizeof n1);
+    memset(n2, 0x5a, sizeof n2);
+    pk_kdf_param_t p[2] = {{n1, 16}, {n2, 16}};
+    CHECK_EQ_INT(pk_kdf_init(&k, key, sizeof key), PK_OK);
+    CHECK_EQ_INT(pk_kdf_derive(&k, 0x7F, p, 2, out), PK_OK);
+    CHECK_EQ_INT(k.sused, 37);
+    CHECK(memcmp(k.s, zero, 37) != 0);
+    CHECK_EQ_INT(pk_kdf_rekey(&k, key, 16), PK_OK);
+    CHECK_EQ_INT(k.sused, 0);
+    CHECK_MEM(k.s, zero, sizeof zero);
+    CHECK_EQ_INT(pk_kdf_derive(&k, 0x7F, p, 2, out), PK_OK);
+    pk_kdf_clear(&k);
+    CHECK_EQ_INT(k.sused, 0);
+    CHECK_MEM(k.s, zero, sizeof zero);
+}
+
 int main(void)
 {
     RUN(test_vectors_oneoff);
@@ -321,5 +343,6 @@ int main(void)
     RUN(test_limits);
     RUN(test_registry);
     RUN(test_vectors_cover_registry);
+    RUN(test_s_wiped);
     return check_report();
 }
