@@ -273,43 +273,10 @@ int pk_device_link_peek(const uint8_t *buf, size_t len, int *role, const uint8_t
     return PK_OK;
 }
 
-/* The record keys of link_keys() in link.c: per direction KDF(PEK, 0xE6, dir). */
+/* The session keys of a restored link, as its handshake made them. */
 static int link_rekey(pk_link_t *l)
 {
-    uint8_t k_d[PK_LINK_KD_LEN], pek[PK_LINK_KEY_LEN];
-    uint8_t o1[PK_KDF_OUT_LEN], o2[PK_KDF_OUT_LEN];
-    uint8_t k1[PK_RECORD_KEY_LEN], s1[PK_RECORD_SALT_LEN], k2[PK_RECORD_KEY_LEN],
-        s2[PK_RECORD_SALT_LEN];
-    const uint8_t d_i2r = 0x00, d_r2i = 0x01;
-    const pk_kdf_param_t p1 = {&d_i2r, 1}, p2 = {&d_r2i, 1};
-    int rc;
-
-    if (l->lookup(l->lookup_ctx, l->ksi, l->peer_id, l->peer_len, k_d) != PK_OK) {
-        rc = PK_ERR_NOTFOUND;
-        goto out;
-    }
-    if ((rc = pk_link_derive(k_d, l->nonce1, l->nonce2, l->alg, NULL, pek, l->pik)) != PK_OK)
-        goto out;
-    if ((rc = pk_kdf(pek, sizeof pek, PK_FC_LINK_REC, &p1, 1, o1)) != PK_OK)
-        goto out;
-    if ((rc = pk_kdf(pek, sizeof pek, PK_FC_LINK_REC, &p2, 1, o2)) != PK_OK)
-        goto out;
-    pk_record_split_okm(o1, k1, s1);
-    pk_record_split_okm(o2, k2, s2);
-    if (l->role == PK_LINK_INITIATOR)
-        rc = pk_record_init(&l->rec, l->sid, 0, k1, s1, k2, s2);
-    else
-        rc = pk_record_init(&l->rec, l->sid, 0, k2, s2, k1, s1);
-out:
-    pk_wipe(k_d, sizeof k_d);
-    pk_wipe(pek, sizeof pek);
-    pk_wipe(o1, sizeof o1);
-    pk_wipe(o2, sizeof o2);
-    pk_wipe(k1, sizeof k1);
-    pk_wipe(s1, sizeof s1);
-    pk_wipe(k2, sizeof k2);
-    pk_wipe(s2, sizeof s2);
-    return rc;
+    return pk_link_session_keys(l, l->nonce2, l->sid, l->alg, l->pik, &l->rec);
 }
 
 int pk_device_link_import(pk_link_t *l, const pk_link_cfg_t *cfg, const uint8_t *buf, size_t len)

@@ -51,9 +51,8 @@ out:
     return rc;
 }
 
-/* Session keys from K_D: PIK into pik, records into rec (zeroed). */
-static int link_keys(const pk_link_t *l, const uint8_t nonce2[PK_LINK_NONCE_LEN], uint16_t sid,
-                     uint8_t alg, uint8_t pik[PK_LINK_KEY_LEN], pk_record_t *rec)
+int pk_link_session_keys(const pk_link_t *l, const uint8_t nonce2[PK_LINK_NONCE_LEN], uint16_t sid,
+                         uint8_t alg, uint8_t pik[PK_LINK_KEY_LEN], pk_record_t *rec)
 {
     uint8_t k_d[PK_LINK_KD_LEN], pek[PK_LINK_KEY_LEN];
     uint8_t o1[PK_KDF_OUT_LEN], o2[PK_KDF_OUT_LEN];
@@ -261,7 +260,7 @@ static int on_dcr(pk_link_t *l, const uint8_t *msg, size_t len, const pk_rng_t *
         goto out;
     memcpy(n.nonce2, rnd, PK_LINK_NONCE_LEN);
     n.sid = (uint16_t)(msb << 8 | rnd[PK_LINK_NONCE_LEN]);
-    if ((rc = link_keys(&n, n.nonce2, n.sid, n.alg, n.pik, &n.rec)) != PK_OK)
+    if ((rc = pk_link_session_keys(&n, n.nonce2, n.sid, n.alg, n.pik, &n.rec)) != PK_OK)
         goto out; /* unknown KSI: PK_ERR_NOTFOUND */
 
     uint8_t *s = n.smc;
@@ -319,7 +318,7 @@ static int on_smc(pk_link_t *l, const uint8_t *msg, size_t len, pk_out_t *out)
     if (out->n + 2 > PK_OUT_MAX || out->cap - out->used < PK_LINK_SMCOMPLETE_LEN)
         return PK_ERR_SPACE;
 
-    if ((rc = link_keys(l, n2, sid, alg, pik, &rec)) != PK_OK)
+    if ((rc = pk_link_session_keys(l, n2, sid, alg, pik, &rec)) != PK_OK)
         goto out;
     if ((rc = link_mac(pik, l->dcr, l->dcrlen, msg, PK_LINK_SMC_BODY, NULL, 0, mac)) != PK_OK)
         goto out;

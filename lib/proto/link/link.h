@@ -143,4 +143,15 @@ int pk_link_derive(const uint8_t k_d[PK_LINK_KD_LEN], const uint8_t nonce1[PK_LI
                    uint8_t k_sess[PK_LINK_KD_LEN], uint8_t pek[PK_LINK_KEY_LEN],
                    uint8_t pik[PK_LINK_KEY_LEN]);
 
+/*
+ * The session keys of link l (its KSI, peer and Nonce_1, looked up through
+ * its callback) with nonce2, session id sid and algorithm alg: PIK into pik,
+ * and rec (zeroed) set up with the per-direction record keys KDF(PEK, FC 0xE6,
+ * 0x00 initiator->responder / 0x01 back) for l's role. For the handshake and
+ * for restoring a saved link. PK_OK; PK_ERR_NOTFOUND (no key for the KSI);
+ * PK_ERR_CRYPTO. On failure pik is wiped.
+ */
+int pk_link_session_keys(const pk_link_t *l, const uint8_t nonce2[PK_LINK_NONCE_LEN], uint16_t sid,
+                         uint8_t alg, uint8_t pik[PK_LINK_KEY_LEN], pk_record_t *rec);
+
 #endif
