@@ -646,6 +646,188 @@ static void test_half_open_index(void)
     CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
 }
 
+/* The half-open timers against a naive scan of the table: many entries made
+ * at different times (several at the same ms, the clock sometimes stepping
+ * back), replaced by new nonces and evicted. next_deadline must be the true
+ * minimum of created_ms + ttl, timeout must free exactly the entries the old
+ * whole-table rule (now >= created && now - created >= ttl) frees, eviction
+ * takes the earliest made (insertion order among equal times), and the age
+ * list stays in created_ms order. */
+static uint64_t naive_deadline(const pk_reg_half_t *t, size_t nt, uint64_t ttl)
+{
+    uint64_t d = UINT64_MAX;
+    for (size_t i = 0; i < nt; i++)
+        if (t[i].state != PK_REG_H_FREE) {
+            uint64_t e = t[i].created_ms > UINT64_MAX - ttl ? UINT64_MAX : t[i].created_ms + ttl;
+            if (e < d)
+                d = e;
+        }
+    return d;
+}
+
+static int age_list_ok(const pk_reg_node_t *n)
+{
+    const pk_reg_half_t *t = n->cfg.half;
+    size_t c = 0;
+    uint32_t prev = UINT32_MAX;
+    for (uint32_t i = n->holdest; i != UINT32_MAX; i = t[i].newer) {
+        if (++c > n->cfg.nhalf || t[i].state == PK_REG_H_FREE || t[i].older != prev)
+            return 0;
+        if (prev != UINT32_MAX && t[prev].created_ms > t[i].created_ms)
+            return 0;
+        prev = i;
+    }
+    return prev == n->hnewest && c == pk_reg_node_count(n);
+}
+
+static void test_half_open_deadline_model(void)
+{
+    enum { NH = 256, NB = 4, OPS = 6000, KEYS = 600 };
+    const uint64_t ttl = 300;
+    static pk_reg_half_t half[NH];
+    static pk_reg_bucket_t bucket[NB];
+    static uint8_t arena[4096];
+    static uint8_t was_live[NH];
+    static struct {
+        int live;
+        uint64_t seq, t;
+    } m[KEYS];
+    pk_reg_node_t n;
+    pk_out_t o;
+    h_rng_t rs;
+    pk_rng_t rng = h_rng(&rs, 23);
+    pk_reg_node_cfg_t cfg = {.node_id = h_id(NODE),
+                             .half = half,
+                             .nhalf = NH,
+                             .bucket = bucket,
+                             .nbucket = NB,
+                             .burst = 1000000,
+                             .per_sec = 1000000,
+                             .half_ttl_ms = ttl,
+                             .hash_seed = 7};
+    CHECK_EQ_INT(pk_reg_node_init(&n, &cfg), PK_OK);
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
+    uint64_t now = 5000, latest = 0, seq = 0, evicted = 0, expired = 0, backsteps = 0;
+    unsigned bad_deadline = 0, bad_expiry = 0, bad_model = 0, bad_list = 0;
+    for (unsigned op = 0; op < OPS; op++) {
+        uint8_t r[4];
+        pk_rng_fill(&rng, r, sizeof r);
+        now += r[2] % 4; /* often the same ms */
+        if (op > OPS / 2 && r[3] < 4 && now > 400) {
+            now -= 1 + (r[3] * 97u + r[2]) % 400; /* the clock steps back */
+            backsteps++;
+        }
+        if (r[3] % 11 == 0) { /* timeout against the old rule */
+            unsigned want = 0;
+            uint8_t exp[NH];
+            for (unsigned i = 0; i < NH; i++) {
+                was_live[i] = half[i].state != PK_REG_H_FREE;
+                exp[i] =
+                    was_live[i] && now >= half[i].created_ms && now - half[i].created_ms >= ttl;
+                want += exp[i];
+            }
+            pk_reg_node_timeout(&n, now);
+            for (unsigned i = 0; i < NH; i++)
+                bad_expiry += (half[i].state != PK_REG_H_FREE) != (was_live[i] && !exp[i]);
+            expired += want;
+            for (unsigned j = 0; j < KEYS; j++)
+                if (m[j].live && now >= m[j].t && now - m[j].t >= ttl)
+                    m[j].live = 0;
+        }
+        unsigned k = (unsigned)(r[0] | r[1] << 8) % KEYS;
+        char id[16];
+        snprintf(id, sizeof id, "d%u", k / 20);
+        pk_reg_request_t q;
+        uint8_t buf[PK_REG_REQUEST_LEN];
+        size_t len = 0;
+        q.dev = h_id(id);
+        pk_rng_fill(&rng, q.nonce_d, 16);
+        CHECK_EQ_INT(pk_reg_request_encode(&q, buf, sizeof buf, &len), PK_OK);
+        pk_out_reset(&o);
+        CHECK_EQ_INT(pk_reg_node_input(&n, 500 + k % 20, buf, len, now, &o), PK_OK);
+        latest = now > latest ? now : latest;
+        /* the model: the entry is replaced; when full the earliest made goes */
+        unsigned live = 0, oldest = KEYS;
+        for (unsigned j = 0; j < KEYS; j++)
+            if (m[j].live && j != k) {
+                live++;
+                if (oldest == KEYS || m[j].t < m[oldest].t ||
+                    (m[j].t == m[oldest].t && m[j].seq < m[oldest].seq))
+                    oldest = j;
+            }
+        if (live >= NH) {
+            m[oldest].live = 0;
+            evicted++;
+        }
+        m[k].live = 1;
+        m[k].seq = ++seq;
+        m[k].t = now;
+        unsigned count = 0;
+        uint64_t md = UINT64_MAX;
+        for (unsigned j = 0; j < KEYS; j++)
+            if (m[j].live) {
+                count++;
+                if (m[j].t + ttl < md)
+                    md = m[j].t + ttl;
+            }
+        bad_model += pk_reg_node_count(&n) != count || pk_reg_node_next_deadline(&n) != md;
+        bad_deadline += pk_reg_node_next_deadline(&n) != naive_deadline(half, NH, ttl);
+        if (op % 50 == 0)
+            bad_list += !age_list_ok(&n);
+    }
+    CHECK_EQ_INT(bad_deadline, 0);
+    CHECK_EQ_INT(bad_expiry, 0);
+    CHECK_EQ_INT(bad_model, 0);
+    CHECK_EQ_INT(bad_list, 0);
+    CHECK(age_list_ok(&n));
+    CHECK(evicted > 100 && expired > 100 && backsteps > 10); /* every path was taken */
+    CHECK_EQ_INT(n.drops[PK_REG_DROP_EVICTED], evicted);
+    /* every live entry is still found, every other one not */
+    for (unsigned j = 0; j < KEYS; j++) {
+        char id[16];
+        snprintf(id, sizeof id, "d%u", j / 20);
+        pk_reg_id_t dev = h_id(id);
+        pk_reg_half_t *h = NULL;
+        for (unsigned i = 0; i < NH; i++)
+            if (half[i].state != PK_REG_H_FREE && half[i].src == 500 + j % 20 &&
+                pk_reg_id_eq(&half[i].dev, &dev))
+                h = &half[i];
+        CHECK((h != NULL) == m[j].live);
+        if (h)
+            CHECK_EQ_INT(h->created_ms, m[j].t);
+    }
+    /* draining: a deadline in the past frees everything up to it, no more */
+    uint64_t d = pk_reg_node_next_deadline(&n);
+    size_t before = pk_reg_node_count(&n);
+    pk_reg_node_timeout(&n, d - 1);
+    CHECK_EQ_INT(pk_reg_node_count(&n), before);
+    pk_reg_node_timeout(&n, d);
+    CHECK(pk_reg_node_count(&n) < before);
+    CHECK(pk_reg_node_next_deadline(&n) > d);
+    CHECK_EQ_INT(pk_reg_node_next_deadline(&n), naive_deadline(half, NH, ttl));
+    pk_reg_node_timeout(&n, latest + ttl);
+    CHECK_EQ_INT(pk_reg_node_count(&n), 0);
+    CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
+    CHECK(age_list_ok(&n));
+    /* an entry whose deadline does not fit in 64 bits never expires */
+    {
+        pk_reg_request_t q;
+        uint8_t buf[PK_REG_REQUEST_LEN];
+        size_t len = 0;
+        q.dev = h_id("late");
+        memset(q.nonce_d, 0x5a, 16);
+        CHECK_EQ_INT(pk_reg_request_encode(&q, buf, sizeof buf, &len), PK_OK);
+        pk_out_reset(&o);
+        CHECK_EQ_INT(pk_reg_node_input(&n, 9, buf, len, UINT64_MAX - 10, &o), PK_OK);
+        CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
+        pk_reg_node_timeout(&n, UINT64_MAX);
+        CHECK_EQ_INT(pk_reg_node_count(&n), 1);
+    }
+    pk_reg_node_clear(&n);
+    CHECK_EQ_INT(pk_reg_node_next_deadline(&n), UINT64_MAX);
+}
+
 /* Per-source token bucket: burst, then refill; other sources unaffected. */
 static void test_rate_limit(void)
 {
@@ -1081,6 +1263,7 @@ int main(void)
     RUN(test_device_gives_up);
     RUN(test_half_open_bounded);
     RUN(test_half_open_index);
+    RUN(test_half_open_deadline_model);
     RUN(test_rate_limit);
     RUN(test_net_frames);
     RUN(test_pool_ksi_lookup);

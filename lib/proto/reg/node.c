@@ -103,9 +103,23 @@ static pk_reg_half_t *half_find(pk_reg_node_t *n, uint64_t src, const pk_reg_id_
     return NULL;
 }
 
-/* A free slot, or the oldest one (evicted), taken for (src, dev): chained
- * and made the newest. The caller fills in the rest. */
-static pk_reg_half_t *half_alloc(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev)
+/*
+ * The age list (older/newer, holdest..hnewest) is ordered by created_ms,
+ * non-decreasing from the oldest end; entries of equal created_ms keep their
+ * insertion order. Expiry is from created_ms (an entry is never moved or
+ * re-timed after it is made), so the expired entries are always a prefix of
+ * the list: next_deadline reads the head and timeout stops at the first live
+ * entry. With a non-decreasing now_ms (the shells' monotonic clock) this is
+ * plain insertion order and a new entry is appended in O(1); a now_ms that
+ * went backwards is placed by walking from the newest end, so the entry
+ * evicted is always the one created first (and closest to its expiry).
+ */
+
+/* A free slot, or the oldest one (evicted), taken for (src, dev) made at
+ * now_ms: chained, created_ms set and placed in the age list. The caller
+ * fills in the rest. */
+static pk_reg_half_t *half_alloc(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev,
+                                 uint64_t now_ms)
 {
     pk_reg_half_t *t = n->cfg.half;
     if (n->hfree == NIL) {
@@ -117,16 +131,25 @@ static pk_reg_half_t *half_alloc(pk_reg_node_t *n, uint64_t src, const pk_reg_id
     n->hfree = h->hnext;
     h->src = src;
     h->dev = *dev;
+    h->created_ms = now_ms;
     uint32_t *head = &t[half_slot(n, src, dev)].hhead;
     h->hnext = *head;
     *head = i;
-    h->older = n->hnewest;
-    h->newer = NIL;
-    if (n->hnewest != NIL)
-        t[n->hnewest].newer = i;
+    /* after the newest entry not created later (at most nhalf steps) */
+    uint32_t prev = n->hnewest;
+    while (prev != NIL && t[prev].created_ms > now_ms)
+        prev = t[prev].older;
+    uint32_t next = prev != NIL ? t[prev].newer : n->holdest;
+    h->older = prev;
+    h->newer = next;
+    if (prev != NIL)
+        t[prev].newer = i;
     else
         n->holdest = i;
-    n->hnewest = i;
+    if (next != NIL)
+        t[next].older = i;
+    else
+        n->hnewest = i;
     return h;
 }
 
@@ -265,10 +288,9 @@ static int on_request(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_t
     /* commit: a new run (a new nonce_d replaces the old run of this device) */
     if (h)
         half_free(n, h);
-    h = half_alloc(n, src, &m.dev);
+    h = half_alloc(n, src, &m.dev, now_ms);
     h->state = PK_REG_H_WAIT_VEC;
     h->seq = ++n->seq;
-    h->created_ms = now_ms;
     memcpy(h->nonce_d, m.nonce_d, PK_REG_NONCE_LEN);
     return PK_OK;
 }
@@ -399,25 +421,29 @@ out:
     return rc;
 }
 
+/* Entries made at or before now_ms - half_ttl_ms have expired: a prefix of
+ * the age list, freed from the oldest end. O(expired entries). */
 void pk_reg_node_timeout(pk_reg_node_t *n, uint64_t now_ms)
 {
-    for (size_t i = 0; i < n->cfg.nhalf; i++) {
-        pk_reg_half_t *h = &n->cfg.half[i];
-        if (h->state != PK_REG_H_FREE && now_ms >= h->created_ms &&
-            now_ms - h->created_ms >= n->cfg.half_ttl_ms)
-            half_free(n, h);
+    const uint64_t ttl = n->cfg.half_ttl_ms;
+    if (now_ms < ttl)
+        return;
+    for (size_t k = 0; k < n->cfg.nhalf && n->holdest != NIL; k++) {
+        pk_reg_half_t *h = &n->cfg.half[n->holdest];
+        if (h->created_ms > now_ms - ttl)
+            break;
+        half_free(n, h);
     }
 }
 
+/* The oldest entry's expiry, O(1). An entry whose created_ms + half_ttl_ms
+ * does not fit in 64 bits never expires: UINT64_MAX. */
 uint64_t pk_reg_node_next_deadline(const pk_reg_node_t *n)
 {
-    uint64_t t = UINT64_MAX;
-    for (size_t i = 0; i < n->cfg.nhalf; i++) {
-        const pk_reg_half_t *h = &n->cfg.half[i];
-        if (h->state != PK_REG_H_FREE && h->created_ms + n->cfg.half_ttl_ms < t)
-            t = h->created_ms + n->cfg.half_ttl_ms;
-    }
-    return t;
+    if (n->holdest == NIL)
+        return UINT64_MAX;
+    uint64_t c = n->cfg.half[n->holdest].created_ms;
+    return c > UINT64_MAX - n->cfg.half_ttl_ms ? UINT64_MAX : c + n->cfg.half_ttl_ms;
 }
 
 size_t pk_reg_node_count(const pk_reg_node_t *n)

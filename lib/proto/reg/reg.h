@@ -142,13 +142,14 @@ enum pk_reg_half_state {
 /* One half-open registration, keyed by (source, device id). The index
  * fields are the core's: entries are found through hash chains whose heads
  * live in the table itself (hhead of slot i heads chain i), and kept in
- * insertion order (older/newer) for eviction; free slots are chained too. */
+ * created_ms order (older/newer; insertion order while now_ms does not go
+ * backwards) for eviction and expiry; free slots are chained too. */
 typedef struct pk_reg_half {
     uint8_t state;
     uint32_t hhead, hnext, older, newer;
     uint64_t src;
-    uint64_t seq; /* insertion order: the lowest is evicted first */
-    uint64_t created_ms;
+    uint64_t seq;        /* insertion order (the eviction order while now_ms does not go back) */
+    uint64_t created_ms; /* now_ms of the REQUEST that made it; expires at + half_ttl_ms */
     pk_reg_id_t dev;
     uint8_t nonce_d[PK_REG_NONCE_LEN];
     pk_reg_vector_t vec;
@@ -198,7 +199,7 @@ enum pk_reg_drop {
  * cfg.hash_seed (not a keyed PRF: a sender who forces collisions degrades a
  * lookup to a scan of the table, which is what every lookup cost before the
  * index; the shell's SipHash-keyed per-IP limiter stands in front). The
- * oldest entry (eviction) and the least recently used bucket are list heads.
+ * oldest entry (eviction, next expiry) and the least recently used bucket are list heads.
  * The index lives in the tables and in the fields below: a caller that
  * snapshots the node's state must copy both.
  */
@@ -206,7 +207,7 @@ typedef struct pk_reg_node {
     pk_reg_node_cfg_t cfg;
     uint64_t seq;
     uint64_t drops[PK_REG_DROP_N];
-    uint32_t hfree, holdest, hnewest; /* free chain, insertion order */
+    uint32_t hfree, holdest, hnewest; /* free chain, age list (created_ms order) */
     uint32_t bused, boldest, bnewest; /* buckets handed out, LRU order */
 } pk_reg_node_t;
 
@@ -251,9 +252,13 @@ int pk_reg_node_accept(pk_reg_node_t *n, uint64_t src, const pk_reg_id_t *dev, u
                        const pk_reg_id_t *temp_id, const pk_reg_keyset_t *keys, pk_record_t *chan,
                        uint64_t now_ms, pk_out_t *out);
 
-/* Frees entries older than half_ttl_ms (wiping them). */
+/* Frees entries made half_ttl_ms or more before now_ms (wiping them), in any
+ * state. O(entries freed): they are walked from the oldest end of the age
+ * list, which is in created_ms order. */
 void pk_reg_node_timeout(pk_reg_node_t *n, uint64_t now_ms);
-/* When pk_reg_node_timeout next has work; UINT64_MAX when none. */
+/* When pk_reg_node_timeout next has work (the oldest entry's created_ms +
+ * half_ttl_ms), O(1); UINT64_MAX when none (also when that sum does not fit
+ * in 64 bits: such an entry never expires). */
 uint64_t pk_reg_node_next_deadline(const pk_reg_node_t *n);
 /* Number of entries in use. */
 size_t pk_reg_node_count(const pk_reg_node_t *n);
