@@ -13,11 +13,33 @@
 
 enum txn_state { TXN_NONE = 0, TXN_OPEN = 1, TXN_FAILED = 2 };
 
+/*
+ * Log counters cached for one transaction. The first append to a log in a
+ * transaction takes its number from the backend (counter_next: an upsert
+ * that also claims the counter row - SQLite holds the write lock anyway, on
+ * PostgreSQL the row lock serialises concurrent appenders); later appends to
+ * that log in the same transaction number from memory, and commit writes the
+ * final value once (counter_set) before COMMIT. The backend's counter is
+ * stale in between, which nobody can observe: only pk_txn_append uses "l:"
+ * counters. An abort forgets the cache with the rest of the transaction, so
+ * its numbers are handed out again. Logs beyond LOGC_MAX in one transaction
+ * take the per-record path (counter_next every time).
+ */
+#define LOGC_MAX 4
+
+typedef struct logc {
+    char name[PK_STORE_INAME_MAX]; /* the counter name, "l:<log>" */
+    uint64_t next;                 /* the last number handed out */
+    uint64_t written;              /* the value the backend's counter holds */
+} logc_t;
+
 struct pk_txn {
     pk_store_t *s;
     int state;  /* enum txn_state */
     int rdonly; /* began with pk_store_begin_read */
     int err;    /* TXN_FAILED: the error that failed it */
+    unsigned nlogc;
+    logc_t logc[LOGC_MAX];
 };
 
 struct pk_store {
@@ -214,6 +236,7 @@ static int begin(pk_store_t *s, int rdonly, pk_txn_t **txn)
     s->txn.state = TXN_OPEN;
     s->txn.rdonly = rdonly;
     s->txn.err = PK_OK;
+    s->txn.nlogc = 0;
     *txn = &s->txn;
     return PK_OK;
 }
@@ -234,6 +257,25 @@ void pk_txn_abort(pk_txn_t *t)
         return;
     t->s->ops->abort(t->s->impl);
     t->state = TXN_NONE;
+    t->nlogc = 0;
+}
+
+/* Writes the cached log counters back before COMMIT; the first error fails
+ * the transaction (the caller then aborts it). */
+static int logc_flush(pk_txn_t *t)
+{
+    for (unsigned i = 0; i < t->nlogc; i++) {
+        logc_t *c = &t->logc[i];
+        if (c->next == c->written)
+            continue;
+        int rc = t->s->ops->counter_set(t->s->impl, c->name, c->next);
+        if (rc == PK_ERR_NOTFOUND || rc == PK_ERR_EXISTS || rc == PK_ERR_SPACE)
+            rc = PK_ERR_IO; /* the row claimed in this txn is gone: never an answer */
+        if (rc != PK_OK)
+            return txn_result(t, rc);
+        c->written = c->next;
+    }
+    return PK_OK;
 }
 
 int pk_txn_commit(pk_txn_t *t)
@@ -245,8 +287,14 @@ int pk_txn_commit(pk_txn_t *t)
         pk_txn_abort(t);
         return err;
     }
-    int rc = t->s->ops->commit(t->s->impl); /* a backend aborts on failure */
+    int rc = logc_flush(t);
+    if (rc != PK_OK) {
+        pk_txn_abort(t);
+        return rc;
+    }
+    rc = t->s->ops->commit(t->s->impl); /* a backend aborts on failure */
     t->state = TXN_NONE;
+    t->nlogc = 0;
     return rc;
 }
 
@@ -458,6 +506,15 @@ int pk_txn_next_id(pk_txn_t *t, const char *seq, uint64_t *out)
     return txn_result(t, t->s->ops->counter_next(t->s->impl, n, out));
 }
 
+/* The cache entry of counter n in this transaction, or NULL. */
+static logc_t *logc_find(pk_txn_t *t, const char *n)
+{
+    for (unsigned i = 0; i < t->nlogc; i++)
+        if (strcmp(t->logc[i].name, n) == 0)
+            return &t->logc[i];
+    return NULL;
+}
+
 int pk_txn_append(pk_txn_t *t, const char *log, const uint8_t *val, size_t vlen, uint64_t *seqno)
 {
     char n[PK_STORE_INAME_MAX];
@@ -468,14 +525,30 @@ int pk_txn_append(pk_txn_t *t, const char *log, const uint8_t *val, size_t vlen,
     if (rc != PK_OK)
         return rc;
     iname(n, "l:", log);
-    rc = txn_result(t, t->s->ops->counter_next(t->s->impl, n, &no));
-    if (rc != PK_OK)
-        return rc;
+    logc_t *c = logc_find(t, n);
+    if (c != NULL) {
+        if (c->next >= INT64_MAX) /* the backends' ceiling (bigint) */
+            return txn_result(t, PK_ERR_LIMIT);
+        no = c->next + 1;
+    } else {
+        rc = txn_result(t, t->s->ops->counter_next(t->s->impl, n, &no));
+        if (rc != PK_OK)
+            return rc;
+        if (t->nlogc < LOGC_MAX) {
+            c = &t->logc[t->nlogc++];
+            memcpy(c->name, n, strlen(n) + 1);
+            c->next = c->written = no;
+        }
+    }
     rc = t->s->ops->log_put(t->s->impl, log, no, val, vlen);
     if (rc == PK_ERR_EXISTS)
         rc = PK_ERR_IO; /* the counter and the log disagree: corrupt store */
     rc = txn_result(t, rc);
-    if (rc == PK_OK && seqno != NULL)
+    if (rc != PK_OK)
+        return rc; /* the txn is failed: the cache is never used again */
+    if (c != NULL)
+        c->next = no;
+    if (seqno != NULL)
         *seqno = no;
     return rc;
 }

@@ -254,8 +254,17 @@ int pk_txn_next_id(pk_txn_t *txn, const char *seq, uint64_t *out);
 
 /*
  * Appends a record to log and sets *seqno (may be NULL) to its number: 1, 2,
- * 3, ... per log, gap-free among committed records. There is no API to
- * change or delete a record.
+ * 3, ... per log, gap-free among committed records; the records one
+ * transaction appends to one log get consecutive numbers. Numbers follow the
+ * rules of pk_txn_next_id (never reused once committed, handed out again
+ * after an abort). There is no API to change or delete a record.
+ *
+ * Cost: the first append to a log in a transaction advances the log's
+ * counter in the backend (and so claims it against concurrent appenders);
+ * later appends to that log in the same transaction (for up to 4 logs per
+ * transaction) only insert the record, and pk_txn_commit() writes the
+ * counter's final value once, before COMMIT. An error in that write fails
+ * the commit like any other: nothing of the transaction persists.
  */
 int pk_txn_append(pk_txn_t *txn, const char *log, const uint8_t *val, size_t vlen, uint64_t *seqno);
 

@@ -53,6 +53,10 @@ typedef struct pk_store_ops {
     int (*count)(void *impl, const char *b, const pk_range_t *r, uint64_t *n);
     /* Increments counter name (created at 0) and returns the new value. */
     int (*counter_next)(void *impl, const char *name, uint64_t *out);
+    /* Sets counter name to v. Called at commit for a counter this txn already
+     * advanced with counter_next (so the row exists and is claimed); an
+     * absent row is PK_ERR_NOTFOUND. */
+    int (*counter_set)(void *impl, const char *name, uint64_t v);
     /* Stores record seqno of log (the caller got seqno from counter_next). */
     int (*log_put)(void *impl, const char *log, uint64_t seqno, const uint8_t *v, size_t vl);
     int (*log_scan)(void *impl, const char *log, uint64_t from, size_t limit, pk_log_fn cb,

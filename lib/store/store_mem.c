@@ -402,6 +402,17 @@ static int mem_counter_next(void *impl, const char *name, uint64_t *out)
     return rc;
 }
 
+static int mem_counter_set(void *impl, const char *name, uint64_t v)
+{
+    uint64_t old;
+    int rc = get_u64(impl, B_SEQ, name, &old);
+    if (rc != PK_OK)
+        return rc;
+    if (v > INT64_MAX)
+        return PK_ERR_LIMIT;
+    return set_u64(impl, B_SEQ, name, v);
+}
+
 /* Log record key: log '\0' seqno (big-endian, so key order is number order). */
 static size_t log_key(uint8_t out[PK_STORE_NAME_MAX + 9], const char *log, uint64_t seqno)
 {
@@ -462,6 +473,7 @@ const pk_store_ops_t pk_store_mem_ops = {
     .scan = mem_scan,
     .count = mem_count,
     .counter_next = mem_counter_next,
+    .counter_set = mem_counter_set,
     .log_put = mem_log_put,
     .log_scan = mem_log_scan,
     .meta_get = mem_meta_get,

@@ -27,7 +27,10 @@
  * inside the caller's transaction. The row lock serialises concurrent
  * allocators; under SERIALIZABLE the second one fails with 40001 when the
  * first commits and retries with the new value, so an identifier is never
- * handed out twice, and an aborted allocation leaves no gap.
+ * handed out twice, and an aborted allocation leaves no gap. Log counters
+ * work the same way, except that store.c advances one only at a
+ * transaction's first append to that log (the upsert takes the row lock then)
+ * and sets its final value with one UPDATE before COMMIT (counter_set).
  *
  * Wire: every statement is prepared once per connection (again after a
  * reconnect); keys, values and integers travel as binary parameters and
@@ -58,6 +61,7 @@ enum stmt_id {
     Q_COUNT,
     Q_COUNT_HI,
     Q_COUNTER,
+    Q_COUNTER_SET,
     Q_LOG_PUT,
     Q_LOG_SCAN,
     Q_META_GET,
@@ -105,6 +109,10 @@ static const struct {
                    "ON CONFLICT (name) DO UPDATE SET v = pk_seq.v + 1 RETURNING v",
                    1,
                    {OID_TEXT}},
+    [Q_COUNTER_SET] = {"pk_counter_set",
+                       "UPDATE pk_seq SET v = $2 WHERE name = $1",
+                       2,
+                       {OID_TEXT, OID_INT8}},
     [Q_LOG_PUT] = {"pk_log_put",
                    "INSERT INTO pk_log(name, n, v) VALUES($1, $2, $3)",
                    3,
@@ -484,6 +492,25 @@ static int pg_counter_next(void *impl, const char *name, uint64_t *out)
     return rc;
 }
 
+static int pg_counter_set(void *impl, const char *name, uint64_t v)
+{
+    params_t pa = {0};
+    PGresult *r;
+    if (v > INT64_MAX)
+        return PK_ERR_LIMIT;
+    p_text(&pa, name);
+    p_int8(&pa, v);
+    int rc = run(impl, Q_COUNTER_SET, &pa, &r);
+    if (rc == PK_ERR_EXISTS)
+        rc = PK_ERR_IO;
+    if (rc != PK_OK)
+        return rc;
+    if (affected(r) != 1)
+        rc = PK_ERR_NOTFOUND;
+    PQclear(r);
+    return rc;
+}
+
 static int pg_log_put(void *impl, const char *log, uint64_t seqno, const uint8_t *v, size_t vl)
 {
     params_t pa = {0};
@@ -564,6 +591,7 @@ const pk_store_ops_t pk_store_pg_ops = {
     .scan = pg_scan,
     .count = pg_count,
     .counter_next = pg_counter_next,
+    .counter_set = pg_counter_set,
     .log_put = pg_log_put,
     .log_scan = pg_log_scan,
     .meta_get = pg_meta_get,

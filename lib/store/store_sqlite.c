@@ -34,6 +34,7 @@ enum stmt_id {
     S_COUNT,
     S_COUNT_HI,
     S_COUNTER,
+    S_COUNTER_SET,
     S_LOG_PUT,
     S_LOG_SCAN,
     S_META_GET,
@@ -58,6 +59,7 @@ static const char *const stmt_sql[S_N] = {
     [S_COUNT_HI] = "SELECT count(*) FROM pk_kv WHERE b = ?1 AND k >= ?2 AND k < ?4",
     [S_COUNTER] = "INSERT INTO pk_seq(name, v) VALUES(?1, 1) "
                   "ON CONFLICT(name) DO UPDATE SET v = v + 1 RETURNING v",
+    [S_COUNTER_SET] = "UPDATE pk_seq SET v = ?2 WHERE name = ?1",
     [S_LOG_PUT] = "INSERT INTO pk_log(name, n, v) VALUES(?1, ?2, ?3)",
     [S_LOG_SCAN] = "SELECT n, v FROM pk_log WHERE name = ?1 AND n >= ?2 ORDER BY n LIMIT ?3",
     [S_META_GET] = "SELECT v FROM pk_meta WHERE name = ?1",
@@ -414,6 +416,24 @@ static int lite_counter_next(void *impl, const char *name, uint64_t *out)
     return rc;
 }
 
+static int lite_counter_set(void *impl, const char *name, uint64_t v)
+{
+    lite_t *l = impl;
+    if (v > INT64_MAX)
+        return PK_ERR_LIMIT;
+    sqlite3_stmt *s = stmt(l, S_COUNTER_SET);
+    int rc = bind_text(s, 1, name);
+    if (rc == PK_OK && sqlite3_bind_int64(s, 2, (sqlite3_int64)v) != SQLITE_OK)
+        rc = PK_ERR_NOMEM;
+    if (rc == PK_OK)
+        rc = exec_stmt(s);
+    if (rc == PK_ERR_EXISTS)
+        rc = PK_ERR_IO;
+    if (rc == PK_OK && sqlite3_changes(l->db) != 1)
+        rc = PK_ERR_NOTFOUND;
+    return rc;
+}
+
 static int lite_log_put(void *impl, const char *log, uint64_t seqno, const uint8_t *v, size_t vl)
 {
     lite_t *l = impl;
@@ -500,6 +520,7 @@ const pk_store_ops_t pk_store_sqlite_ops = {
     .scan = lite_scan,
     .count = lite_count,
     .counter_next = lite_counter_next,
+    .counter_set = lite_counter_set,
     .log_put = lite_log_put,
     .log_scan = lite_log_scan,
     .meta_get = lite_meta_get,

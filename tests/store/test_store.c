@@ -578,6 +578,301 @@ static void test_seq_and_log(void)
     pk_store_close(s);
 }
 
+/* ---- logs: many appends in one transaction ---- */
+
+/* Collects up to 4096 records: numbers and the first 8 bytes of each value. */
+struct biglog {
+    uint64_t seq[4096];
+    uint64_t val[4096];
+    size_t n;
+};
+
+static int biglog_collect(void *ctx, uint64_t seqno, const uint8_t *v, size_t vl)
+{
+    struct biglog *c = ctx;
+    if (c->n >= 4096 || vl != 8)
+        return PK_ERR_IO;
+    c->seq[c->n] = seqno;
+    memcpy(&c->val[c->n], v, 8);
+    c->n++;
+    return 0;
+}
+
+/* Reads all of log (at most 4096 records) into c, paging by 1000. */
+static void read_log(pk_store_t *s, const char *log, struct biglog *c)
+{
+    pk_txn_t *t;
+    memset(c, 0, sizeof(*c));
+    CHECK_EQ_INT(pk_store_begin_read(s, &t), PK_OK);
+    uint64_t from = 1;
+    for (int page = 0; page < 8; page++) {
+        size_t before = c->n;
+        CHECK_EQ_INT(pk_txn_log_scan(t, log, from, 1000, biglog_collect, c), PK_OK);
+        if (c->n == before)
+            break;
+        from = c->seq[c->n - 1] + 1;
+    }
+    pk_txn_abort(t);
+}
+
+static int append_u64(pk_txn_t *t, const char *log, uint64_t v, uint64_t *no)
+{
+    return pk_txn_append(t, log, (const uint8_t *)&v, sizeof(v), no);
+}
+
+static void test_log_batch(void)
+{
+    fresh_db();
+    pk_store_t *s = open_db();
+    const char *log = nm("batch");
+    uint64_t no = 0;
+    int bad = 0;
+
+    /* 300 appends in one txn: consecutive from 1 */
+    pk_txn_t *t = begin(s);
+    for (uint64_t i = 1; i <= 300; i++) {
+        CHECK_EQ_INT(append_u64(t, log, i, &no), PK_OK);
+        bad += no != i;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+
+    /* the next txn goes on from the committed end, one and several records */
+    t = begin(s);
+    CHECK_EQ_INT(append_u64(t, log, 301, &no), PK_OK);
+    CHECK_EQ_INT(no, 301);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    t = begin(s);
+    for (uint64_t i = 302; i <= 310; i++) {
+        CHECK_EQ_INT(append_u64(t, log, i, &no), PK_OK);
+        bad += no != i;
+    }
+    /* the records are visible inside the txn that wrote them */
+    struct logc lc = {0};
+    CHECK_EQ_INT(pk_txn_log_scan(t, log, 305, 16, log_collect, &lc), PK_OK);
+    CHECK_EQ_INT(lc.n, 6);
+    CHECK_EQ_INT(lc.seq[0], 305);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    CHECK_EQ_INT(bad, 0);
+
+    static struct biglog c;
+    read_log(s, log, &c);
+    CHECK_EQ_INT(c.n, 310);
+    for (size_t i = 0; i < c.n; i++)
+        bad += c.seq[i] != i + 1 || c.val[i] != i + 1;
+    CHECK_EQ_INT(bad, 0);
+
+    /* the counter's final value survives a restart */
+    if (B.persistent) {
+        pk_store_close(s);
+        s = open_db();
+        t = begin(s);
+        CHECK_EQ_INT(append_u64(t, log, 311, &no), PK_OK);
+        CHECK_EQ_INT(no, 311);
+        CHECK_EQ_INT(append_u64(t, log, 312, &no), PK_OK);
+        CHECK_EQ_INT(no, 312);
+        CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+        t = begin(s);
+        CHECK_EQ_INT(append_u64(t, log, 313, &no), PK_OK);
+        CHECK_EQ_INT(no, 313);
+        CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    }
+    pk_store_close(s);
+}
+
+/* Two logs interleaved, then more logs in one txn than the per-txn counter
+ * table holds (the rest take the per-record path), with a sequence of the
+ * same name as one log in between. */
+static void test_log_interleaved(void)
+{
+    fresh_db();
+    pk_store_t *s = open_db();
+    enum { NLOG = 7, ROUNDS = 6 };
+    static const char *const base[NLOG] = {"il0", "il1", "il2", "il3", "il4", "il5", "il6"};
+    const char *logs[NLOG];
+    uint64_t no = 0, id = 0;
+    int bad = 0;
+    for (int i = 0; i < NLOG; i++)
+        logs[i] = strdup(nm(base[i]));
+    pk_txn_t *t = begin(s);
+    for (uint64_t r = 1; r <= 20; r++) {
+        CHECK_EQ_INT(append_u64(t, logs[0], r, &no), PK_OK);
+        bad += no != r;
+        CHECK_EQ_INT(append_u64(t, logs[1], 100 + r, &no), PK_OK);
+        bad += no != r;
+        CHECK_EQ_INT(pk_txn_next_id(t, logs[0], &id), PK_OK);
+        bad += id != r;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+
+    t = begin(s);
+    for (uint64_t r = 1; r <= ROUNDS; r++)
+        for (int i = NLOG - 1; i >= 0; i--) {
+            uint64_t want = (i < 2 ? 20 : 0) + r;
+            CHECK_EQ_INT(append_u64(t, logs[i], (uint64_t)i * 1000 + want, &no), PK_OK);
+            bad += no != want;
+        }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+
+    static struct biglog c;
+    for (int i = 0; i < NLOG; i++) {
+        uint64_t n = (i < 2 ? 20 : 0) + ROUNDS;
+        read_log(s, logs[i], &c);
+        CHECK_EQ_INT(c.n, n);
+        for (size_t j = 0; j < c.n; j++) {
+            uint64_t v = j < 20 && i < 2 ? (uint64_t)i * 100 + j + 1 : (uint64_t)i * 1000 + j + 1;
+            bad += c.seq[j] != j + 1 || c.val[j] != v;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    /* every log's counter was written back: the next txn goes on */
+    t = begin(s);
+    for (int i = 0; i < NLOG; i++) {
+        CHECK_EQ_INT(append_u64(t, logs[i], 0, &no), PK_OK);
+        bad += no != (uint64_t)(i < 2 ? 20 : 0) + ROUNDS + 1;
+    }
+    CHECK_EQ_INT(pk_txn_next_id(t, logs[0], &id), PK_OK);
+    CHECK_EQ_INT(id, 21);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    CHECK_EQ_INT(bad, 0);
+    for (int i = 0; i < NLOG; i++)
+        free((void *)logs[i]);
+    pk_store_close(s);
+}
+
+/* Aborted appends give their numbers back; a failed txn persists nothing. */
+static void test_log_abort(void)
+{
+    fresh_db();
+    pk_store_t *s = open_db();
+    const char *log = nm("labort"), *log2 = nm("labort2");
+    uint64_t no = 0;
+    int bad = 0;
+    pk_txn_t *t = begin(s);
+    for (uint64_t i = 1; i <= 3; i++)
+        CHECK_EQ_INT(append_u64(t, log, i, &no), PK_OK);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+
+    t = begin(s);
+    for (uint64_t i = 4; i <= 13; i++) {
+        CHECK_EQ_INT(append_u64(t, log, 900 + i, &no), PK_OK);
+        bad += no != i;
+    }
+    CHECK_EQ_INT(append_u64(t, log2, 900, &no), PK_OK);
+    CHECK_EQ_INT(no, 1);
+    pk_txn_abort(t);
+    CHECK_EQ_INT(bad, 0);
+
+    /* the same numbers again, from 4 (and from 1 on the log that never committed) */
+    t = begin(s);
+    for (uint64_t i = 4; i <= 6; i++) {
+        CHECK_EQ_INT(append_u64(t, log, i, &no), PK_OK);
+        bad += no != i;
+    }
+    CHECK_EQ_INT(append_u64(t, log2, 1, &no), PK_OK);
+    CHECK_EQ_INT(no, 1);
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    CHECK_EQ_INT(bad, 0);
+
+    /* an answer in between leaves the txn usable: its counter is written */
+    t = begin(s);
+    CHECK_EQ_INT(append_u64(t, log, 800, &no), PK_OK);
+    CHECK_EQ_INT(append_u64(t, log, 801, &no), PK_OK);
+    CHECK_EQ_INT(no, 8);
+    CHECK_EQ_INT(pk_txn_put(t, nm("lab"), NULL, 0, K("x")), PK_ERR_INVAL); /* an answer */
+    CHECK_EQ_INT(pk_txn_commit(t), PK_OK);
+    t = begin(s);
+    CHECK_EQ_INT(append_u64(t, log, 9, &no), PK_OK);
+    CHECK_EQ_INT(no, 9);
+    pk_txn_abort(t);
+
+    static struct biglog c;
+    read_log(s, log, &c);
+    CHECK_EQ_INT(c.n, 8);
+    for (size_t j = 0; j < c.n; j++)
+        bad += c.seq[j] != j + 1 || c.val[j] != (j < 6 ? j + 1 : 800 + j - 6);
+    CHECK_EQ_INT(bad, 0);
+    read_log(s, log2, &c);
+    CHECK_EQ_INT(c.n, 1);
+    CHECK_EQ_INT(c.val[0], 1);
+    pk_store_close(s);
+}
+
+/* Shared backends: a second writer's appends conflict (SQLite: it waits for
+ * the write lock; PostgreSQL: the counter row), a failed commit persists
+ * nothing, and the retry numbers on from the winner's records. */
+static void test_log_conflict(void)
+{
+    if (!B.shared)
+        return;
+    fresh_db();
+    pk_store_t *a = open_db(), *b = NULL;
+    const char *log = nm("lconf"), *bk = nm("lconfb");
+    pk_store_opts_t o = {.sync = PK_STORE_SYNC_FULL, .busy_timeout_ms = 50};
+    CHECK_EQ_INT(pk_store_open_opts(B.uri, &o, &b), PK_OK);
+    if (b == NULL)
+        return;
+    uint64_t no = 0;
+    uint8_t buf[8];
+    pk_txn_t *ta = begin(a), *tb = NULL;
+    CHECK_EQ_INT(append_u64(ta, log, 1, &no), PK_OK);
+    CHECK_EQ_INT(pk_txn_put(ta, bk, K("k"), K("0")), PK_OK);
+    CHECK_EQ_INT(pk_txn_commit(ta), PK_OK);
+    if (strcmp(B.name, "pg") == 0) {
+        /* tb takes its snapshot, ta appends twice and commits, tb's first
+         * append meets the updated counter row: BUSY, commit fails */
+        tb = begin(b);
+        CHECK_EQ_INT(get_s(tb, bk, K("k"), buf, sizeof(buf)), 1);
+        ta = begin(a);
+        CHECK_EQ_INT(append_u64(ta, log, 2, &no), PK_OK);
+        CHECK_EQ_INT(append_u64(ta, log, 3, &no), PK_OK);
+        CHECK_EQ_INT(no, 3);
+        CHECK_EQ_INT(pk_txn_commit(ta), PK_OK);
+        CHECK_EQ_INT(append_u64(tb, log, 700, &no), PK_ERR_BUSY);
+        CHECK_EQ_INT(append_u64(tb, log, 701, &no), PK_ERR_BUSY);
+        CHECK_EQ_INT(pk_txn_commit(tb), PK_ERR_BUSY);
+        /* tb appends first and writes its counter at commit; ta, which read
+         * the bucket before, then conflicts on its own append */
+        ta = begin(a);
+        CHECK_EQ_INT(get_s(ta, bk, K("k"), buf, sizeof(buf)), 1);
+        tb = begin(b);
+        CHECK_EQ_INT(append_u64(tb, log, 4, &no), PK_OK);
+        CHECK_EQ_INT(no, 4);
+        CHECK_EQ_INT(append_u64(tb, log, 5, &no), PK_OK);
+        CHECK_EQ_INT(no, 5);
+        CHECK_EQ_INT(pk_txn_commit(tb), PK_OK);
+        CHECK_EQ_INT(append_u64(ta, log, 702, &no), PK_ERR_BUSY);
+        CHECK_EQ_INT(pk_txn_commit(ta), PK_ERR_BUSY);
+    } else {
+        ta = begin(a);
+        CHECK_EQ_INT(append_u64(ta, log, 2, &no), PK_OK);
+        CHECK_EQ_INT(append_u64(ta, log, 3, &no), PK_OK);
+        CHECK_EQ_INT(pk_store_begin(b, &tb), PK_ERR_BUSY);
+        CHECK_EQ_INT(pk_txn_commit(ta), PK_OK);
+        tb = begin(b);
+        CHECK_EQ_INT(append_u64(tb, log, 4, &no), PK_OK);
+        CHECK_EQ_INT(no, 4);
+        CHECK_EQ_INT(append_u64(tb, log, 5, &no), PK_OK);
+        CHECK_EQ_INT(no, 5);
+        CHECK_EQ_INT(pk_txn_commit(tb), PK_OK);
+    }
+    ta = begin(a);
+    CHECK_EQ_INT(append_u64(ta, log, 6, &no), PK_OK);
+    CHECK_EQ_INT(no, 6);
+    CHECK_EQ_INT(pk_txn_commit(ta), PK_OK);
+    static struct biglog c;
+    read_log(a, log, &c);
+    CHECK_EQ_INT(c.n, 6);
+    int bad = 0;
+    for (size_t j = 0; j < c.n; j++)
+        bad += c.seq[j] != j + 1 || c.val[j] != j + 1;
+    CHECK_EQ_INT(bad, 0);
+    pk_store_close(a);
+    pk_store_close(b);
+}
+
 /* ---- migrations ---- */
 
 static int mig_order[16], mig_n;
@@ -770,7 +1065,7 @@ static void test_busy(void)
 #define NCLAIM 50
 
 struct alloc_ctx {
-    const char *seq, *bucket;
+    const char *seq, *bucket, *log;
     uint64_t id;
     int claim; /* -1: allocate; else claim key number claim */
     int won;
@@ -779,8 +1074,18 @@ struct alloc_ctx {
 static int alloc_body(pk_txn_t *t, void *ctx)
 {
     struct alloc_ctx *c = ctx;
-    if (c->claim < 0)
-        return pk_txn_next_id(t, c->seq, &c->id);
+    if (c->claim < 0) {
+        /* an identifier and two audit records of it, numbered by the log */
+        uint64_t rec[2], no[2];
+        int rc = pk_txn_next_id(t, c->seq, &c->id);
+        for (int i = 0; i < 2 && rc == PK_OK; i++) {
+            rec[i] = c->id;
+            rc = pk_txn_append(t, c->log, (const uint8_t *)&rec[i], sizeof(rec[i]), &no[i]);
+        }
+        if (rc == PK_OK && no[1] != no[0] + 1)
+            return PK_ERR_IO; /* not consecutive within one txn */
+        return rc;
+    }
     uint8_t k[2] = {'c', (uint8_t)c->claim};
     c->won = 0;
     int rc = pk_txn_insert(t, c->bucket, k, 2, (const uint8_t *)&c->id, sizeof(c->id));
@@ -792,13 +1097,13 @@ static int alloc_body(pk_txn_t *t, void *ctx)
 
 /* Child: NALLOC identifiers (one txn each), then NCLAIM claims; writes the
  * identifiers and the number of claims won to fd. Exit 0 when all went well. */
-static int child(int fd, const char *seq, const char *bucket, int me)
+static int child(int fd, const char *seq, const char *bucket, const char *log, int me)
 {
     pk_store_t *s = NULL;
     uint64_t ids[NALLOC + 1];
     if (pk_store_open(B.uri, &s) != PK_OK)
         return 3;
-    struct alloc_ctx c = {seq, bucket, 0, -1, 0};
+    struct alloc_ctx c = {seq, bucket, log, 0, -1, 0};
     for (int i = 0; i < NALLOC; i++) {
         int rc = pk_store_run(s, alloc_body, &c, 1000);
         if (rc != PK_OK) {
@@ -833,7 +1138,7 @@ static void test_concurrent_next_id(void)
     if (!B.shared)
         return;
     fresh_db();
-    const char *seq = nm("ksi"), *bucket = nm("claims");
+    const char *seq = nm("ksi"), *bucket = nm("claims"), *log = nm("klog");
     pk_store_t *s = open_db(); /* creates the schema before the children race */
     pk_store_close(s);
     int fds[NPROC];
@@ -850,7 +1155,7 @@ static void test_concurrent_next_id(void)
             abort();
         if (pids[p] == 0) {
             close(pfd[0]);
-            _exit(child(pfd[1], seq, bucket, p));
+            _exit(child(pfd[1], seq, bucket, log, p));
         }
         close(pfd[1]);
         fds[p] = pfd[0];
@@ -878,8 +1183,8 @@ static void test_concurrent_next_id(void)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-    fprintf(stderr, "     %s: %d processes x (%d next_id + %d claims) txns in %.0f ms\n", B.name,
-            NPROC, NALLOC, NCLAIM, ms);
+    fprintf(stderr, "     %s: %d processes x (%d next_id+2 appends + %d claims) txns in %.0f ms\n",
+            B.name, NPROC, NALLOC, NCLAIM, ms);
     /* no duplicates, none lost: exactly 1..NPROC*NALLOC */
     qsort(all, NPROC * NALLOC, sizeof(uint64_t), cmp_u64);
     int bad = 0;
@@ -897,6 +1202,22 @@ static void test_concurrent_next_id(void)
     CHECK_EQ_INT(pk_txn_next_id(t, seq, &id), PK_OK);
     CHECK_EQ_INT(id, NPROC * NALLOC + 1);
     pk_txn_abort(t);
+    /* the log: records 1..2*NPROC*NALLOC, gap-free, each txn's two records
+     * adjacent, every identifier exactly once */
+    static struct biglog lg;
+    read_log(s, log, &lg);
+    CHECK_EQ_INT(lg.n, 2 * NPROC * NALLOC);
+    bad = 0;
+    for (size_t i = 0; i < lg.n; i++)
+        bad += lg.seq[i] != i + 1 || (i % 2 == 1 && lg.val[i] != lg.val[i - 1]);
+    CHECK_EQ_INT(bad, 0);
+    uint64_t ids[NPROC * NALLOC];
+    for (size_t i = 0; i < lg.n / 2 && i < NPROC * NALLOC; i++)
+        ids[i] = lg.val[2 * i];
+    qsort(ids, lg.n / 2, sizeof(uint64_t), cmp_u64);
+    for (uint64_t i = 0; i < lg.n / 2; i++)
+        bad += ids[i] != i + 1;
+    CHECK_EQ_INT(bad, 0);
     pk_store_close(s);
 }
 
@@ -965,6 +1286,10 @@ static void run_suite(const char *name)
     RUN(test_run_retries);
     RUN(test_persist);
     RUN(test_seq_and_log);
+    RUN(test_log_batch);
+    RUN(test_log_interleaved);
+    RUN(test_log_abort);
+    RUN(test_log_conflict);
     RUN(test_migrate);
     RUN(test_physical_version);
     RUN(test_busy);
