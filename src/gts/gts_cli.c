@@ -756,15 +756,18 @@ static void print_msg(const char *name, const pk_trig_dev_msg_t *m)
 int pk_cmd_device_poll(int argc, char **argv)
 {
     const char *server = DEFAULT_LISTEN, *state = NULL;
+    char dirstate[4096];
     unsigned long long count = 1, timeout = 1000, resend = 5, wait_max = 0;
     for (int i = 1; i < argc; i++) {
         if (pk_cli_is_help(argv[i])) {
-            printf("usage: proxkey device poll --state FILE [--server ADDR] [--count N]\n"
+            printf("usage: proxkey device poll (--state FILE | --dir DIR) [--server ADDR] [--count "
+                   "N]\n"
                    "          [--timeout-ms MS] [--max-resend N] [--wait-max-ms MS]\n"
                    "Polls the trigger server as a device: sends its one-time identity, waits,\n"
                    "retransmits (Resend_Counter) on timeout, verifies the response, stores the\n"
                    "next identity in FILE (fsync + rename) before using it, prints the command.\n"
-                   "FILE holds a line from 'proxkey gts device add'.\n"
+                   "FILE holds a line from 'proxkey gts device add' or 'proxkey kms trigger add';\n"
+                   "--dir DIR means DIR/trigger, beside the device's other state.\n"
                    "  --count N        polls to make (default 1); between polls the device\n"
                    "                   waits its interval, capped at --wait-max-ms (default 0)\n");
             return 0;
@@ -772,6 +775,11 @@ int pk_cmd_device_poll(int argc, char **argv)
             server = argv[++i];
         } else if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) {
             state = argv[++i];
+        } else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
+            int n = snprintf(dirstate, sizeof dirstate, "%s/trigger", argv[++i]);
+            if (n < 0 || (size_t)n >= sizeof dirstate)
+                return pk_cli_usage_error("device poll", "--dir: path too long");
+            state = dirstate;
         } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
             if (pk_cli_parse_u64(argv[++i], 1, 1000000, &count))
                 return pk_cli_usage_error("device poll", "--count wants 1..1000000");
@@ -789,7 +797,7 @@ int pk_cmd_device_poll(int argc, char **argv)
         }
     }
     if (!state)
-        return pk_cli_usage_error("device poll", "--state FILE is required");
+        return pk_cli_usage_error("device poll", "--state FILE or --dir DIR is required");
     pk_addr_t to;
     const char *why = NULL;
     if (pk_addr_parse(server, &to, &why) != PK_OK)

@@ -111,6 +111,10 @@ for d in tr-a tr-c; do
         --state "$DIR/$d.old" >/dev/null 2>&1 && fail "$d: the old UID1 is answered again"
 done
 "$B" "${POLL[@]}" --state "$DIR/tr-b.state" >/dev/null 2>&1 || fail "tr-b: poll after re-import"
+# the device's state may live in its state directory: --dir DIR is DIR/trigger
+mkdir -m 700 "$DIR/tr-b.dir" && cp "$DIR/tr-b.state" "$DIR/tr-b.dir/trigger" || fail "tr-b: state dir"
+"$B" "${POLL[@]}" --dir "$DIR/tr-b.dir" >"$DIR/poll" 2>&1 || fail "tr-b: poll --dir: $(cat "$DIR/poll")"
+cmp -s "$DIR/tr-b.state" "$DIR/tr-b.dir/trigger" && fail "tr-b: poll --dir did not store the next identity"
 
 kill -TERM "$SRV"
 wait "$SRV" 2>/dev/null
