@@ -408,7 +408,11 @@ static void test_msg_parse(void)
     /* Beacon. */
     pk_mk_beacon_t b = {5, 6, (const uint8_t *)"carol", 5}, q;
     CHECK_EQ_INT(pk_mk_beacon_write(&b, buf, sizeof buf, &len), PK_OK);
-    CHECK_EQ_INT(len, PK_MK_BEACON_LEN(5));
+    CHECK_EQ_INT(len, PK_MK_BEACON_LEN);
+    /* the padding must be zeros */
+    buf[len - 1] = 1;
+    CHECK_EQ_INT(pk_mk_beacon_parse(buf, len, &q), PK_ERR_MALFORMED);
+    buf[len - 1] = 0;
     CHECK_EQ_INT(pk_mk_beacon_parse(buf, len, &q), PK_OK);
     CHECK_EQ_INT(q.mk_id, 6);
     CHECK_EQ_INT(q.id_len, 5);
@@ -903,12 +907,13 @@ static void test_beacon(void)
     master(0, MK1, 1, T0 + 10 * HOUR);
     master(1, MK1, 1, T0 + 10 * HOUR);
     CHECK_EQ_INT(pk_mk_client_beacon(&N[0].c, buf, sizeof buf, &len), PK_OK);
-    CHECK_EQ_INT(len, PK_MK_BEACON_LEN(IDL(0)));
+    CHECK_EQ_INT(len, PK_MK_BEACON_LEN);
     /* Client 1 hears it and authenticates with client 0. */
     pk_out_init(&o, arena, sizeof arena);
     CHECK_EQ_INT(pk_mk_client_input(&N[1].c, buf, len, 0, now, &o), PK_OK);
     CHECK_EQ_INT(o.n, 1);
     CHECK_EQ_INT(o.act[0].code, PK_MK_T_START);
+    CHECK(o.act[0].len <= len); /* no answer larger than the unauthenticated beacon */
     pump(1, &o);
     CHECK(pk_mk_table_current(&N[1].t, ID(0), IDL(0), now) != NULL);
     /* Heard again: the key is fresh, nothing happens. */

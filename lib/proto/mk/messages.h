@@ -65,9 +65,7 @@
 #define PK_MK_KEY_MAX     32 /* master key: 16 or 32 bytes */
 #define PK_MK_WRAPPED_LEN 32 /* AES-128-GCM ciphertext(16) + tag(16) of the IK */
 
-#define PK_MK_BEACON_FIXED      11 /* version, type, domain, MK ID, id_len */
-#define PK_MK_BEACON_LEN(idlen) (PK_MK_BEACON_FIXED + (size_t)(idlen))
-#define PK_MK_BEACON_MAX        PK_MK_BEACON_LEN(PK_MK_ID_MAX) /* 75 */
+#define PK_MK_BEACON_FIXED 11 /* version, type, domain, MK ID, id_len */
 
 #define PK_MK_AUTH_FIXED 43 /* version .. n_r */
 #define PK_MK_END_BODY   12 /* key ID(4) + expiry(8) */
@@ -78,6 +76,13 @@
     (PK_MK_AUTH_FIXED + 2 + (size_t)(li) + (size_t)(lr) + PK_MK_AUTH_BODY_LEN(type, flags) +       \
      PK_MK_MAC_LEN)
 #define PK_MK_AUTH_MIN PK_MK_AUTH_LEN(PK_MK_T_START, 0, 1, 1) /* 79 */
+/* A beacon is padded with zeros to the size of the largest START it can
+ * provoke, so the unauthenticated beacon never draws an answer larger than
+ * itself (no amplification towards a spoofed source). */
+#define PK_MK_BEACON_LEN PK_MK_AUTH_LEN(PK_MK_T_START, 0, PK_MK_ID_MAX, PK_MK_ID_MAX) /* 205 */
+#define PK_MK_BEACON_MAX PK_MK_BEACON_LEN
+_Static_assert(PK_MK_BEACON_LEN >= PK_MK_AUTH_LEN(PK_MK_T_START, 0, PK_MK_ID_MAX, PK_MK_ID_MAX),
+               "a beacon must not be smaller than the START it provokes");
 #define PK_MK_MSG_MAX                                                                              \
     PK_MK_AUTH_LEN(PK_MK_T_END1, PK_MK_FLAG_WRAP, PK_MK_ID_MAX, PK_MK_ID_MAX) /* 249 */
 

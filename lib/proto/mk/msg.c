@@ -145,12 +145,18 @@ int pk_mk_beacon_parse(const uint8_t *buf, size_t len, pk_mk_beacon_t *b)
     rc = pk_mk_msg_peek(buf, len);
     if (rc < 0)
         return rc;
-    if (rc != PK_MK_T_BEACON || len > PK_MK_BEACON_MAX)
+    if (rc != PK_MK_T_BEACON || len != PK_MK_BEACON_LEN)
         return PK_ERR_MALFORMED;
     pk_rd_init(&r, buf + 2, len - 2);
     b->domain_id = pk_rd_u32(&r);
     b->mk_id = pk_rd_u32(&r);
     b->id = rd_id(&r, &b->id_len);
+    /* the rest is zero padding, exactly */
+    size_t pad = r.err == PK_OK ? r.left : 0;
+    const uint8_t *z = pk_rd_borrow(&r, pad);
+    for (size_t i = 0; z && i < pad; i++)
+        if (z[i] != 0)
+            r.err = PK_ERR_MALFORMED;
     rc = pk_rd_done(&r);
     if (rc != PK_OK)
         memset(b, 0, sizeof *b);
@@ -170,6 +176,9 @@ int pk_mk_beacon_write(const pk_mk_beacon_t *b, uint8_t *buf, size_t cap, size_t
     pk_wr_u32(&w, b->domain_id);
     pk_wr_u32(&w, b->mk_id);
     pk_wr_block8(&w, b->id, b->id_len);
+    uint8_t *pad = pk_wr_reserve(&w, PK_MK_BEACON_LEN - PK_MK_BEACON_FIXED - b->id_len);
+    if (pad)
+        memset(pad, 0, PK_MK_BEACON_LEN - PK_MK_BEACON_FIXED - b->id_len);
     if (pk_wr_ok(&w) != PK_OK)
         return pk_wr_ok(&w);
     *len = w.len;
