@@ -1,5 +1,6 @@
 /* proxkey: one executable, a subcommand per role. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -63,6 +64,13 @@ int main(int argc, char **argv)
     const pk_cmd_t *c = pk_cli_find(commands, "proxkey", argv[1]);
     if (!c)
         return 2;
+    /* PROXKEY_CRYPTO=evp: every primitive through EVP (lib/core/crypto.c) */
+    const char *be = getenv("PROXKEY_CRYPTO");
+    if (be && strcmp(be, "evp") == 0)
+        (void)pk_crypto_use_evp();
+    else if (be && *be && strcmp(be, "provider") != 0)
+        return pk_cli_usage_error("proxkey", "PROXKEY_CRYPTO must be 'evp' or 'provider', not '%s'",
+                                  be);
     if (pk_crypto_init() != 0) {
         fprintf(stderr, "proxkey: OpenSSL 3 algorithms unavailable\n");
         return 1;

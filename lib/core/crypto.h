@@ -33,6 +33,17 @@
  * function calls it implicitly, but daemons call it at start to fail early. */
 int pk_crypto_init(void);
 
+/* The backend in use, fixed at pk_crypto_init(): "provider" (AES-GCM and
+ * SHA-256 called through the fetched provider's dispatch table, HMAC per
+ * RFC 2104 over it) or "evp" (everything through EVP). Both give identical
+ * results; see crypto.c. */
+const char *pk_crypto_backend(void);
+
+/* Asks for the EVP backend; only before the first pk_crypto_init()
+ * (PK_ERR_INVAL after). The proxkey command calls it when PROXKEY_CRYPTO=evp
+ * is set; the library itself reads no environment. */
+int pk_crypto_use_evp(void);
+
 /* Wipes n bytes; the compiler cannot remove it (explicit_bzero on glibc,
  * OPENSSL_cleanse elsewhere). */
 void pk_wipe(void *p, size_t n);
@@ -80,8 +91,10 @@ static inline int pk_rng_fill(const pk_rng_t *rng, void *buf, size_t n)
 /* ---- AES-GCM (AES-128-GCM for records, AES-256-GCM for key wrapping) ---- */
 
 typedef struct pk_aead {
-    void *enc;     /* EVP_CIPHER_CTX*, key set, encrypt direction */
-    void *dec;     /* EVP_CIPHER_CTX*, key set, decrypt direction */
+    void *enc;     /* key set, encrypt direction: EVP_CIPHER_CTX* (evp backend)
+                    * or the provider's cipher context (provider backend) */
+    void *dec;     /* decrypt direction: another EVP_CIPHER_CTX*, or the same
+                    * provider context as enc (NULL: this context only seals) */
     size_t keylen; /* 16 or 32 */
 } pk_aead_t;
 
@@ -126,7 +139,9 @@ int pk_aead_open(pk_aead_t *a, const uint8_t nonce[PK_AEAD_NONCE_LEN], const uin
 /* ---- HMAC-SHA-256 on a re-keyable context ---- */
 
 typedef struct pk_hmac {
-    void *ctx; /* EVP_MAC_CTX*, key set */
+    void *ctx;        /* EVP_MAC_CTX* (evp) or the provider's SHA-256 context */
+    uint8_t ipad[64]; /* provider backend: key block XOR 0x36 ... */
+    uint8_t opad[64]; /* ... and XOR 0x5c (wiped by clear) */
 } pk_hmac_t;
 
 int pk_hmac_init(pk_hmac_t *h, const uint8_t *key, size_t keylen);
