@@ -595,10 +595,14 @@ static int status_fn(pk_txn_t *txn, void *ctx)
     if (rc != PK_OK)
         return rc;
     char uid[33], seen[32];
-    gts_hex(in.uid1, 16, uid);
+    gts_hex(in.uid, 16, uid);
     fmt_age(in.last_seen_s, seen, sizeof seen);
     printf("device %s (dev_no %u)\n", s->name, pk_get_u32(key));
-    printf("  identity UID1=%s%s\n", uid, in.rotate ? " (key rotation on)" : "");
+    if (in.pending)
+        printf("  next identity UID2=%s (its first poll retires UID1)%s\n", uid,
+               in.rotate ? " (key rotation on)" : "");
+    else
+        printf("  identity UID1=%s%s\n", uid, in.rotate ? " (key rotation on)" : "");
     printf("  last seen %s; valid polls %u, exchanges completed %u\n", seen, in.polls,
            in.exchanges);
     if (in.pending)

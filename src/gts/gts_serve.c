@@ -38,10 +38,11 @@
 #include "net/loop.h"
 #include "net/udp.h"
 
-#define SLOT_BYTES   (PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX + 64)
-#define INBOX_MS     200
-#define CKPT_TICK_MS 1000
-#define GROUP_MAX    65536 /* responses held in G_b before the loop waits for G_f */
+#define PREFETCH_AHEAD 4 /* polls between a slot prefetch and its use */
+#define SLOT_BYTES     (PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX + 64)
+#define INBOX_MS       200
+#define CKPT_TICK_MS   1000
+#define GROUP_MAX      65536 /* responses held in G_b before the loop waits for G_f */
 
 enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_SPACE, DROP_N };
 static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "no_space"};
@@ -461,8 +462,17 @@ static void handle_batch(gts_server_t *s)
     pk_udp_batch_t *b = &s->batch;
     uint64_t now = pk_loop_now_ms(s->loop);
     uint64_t wall = pk_now_realtime_ms();
+    /* the index lines of the whole batch, then each device's slot a few
+     * polls ahead: the misses overlap (see pk_trig_srv_prefetch) */
+    for (unsigned i = 0; i < b->n; i++)
+        pk_trig_srv_prefetch(s->core, b->dg[i].data, b->dg[i].len, 0);
+    for (unsigned i = 0; i < b->n && i < PREFETCH_AHEAD; i++)
+        pk_trig_srv_prefetch(s->core, b->dg[i].data, b->dg[i].len, 1);
     for (unsigned i = 0; i < b->n && !s->fatal; i++) {
         pk_out_t *o = &s->out;
+        if (i + PREFETCH_AHEAD < b->n)
+            pk_trig_srv_prefetch(s->core, b->dg[i + PREFETCH_AHEAD].data,
+                                 b->dg[i + PREFETCH_AHEAD].len, 1);
         pk_out_init(o, s->arena, SLOT_BYTES);
         if (b->dg[i].truncated) {
             pk_drop(&s->drops, DROP_TRUNC, now, NULL);

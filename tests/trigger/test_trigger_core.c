@@ -211,8 +211,17 @@ static void test_figure1_no_loss(void)
     CHECK_EQ_INT(pk_trig_dev_poll(&p.dev, 60030, poll), PK_OK);
     CHECK_EQ_INT(srv_in(p.srv, poll, sizeof poll, 60040, &out, &resp, &rlen), PK_OK);
     CHECK_EQ_INT(pk_trig_srv_info(p.srv, 7, &info), PK_OK);
-    CHECK_MEM(info.uid1, poll + 4, 16);
     CHECK_EQ_INT(info.exchanges, 1);
+    /* a new exchange is pending on UID2: the server keeps the UID3 it leads
+     * to (what a copy of the device derives from this response) */
+    CHECK(info.pending);
+    {
+        pk_trig_dev_t d2 = p.dev;
+        pk_trig_dev_msg_t m2;
+        CHECK_EQ_INT(pk_trig_dev_input(&d2, resp, rlen, 60045, &m2), PK_OK);
+        CHECK_MEM(info.uid, d2.uid, 16);
+        CHECK(memcmp(info.uid, poll + 4, 16) != 0);
+    }
     /* UID1 retired: it gets no answer (a DoS signal), state unchanged */
     CHECK_EQ_INT(srv_in(p.srv, poll1, sizeof poll1, 60050, &out, &resp, &rlen), PK_ERR_DENIED);
     CHECK_EQ_INT(out.n, 0);
@@ -560,10 +569,30 @@ static void test_persist_reload(void)
     CHECK_EQ_INT(pk_get_u64(out.act[0].data), 5);
     CHECK_EQ_INT(pk_trig_dev_input(&p.dev, resp, rlen, 70020, &msg), PK_OK);
     CHECK_EQ_INT(msg.cmd, PK_TRIG_CMD_NONE);
+    /* a version-1 record (UID1 at 4, 0 at 76) of a pending exchange is
+     * upgraded on loading to the version-2 state: UID2 at 4, UID1's tag */
+    {
+        pk_trig_srv_t *s2;
+        uint8_t v1[PK_TRIG_REC_LEN], again[PK_TRIG_REC_LEN];
+        CHECK_EQ_INT(pk_trig_srv_record(p.srv, 7, rec), PK_OK);
+        CHECK_EQ_INT(rec[0], 2);
+        CHECK_MEM(rec + 76, poll + 4, 4);
+        memcpy(v1, rec, sizeof v1);
+        v1[0] = 1;
+        memcpy(v1 + 4, poll + 4, 16);
+        memset(v1 + 76, 0, 4);
+        CHECK_EQ_INT(pk_trig_srv_new(&s2, &p.rng, 0), PK_OK);
+        CHECK_EQ_INT(pk_trig_srv_load(s2, 7, v1, sizeof v1), PK_OK);
+        CHECK_EQ_INT(pk_trig_srv_record(s2, 7, again), PK_OK);
+        CHECK_MEM(again, rec, sizeof rec);
+        v1[79] = 1; /* version 1 had 0 there */
+        CHECK_EQ_INT(pk_trig_srv_load(s2, 8, v1, sizeof v1), PK_ERR_MALFORMED);
+        pk_trig_srv_free(s2);
+    }
     /* bad records */
     rec[0] = 9;
     CHECK_EQ_INT(pk_trig_srv_load(p.srv, 8, rec, sizeof rec), PK_ERR_VERSION);
-    rec[0] = 1;
+    rec[0] = PK_TRIG_REC_VERSION;
     CHECK_EQ_INT(pk_trig_srv_load(p.srv, 8, rec, sizeof rec - 1), PK_ERR_MALFORMED);
     CHECK_EQ_INT(pk_trig_srv_load(p.srv, 7, rec, sizeof rec), PK_ERR_EXISTS);
     /* device export/import */

@@ -12,7 +12,12 @@
 #include "core/kdf.h"
 #include "core/kdf_fc.h"
 
-/* ---- device slots (72 bytes each) ---- */
+/* ---- device slots (76 bytes each) ----
+ * An idle slot keeps the device's identity UID1 in uid. A pending one keeps
+ * the UID2 the exchange will move the device to (so the poll that completes
+ * an exchange is matched by comparison, not by a derivation) and of UID1
+ * only its index tag: a poll with UID1 (a retransmission) is recognised by
+ * deriving UID2 from it, which also proves it is UID1 in full. */
 
 #define SLOT_USED    0x80
 #define SLOT_PENDING 0x01 /* an exchange awaits its UID2 */
@@ -23,9 +28,10 @@
 #define NIL UINT32_MAX
 
 typedef struct slot {
-    uint8_t uid[PK_TRIG_UID_LEN];   /* current identity UID1 */
+    uint8_t uid[PK_TRIG_UID_LEN];   /* idle: UID1; pending: UID2 */
     uint8_t k1[PK_TRIG_KEY_LEN];    /* key of UID1's exchanges */
     uint8_t rand[PK_TRIG_RAND_LEN]; /* UID_RAND of the pending exchange */
+    uint32_t cur_tag;               /* index tag of UID1 */
     uint32_t q_head;                /* command pool index or NIL */
     uint32_t last_seen_s;
     uint32_t polls, exch, tries;
@@ -166,11 +172,12 @@ static int kdf_key(pk_trig_srv_t *s, const uint8_t k[PK_TRIG_KEY_LEN])
     return rc;
 }
 
-/* UID2 of a slot's pending exchange. */
-static int slot_uid2(pk_trig_srv_t *s, const slot_t *d, uint8_t uid2[PK_TRIG_UID_LEN])
+/* UID2 = KDF(K1, UID1, UID_RAND) of slot d's key and rand. */
+static int derive_uid2(pk_trig_srv_t *s, const slot_t *d, const uint8_t uid1[PK_TRIG_UID_LEN],
+                       uint8_t uid2[PK_TRIG_UID_LEN])
 {
     uint8_t o[PK_KDF_OUT_LEN];
-    pk_kdf_param_t p[2] = {{d->uid, PK_TRIG_UID_LEN}, {d->rand, PK_TRIG_RAND_LEN}};
+    pk_kdf_param_t p[2] = {{uid1, PK_TRIG_UID_LEN}, {d->rand, PK_TRIG_RAND_LEN}};
     int rc = kdf_key(s, d->k1);
     if (rc == PK_OK)
         rc = pk_kdf_derive(&s->kdf, PK_FC_UID2, p, 2, o);
@@ -182,8 +189,10 @@ static int slot_uid2(pk_trig_srv_t *s, const slot_t *d, uint8_t uid2[PK_TRIG_UID
 
 enum { FOUND_NONE = 0, FOUND_CUR = 1, FOUND_NEXT = 2 };
 
-/* Finds the device holding uid. Returns FOUND_* (or a negative error). */
-static int lookup(pk_trig_srv_t *s, const uint8_t uid[PK_TRIG_UID_LEN], uint32_t *dev)
+/* Finds the device holding uid. Returns FOUND_* (or a negative error); *pos
+ * is the index entry that matched (valid until the table changes). */
+static int lookup_at(pk_trig_srv_t *s, const uint8_t uid[PK_TRIG_UID_LEN], uint32_t *dev,
+                     uint32_t *pos)
 {
     if (s->cap == 0)
         return FOUND_NONE;
@@ -193,23 +202,50 @@ static int lookup(pk_trig_srv_t *s, const uint8_t uid[PK_TRIG_UID_LEN], uint32_t
             continue;
         uint32_t ref = s->tab[i].ref, d = ref & ~NEXT_BIT;
         slot_t *sl = &s->slots[d];
-        if (!(ref & NEXT_BIT)) {
-            if (pk_ct_eq(sl->uid, uid, PK_TRIG_UID_LEN)) {
-                *dev = d;
-                return FOUND_CUR;
-            }
-            continue;
+        int kind = ref & NEXT_BIT ? FOUND_NEXT : FOUND_CUR;
+        if (kind == FOUND_CUR && (sl->flags & SLOT_PENDING)) {
+            /* UID1 of a pending exchange: it is UID1 iff it derives UID2 */
+            uint8_t u2[PK_TRIG_UID_LEN];
+            int rc = derive_uid2(s, sl, uid, u2);
+            if (rc != PK_OK)
+                return rc;
+            if (!pk_ct_eq(u2, sl->uid, PK_TRIG_UID_LEN))
+                continue;
+        } else if (!pk_ct_eq(sl->uid, uid, PK_TRIG_UID_LEN)) {
+            continue; /* idle UID1, or a pending UID2: compared as kept */
         }
-        uint8_t u2[PK_TRIG_UID_LEN];
-        int rc = slot_uid2(s, sl, u2);
-        if (rc != PK_OK)
-            return rc;
-        if (pk_ct_eq(u2, uid, PK_TRIG_UID_LEN)) {
-            *dev = d;
-            return FOUND_NEXT;
-        }
+        *dev = d;
+        *pos = i;
+        return kind;
     }
     return FOUND_NONE;
+}
+
+static int lookup(pk_trig_srv_t *s, const uint8_t uid[PK_TRIG_UID_LEN], uint32_t *dev)
+{
+    uint32_t pos;
+    return lookup_at(s, uid, dev, &pos);
+}
+
+void pk_trig_srv_prefetch(const pk_trig_srv_t *s, const uint8_t *buf, size_t len, int deep)
+{
+    if (len != PK_TRIG_POLL_LEN || s->cap == 0)
+        return;
+    uint32_t tag = uid_tag(buf + PK_TRIG_POLL_OFF_UID), i = home_of(tag, s->cap);
+    if (!deep) {
+        __builtin_prefetch(&s->tab[i]);
+        return;
+    }
+    /* the index line is (by now) in cache: fetch the slot of the first
+     * entry with this tag, both its cache lines */
+    for (uint32_t n = 0; n < 16 && s->tab[i].ref != NIL; n++, i = i + 1 == s->cap ? 0 : i + 1) {
+        if (s->tab[i].tag == tag) {
+            const slot_t *sl = &s->slots[s->tab[i].ref & ~NEXT_BIT];
+            __builtin_prefetch(sl);
+            __builtin_prefetch((const uint8_t *)sl + sizeof *sl - 1);
+            return;
+        }
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -225,7 +261,9 @@ int pk_trig_srv_new(pk_trig_srv_t **out, const pk_rng_t *rng, size_t reserve)
         reserve = 0x3fffffff;
     if (reserve) {
         /* two entries per device (UID1 + pending UID2) at load 0.8 */
-        uint64_t cap = (uint64_t)reserve * 2 * 5 / 4 + 16;
+        uint64_t cap = (uint64_t)reserve * 2 * 5 / 4;
+        if (cap < 16)
+            cap = 16;
         s->cap = (uint32_t)cap;
         s->slots = malloc(reserve * sizeof *s->slots);
         if (!s->slots || tab_alloc(&s->tab, s->cap) != PK_OK) {
@@ -302,6 +340,8 @@ static int install(pk_trig_srv_t *s, uint32_t dev_no, const slot_t *src)
     rc = tab_reserve(s, 2);
     if (rc != PK_OK)
         return rc;
+    /* uid (UID1 idle, UID2 pending) must be new; a pending UID1 is known
+     * by its tag only (128-bit random: a clash is not a practical event) */
     rc = lookup(s, src->uid, &d);
     if (rc < 0)
         return rc;
@@ -311,18 +351,13 @@ static int install(pk_trig_srv_t *s, uint32_t dev_no, const slot_t *src)
     slot_t *sl = &s->slots[dev_no];
     sl->flags |= SLOT_USED;
     sl->q_head = NIL;
-    tab_put(s->tab, s->cap, uid_tag(sl->uid), dev_no);
-    s->used++;
     if (sl->flags & SLOT_PENDING) {
-        uint8_t u2[PK_TRIG_UID_LEN];
-        rc = slot_uid2(s, sl, u2);
-        if (rc != PK_OK) {
-            tab_del(s, uid_tag(sl->uid), dev_no);
-            pk_wipe(sl, sizeof *sl);
-            sl->flags = 0;
-            return rc;
-        }
-        tab_put(s->tab, s->cap, uid_tag(u2), dev_no | NEXT_BIT);
+        tab_put(s->tab, s->cap, sl->cur_tag, dev_no);
+        tab_put(s->tab, s->cap, uid_tag(sl->uid), dev_no | NEXT_BIT);
+        s->used += 2;
+    } else {
+        sl->cur_tag = uid_tag(sl->uid);
+        tab_put(s->tab, s->cap, sl->cur_tag, dev_no);
         s->used++;
     }
     s->ndev++;
@@ -335,6 +370,7 @@ int pk_trig_srv_add(pk_trig_srv_t *s, uint32_t dev_no, const uint8_t k1[PK_TRIG_
     slot_t sl;
     memset(&sl, 0, sizeof sl);
     memcpy(sl.uid, uid1, PK_TRIG_UID_LEN);
+    sl.cur_tag = uid_tag(uid1);
     memcpy(sl.k1, k1, PK_TRIG_KEY_LEN);
     sl.flags = (flags & PK_TRIG_DEV_ROTATE) ? SLOT_ROTATE : 0;
     int rc = install(s, dev_no, &sl);
@@ -342,10 +378,13 @@ int pk_trig_srv_add(pk_trig_srv_t *s, uint32_t dev_no, const uint8_t k1[PK_TRIG_
     return rc;
 }
 
-/* Record layout (PK_TRIG_REC_LEN = 80, big-endian):
+/* Record layout (PK_TRIG_REC_LEN = 80, big-endian), version 2:
  *  0 version u8 | 1 flags u8 (PENDING|BOUND|ROTATE) | 2 sent u8 | 3 try_max u8
- *  4 UID1 16 | 20 K1 16 | 36 UID_RAND 16 | 52 last_seen u32 | 56 polls u32
- * 60 exchanges u32 | 64 tries u32 | 68 bound seq u64 | 76 reserved u32 (0) */
+ *  4 UID 16 (UID1 idle, UID2 pending) | 20 K1 16 | 36 UID_RAND 16
+ * 52 last_seen u32 | 56 polls u32 | 60 exchanges u32 | 64 tries u32
+ * 68 bound seq u64 | 76 UID1's index tag u32 (its first 4 bytes)
+ * Version 1 (read, never written) kept UID1 at 4 and 0 at 76; a pending
+ * version-1 record is upgraded on reading by deriving UID2. */
 #define REC_FLAGS (SLOT_PENDING | SLOT_BOUND | SLOT_ROTATE)
 
 static int rec_parse(const uint8_t *rec, size_t len, slot_t *sl, uint64_t *bound_seq)
@@ -354,7 +393,8 @@ static int rec_parse(const uint8_t *rec, size_t len, slot_t *sl, uint64_t *bound
     pk_rd_init(&r, rec, len);
     if (len != PK_TRIG_REC_LEN)
         return PK_ERR_MALFORMED;
-    if (pk_rd_u8(&r) != PK_TRIG_REC_VERSION)
+    uint8_t ver = pk_rd_u8(&r);
+    if (ver != PK_TRIG_REC_VERSION && ver != 1)
         return PK_ERR_VERSION;
     memset(sl, 0, sizeof *sl);
     sl->flags = pk_rd_u8(&r);
@@ -368,13 +408,21 @@ static int rec_parse(const uint8_t *rec, size_t len, slot_t *sl, uint64_t *bound
     sl->exch = pk_rd_u32(&r);
     sl->tries = pk_rd_u32(&r);
     *bound_seq = pk_rd_u64(&r);
-    uint32_t rsv = pk_rd_u32(&r);
-    if (pk_rd_done(&r) != PK_OK || rsv != 0 || (sl->flags & ~REC_FLAGS) ||
-        ((sl->flags & SLOT_BOUND) && !(sl->flags & SLOT_PENDING))) {
-        pk_wipe(sl, sizeof *sl);
-        return PK_ERR_MALFORMED;
+    sl->cur_tag = pk_rd_u32(&r);
+    int rc = PK_OK;
+    if (pk_rd_done(&r) != PK_OK || (sl->flags & ~REC_FLAGS) ||
+        ((sl->flags & SLOT_BOUND) && !(sl->flags & SLOT_PENDING)) ||
+        (ver == 1 && sl->cur_tag != 0) ||
+        (ver == 2 && !(sl->flags & SLOT_PENDING) && sl->cur_tag != uid_tag(sl->uid))) {
+        rc = PK_ERR_MALFORMED;
+    } else if (ver == 1) {
+        sl->cur_tag = uid_tag(sl->uid);
+        if (sl->flags & SLOT_PENDING)
+            rc = pk_trig_derive_uid2(sl->k1, sl->uid, sl->rand, sl->uid);
     }
-    return PK_OK;
+    if (rc != PK_OK)
+        pk_wipe(sl, sizeof *sl);
+    return rc;
 }
 
 int pk_trig_srv_load(pk_trig_srv_t *s, uint32_t dev_no, const uint8_t *rec, size_t len)
@@ -413,7 +461,7 @@ static void rec_write(const pk_trig_srv_t *s, const slot_t *sl, uint8_t rec[PK_T
     pk_wr_u32(&w, sl->exch);
     pk_wr_u32(&w, sl->tries);
     pk_wr_u64(&w, (sl->flags & SLOT_BOUND) ? head_seq(s, sl) : 0);
-    pk_wr_u32(&w, 0);
+    pk_wr_u32(&w, sl->cur_tag);
     if (pk_wr_ok(&w) != PK_OK || w.len != PK_TRIG_REC_LEN)
         abort(); /* our own bug */
 }
@@ -493,36 +541,30 @@ int pk_trig_srv_queue(pk_trig_srv_t *s, uint32_t dev_no, uint64_t seq, uint8_t c
 /* Space a single input may need in out. */
 #define NEED_BYTES (PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX)
 
-/* Draws UID_RAND for state t until UID2 is unique in the index (bounded). */
-static int draw_rand(pk_trig_srv_t *s, slot_t *t, uint8_t uid2[PK_TRIG_UID_LEN])
+/* A fresh UID_RAND for state t (idle: t->uid is UID1) and its UID2; the
+ * index line UID2 will go to is prefetched (checked and written after the
+ * response is sealed, by which time it has arrived). */
+static int new_rand(pk_trig_srv_t *s, slot_t *t, uint8_t uid2[PK_TRIG_UID_LEN])
 {
-    for (int attempt = 0; attempt < 4; attempt++) {
-        uint32_t other;
-        int rc = pk_rng_fill(s->rng, t->rand, PK_TRIG_RAND_LEN);
-        if (rc != PK_OK)
-            return rc;
-        rc = slot_uid2(s, t, uid2);
-        if (rc != PK_OK)
-            return rc;
-        rc = lookup(s, uid2, &other);
-        if (rc < 0)
-            return rc;
-        if (rc == FOUND_NONE)
-            return PK_OK;
-    }
-    return PK_ERR_CRYPTO; /* a 2^-128 event four times: the RNG is broken */
+    int rc = pk_rng_fill(s->rng, t->rand, PK_TRIG_RAND_LEN);
+    if (rc == PK_OK)
+        rc = derive_uid2(s, t, t->uid, uid2);
+    if (rc == PK_OK)
+        __builtin_prefetch(&s->tab[home_of(uid_tag(uid2), s->cap)]);
+    return rc;
 }
 
 int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t now_ms,
                       pk_out_t *out)
 {
     pk_trig_poll_t poll;
-    uint32_t dev, head;
-    int rc, found, new_exch = 0, delivered = 0, persist;
+    uint32_t dev, head, pos = 0, cap0, other;
+    int rc, found, new_exch = 0, delivered = 0, persist, attempt = 0;
     uint8_t uid2[PK_TRIG_UID_LEN];
     uint8_t nonce[PK_TRIG_NONCE_LEN];
     slot_t next; /* the new state, committed only once nothing can fail */
     const slot_t *sl;
+    uint8_t *ev_rec = NULL;
     unsigned n0 = out->n;
     size_t used0 = out->used;
 
@@ -532,7 +574,7 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
         s->st.malformed++;
         return rc;
     }
-    found = lookup(s, poll.uid, &dev);
+    found = lookup_at(s, poll.uid, &dev, &pos);
     if (found < 0)
         return found;
     if (found == FOUND_NONE) {
@@ -541,17 +583,28 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
     }
     if (PK_OUT_MAX - out->n < 3 || out->cap - out->used < NEED_BYTES)
         return PK_ERR_SPACE;
-    rc = tab_reserve(s, 1);
+    /* only an idle device's new exchange adds an index entry (completing
+     * one replaces UID1's entry by the next UID2's) */
+    cap0 = s->cap;
+    rc = tab_reserve(s, !(s->slots[dev].flags & SLOT_PENDING));
     if (rc != PK_OK)
         return rc;
+    if (s->cap != cap0) { /* the index was rebuilt: find the entry again */
+        found = lookup_at(s, poll.uid, &dev, &pos);
+        if (found <= 0)
+            return found < 0 ? found : PK_ERR_INVAL;
+    }
 
     sl = &s->slots[dev];
     next = *sl;
     head = sl->q_head;
     if (found == FOUND_NEXT) {
-        /* UID2 seen for the first time: UID1 retires, UID2 becomes current,
-         * K2 becomes K1 when rotating, the bound command is delivered. */
-        memcpy(next.uid, poll.uid, PK_TRIG_UID_LEN);
+        /* UID2 seen for the first time: UID1 retires (its index line is
+         * fetched now, used at the commit), UID2 (already in next.uid)
+         * becomes current, K2 becomes K1 when rotating, the bound command
+         * is delivered. */
+        __builtin_prefetch(&s->tab[home_of(sl->cur_tag, s->cap)]);
+        next.cur_tag = uid_tag(next.uid);
         if (next.flags & SLOT_ROTATE) {
             rc = kdf_key(s, sl->k1);
             if (rc == PK_OK)
@@ -571,7 +624,7 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
     if (!(next.flags & SLOT_PENDING)) {
         /* A new exchange on the current UID1: UID_RAND, UID2, Sent = 1, and
          * the head of the queue (if any) bound to it. */
-        rc = draw_rand(s, &next, uid2);
+        rc = new_rand(s, &next, uid2);
         if (rc != PK_OK)
             goto out;
         next.sent = 1;
@@ -595,7 +648,7 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
     rc = pk_rng_fill(s->rng, nonce, sizeof nonce);
     if (rc != PK_OK)
         goto out;
-    {
+    for (;;) {
         uint8_t cmd = PK_TRIG_CMD_NONE;
         const uint8_t *arg = NULL;
         size_t arglen = 0, rlen = 0;
@@ -606,7 +659,7 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
         }
         uint8_t flags = (next.flags & SLOT_ROTATE) ? PK_TRIG_F_ROTATE : 0;
         uint8_t sent = next.sent < poll.try_no ? next.sent : poll.try_no;
-        uint8_t *ev_rec = NULL, *resp;
+        uint8_t *resp;
 
         if (delivered) {
             uint8_t *d = pk_out_push(out, PK_ACT_EVENT, PK_TRIG_EV_DELIVERED, dev, 8);
@@ -615,36 +668,57 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
         if (persist)
             ev_rec = pk_out_push(out, PK_ACT_EVENT, PK_TRIG_EV_PERSIST, dev, PK_TRIG_REC_LEN);
         resp = pk_out_push(out, PK_ACT_SEND, PK_TRIG_T_RESP, 0, PK_TRIG_RESP_FIXED + arglen);
+        /* the response's AAD is UID1: the poll's UID either way (a new
+         * exchange on UID1, a retransmission on UID1, or UID2 now current) */
         rc = pk_trig_resp_seal_cx(&s->aead, next.k1, poll.uid, nonce, cmd, flags, arg, arglen, sent,
                                   next.rand, resp, PK_TRIG_RESP_FIXED + arglen, &rlen);
         if (rc != PK_OK)
             goto out;
-
-        /* Nothing can fail from here: commit the new state. */
-        if (found == FOUND_NEXT) {
-            tab_del(s, uid_tag(sl->uid), dev);             /* UID1 retired */
-            tab_del(s, uid_tag(poll.uid), dev | NEXT_BIT); /* UID2 now current */
-            tab_put(s->tab, s->cap, uid_tag(poll.uid), dev);
-            s->used++;
+        if (!new_exch)
+            break;
+        /* the new UID2 must be unused (a 2^-128 event: an RNG fault) */
+        rc = lookup(s, uid2, &other);
+        if (rc < 0)
+            goto out;
+        if (rc == FOUND_NONE)
+            break;
+        if (++attempt == 4) {
+            rc = PK_ERR_CRYPTO; /* four times: the RNG is broken */
+            goto out;
         }
-        if (delivered) {
-            cmd_release(s, sl->q_head);
-            s->st.delivered++;
-        }
-        if (new_exch) {
-            tab_put(s->tab, s->cap, uid_tag(uid2), dev | NEXT_BIT);
-            s->used++;
-            s->st.new_exchanges++;
-        } else {
-            s->st.retransmits++;
-        }
-        if (persist)
-            next.flags |= SLOT_DIRTY;
-        s->slots[dev] = next;
-        if (persist)
-            rec_write(s, &s->slots[dev], ev_rec);
-        s->st.answered++;
+        out->n = n0;
+        out->used = used0;
+        rc = new_rand(s, &next, uid2);
+        if (rc != PK_OK)
+            goto out;
     }
+
+    /* Nothing can fail from here: commit the new state. */
+    if (found == FOUND_NEXT) {
+        /* UID2 becomes current in place (same UID, same home), then UID1
+         * is retired (which may shift entries, pos among them) */
+        s->tab[pos].ref = dev;
+        tab_del(s, sl->cur_tag, dev);
+    }
+    if (delivered) {
+        cmd_release(s, sl->q_head);
+        s->st.delivered++;
+    }
+    if (new_exch) {
+        next.cur_tag = uid_tag(next.uid);        /* UID1 of the exchange ... */
+        memcpy(next.uid, uid2, PK_TRIG_UID_LEN); /* ... and the UID2 it leads to */
+        tab_put(s->tab, s->cap, uid_tag(uid2), dev | NEXT_BIT);
+        s->used++;
+        s->st.new_exchanges++;
+    } else {
+        s->st.retransmits++;
+    }
+    if (persist)
+        next.flags |= SLOT_DIRTY;
+    s->slots[dev] = next;
+    if (persist)
+        rec_write(s, &s->slots[dev], ev_rec);
+    s->st.answered++;
     rc = PK_OK;
 out:
     if (rc != PK_OK) {
@@ -652,6 +726,7 @@ out:
         out->used = used0;
     }
     pk_wipe(&next, sizeof next);
+    pk_wipe(uid2, sizeof uid2);
     return rc;
 }
 
@@ -665,7 +740,7 @@ void pk_trig_srv_persisted(pk_trig_srv_t *s, uint32_t dev_no)
 static void fill_info(const pk_trig_srv_t *s, const slot_t *sl, pk_trig_srv_info_t *in)
 {
     memset(in, 0, sizeof *in);
-    memcpy(in->uid1, sl->uid, PK_TRIG_UID_LEN);
+    memcpy(in->uid, sl->uid, PK_TRIG_UID_LEN);
     in->pending = !!(sl->flags & SLOT_PENDING);
     in->rotate = !!(sl->flags & SLOT_ROTATE);
     in->bound = !!(sl->flags & SLOT_BOUND);

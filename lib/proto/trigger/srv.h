@@ -5,8 +5,9 @@
  *
  * Per device (addressed by a stable 32-bit device number dev_no, assigned at
  * provisioning) the core holds: K1, the current identity UID1, the pending
- * exchange (UID_RAND, Sent, the highest try seen; UID2 is re-derived from
- * K1, UID1 and UID_RAND, never stored), the key-rotation flag, the command
+ * exchange (UID_RAND, Sent, the highest try seen, and UID2 in place of UID1:
+ * a poll with UID1 is then recognised by deriving UID2 from it, and the poll
+ * that completes the exchange by comparison), the key-rotation flag, the command
  * queue and loss counters. The index maps a 16-byte UID to its device slot
  * in an open-addressing table of 8-byte entries (32-bit tag, 32-bit slot).
  *
@@ -47,7 +48,7 @@
 
 /* Device record as persisted (fixed size, versioned). Layout in srv.c. */
 #define PK_TRIG_REC_LEN     80
-#define PK_TRIG_REC_VERSION 1
+#define PK_TRIG_REC_VERSION 2
 
 /* Provisioning flags. */
 #define PK_TRIG_DEV_ROTATE 0x01 /* K2 = KDF(K1, UID_RAND, UID2) with every new UID */
@@ -102,6 +103,15 @@ int pk_trig_srv_queue(pk_trig_srv_t *s, uint32_t dev_no, uint64_t seq, uint8_t c
  *   PK_ERR_CRYPTO     local crypto failure (state unchanged)
  * Hostile input never changes state.
  */
+/*
+ * A hint, no state: a server that holds a batch of datagrams calls this for
+ * each of them (deep = 0: the index line of the poll's UID), then, a few
+ * datagrams ahead of pk_trig_srv_input, again with deep = 1 (the device
+ * slot the index points at), so the cache misses of 100,000s of devices
+ * overlap instead of adding up. Anything not a poll is ignored.
+ */
+void pk_trig_srv_prefetch(const pk_trig_srv_t *s, const uint8_t *buf, size_t len, int deep);
+
 int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t now_ms,
                       pk_out_t *out);
 
@@ -116,17 +126,18 @@ static inline uint64_t pk_trig_srv_next_deadline(const pk_trig_srv_t *s)
 }
 
 typedef struct pk_trig_srv_info {
-    uint8_t uid1[PK_TRIG_UID_LEN];
-    int pending;           /* an exchange awaits its UID2 */
-    int rotate;            /* key rotation on */
-    int bound;             /* the queue head is bound to the pending exchange */
-    uint8_t sent, try_max; /* of the pending exchange */
-    uint32_t last_seen_s;  /* now_ms/1000 of the last valid poll, 0 if never */
-    uint32_t polls;        /* valid polls answered */
-    uint32_t exchanges;    /* exchanges completed (UID2 seen) */
-    uint32_t tries;        /* sum of the highest try of each completed exchange */
-    unsigned queued;       /* commands queued */
-    uint64_t head_seq;     /* seq of the queue head, 0 if none */
+    uint8_t uid[PK_TRIG_UID_LEN]; /* not pending: UID1; pending: the UID2 it leads to
+                                   * (of UID1 the server keeps only a 4-byte tag) */
+    int pending;                  /* an exchange awaits its UID2 */
+    int rotate;                   /* key rotation on */
+    int bound;                    /* the queue head is bound to the pending exchange */
+    uint8_t sent, try_max;        /* of the pending exchange */
+    uint32_t last_seen_s;         /* now_ms/1000 of the last valid poll, 0 if never */
+    uint32_t polls;               /* valid polls answered */
+    uint32_t exchanges;           /* exchanges completed (UID2 seen) */
+    uint32_t tries;               /* sum of the highest try of each completed exchange */
+    unsigned queued;              /* commands queued */
+    uint64_t head_seq;            /* seq of the queue head, 0 if none */
 } pk_trig_srv_info_t;
 
 int pk_trig_srv_info(const pk_trig_srv_t *s, uint32_t dev_no, pk_trig_srv_info_t *info);
