@@ -194,9 +194,13 @@ static void release(gts_server_t *s, group_t *g)
 {
     for (size_t i = 0; i < g->nrec; i++)
         pk_trig_srv_persisted(s->core, g->devs[i]);
+    /* a sendmmsg per PK_UDP_BATCH_MAX responses, so the send queue stays a
+     * batch long (and in cache) however large the group */
     for (size_t i = 0; i < g->nheld; i++) {
         (void)pk_udp_send(s->udp, &g->held[i].peer, g->resp + g->held[i].off, g->held[i].len);
         s->st.answered++;
+        if ((i + 1) % PK_UDP_BATCH_MAX == 0)
+            pk_udp_flush(s->udp);
     }
     if (g->nheld)
         pk_udp_flush(s->udp);
