@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -343,14 +344,27 @@ static int replay_file(const char *path, uint64_t gen, const uint8_t kek[32], gt
     rc = pk_aead_open(&a, n, h, 48, NULL, 0, h + 48, NULL);
     if (rc != PK_OK)
         goto out;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        rc = PK_ERR_IO;
+        goto out;
+    }
+    uint64_t left = (uint64_t)st.st_size > sizeof h ? (uint64_t)st.st_size - sizeof h : 0;
     for (uint64_t seq = 1;; seq++) {
-        if (fread(fh, 1, sizeof fh, f) != sizeof fh)
+        if (left < sizeof fh || fread(fh, 1, sizeof fh, f) != sizeof fh)
             break; /* end, or a torn tail */
+        left -= sizeof fh;
         uint32_t count = pk_get_u32(fh + 4);
         if (fh[0] != FRAME_T_GROUP || fh[1] || fh[2] || fh[3] || pk_get_u64(fh + 8) != seq ||
             count == 0 || count > GTS_JNL_FRAME_MAX)
             break;
         size_t ctlen = (size_t)count * GTS_JNL_ENT_LEN;
+        /* the count is not authenticated before the tag: a frame longer
+         * than the rest of the file is a torn tail, and nothing is
+         * allocated for it (the buffer never exceeds the file) */
+        if (ctlen + GTS_JNL_TAG_LEN > left)
+            break;
+        left -= ctlen + GTS_JNL_TAG_LEN;
         if (ctlen + GTS_JNL_TAG_LEN > bodycap) {
             uint8_t *nb = malloc(ctlen + GTS_JNL_TAG_LEN);
             if (!nb) {

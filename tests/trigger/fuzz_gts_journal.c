@@ -23,7 +23,9 @@
  * file shorter than a header: PK_OK and none), and a callback's non-zero
  * result stops the replay with that result. Each delivered record is parsed
  * by pk_trig_rec_info and pk_trig_srv_load, which agree; a loaded record
- * serialises back to the same bytes (bound seq 0: no command is queued).
+ * serialises back to the same bytes (bound seq 0: no command is queued), or
+ * for a version-1 record to its version-2 upgrade (UID1's tag at 76, the
+ * pending UID2 derived at 4).
  *
  * PK_FUZZ_DUMP_SEEDS=dir writes structured and raw seeds.
  */
@@ -177,9 +179,23 @@ static void check_records(const seen_t *s)
             continue;
         }
         ASSERT(pk_trig_srv_record(srv, (uint32_t)i, back) == PK_OK);
-        ASSERT(memcmp(back, rec, 68) == 0);
-        for (size_t k = 68; k < PK_TRIG_REC_LEN; k++)
-            ASSERT(back[k] == 0);
+        ASSERT(back[0] == PK_TRIG_REC_VERSION);
+        ASSERT(memcmp(back + 1, rec + 1, 3) == 0 && memcmp(back + 20, rec + 20, 48) == 0);
+        for (size_t k = 68; k < 76; k++)
+            ASSERT(back[k] == 0); /* bound seq: no command is queued */
+        if (rec[0] == PK_TRIG_REC_VERSION) {
+            ASSERT(memcmp(back + 4, rec + 4, 16) == 0 && memcmp(back + 76, rec + 76, 4) == 0);
+        } else {
+            /* version 1 upgraded: UID1's tag at 76; a pending one keeps UID2 */
+            uint8_t want[PK_TRIG_UID_LEN];
+            ASSERT(rec[0] == 1 && memcmp(back + 76, rec + 4, 4) == 0);
+            if (rec[1] & 0x01)
+                ASSERT(pk_trig_derive_uid2(rec + 20, rec + 4, rec + 36, want) == PK_OK);
+            else
+                memcpy(want, rec + 4, sizeof want);
+            ASSERT(memcmp(back + 4, want, sizeof want) == 0);
+        }
+        ASSERT(memcmp(info.uid, back + 4, PK_TRIG_UID_LEN) == 0);
         ASSERT(pk_trig_srv_load(srv, (uint32_t)i, rec, PK_TRIG_REC_LEN) == PK_ERR_EXISTS);
     }
     pk_trig_srv_free(srv);
@@ -199,6 +215,7 @@ static void rec_of(uint8_t *e, uint32_t dev, uint64_t deliv, unsigned k)
         rec[b] = (uint8_t)(k * 31 + b); /* UID1, K1, UID_RAND */
     pk_put_u32(rec + 52, 1700000000u + k);
     pk_put_u32(rec + 56, k);
+    memcpy(rec + 76, rec + 4, 4); /* not pending: UID1's tag */
     gts_jnl_entry(e, dev, deliv, rec);
 }
 
