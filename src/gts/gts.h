@@ -66,6 +66,14 @@ int gts_db_has(gts_db_t *db, const char *name, uint32_t *dev_no);
  * current identity, key and queue are never reset. PK_ERR_INVAL (bad name). */
 int gts_db_import(gts_db_t *db, gts_import_t *devs, size_t n);
 
+/* Removes devices names[0..n) in one transaction (all or none): name, record,
+ * queued commands and inbox entries deleted; a tombstone (gts_gone) keeps
+ * journal entries and checkpoints from bringing the device back, and
+ * gts_deldev tells a running server to drop it from memory. dev_nos[i]
+ * receives each dev_no (never reused). PK_ERR_NOTFOUND: names[*bad] is not
+ * provisioned (nothing removed). */
+int gts_db_remove(gts_db_t *db, const char *const *names, size_t n, uint32_t *dev_nos, size_t *bad);
+
 /* Queues a command for device name (or every device when name is NULL). */
 int gts_db_send(gts_db_t *db, const char *name, uint8_t cmd, const uint8_t *arg, size_t arglen,
                 uint64_t *seq, unsigned *ndev);

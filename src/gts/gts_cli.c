@@ -658,10 +658,54 @@ static int cmd_status(int argc, char **argv)
     return 0;
 }
 
+static int cmd_device_remove(int argc, char **argv)
+{
+    common_opts_t c;
+    argc = take_common(argc, argv, &c);
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (pk_cli_is_help(argv[i])) {
+            printf("usage: proxkey gts device remove NAME [NAME...]\n"
+                   "Removes devices: their key, identity and queued commands are deleted\n"
+                   "and a running 'gts serve' on this store forgets them within a second\n"
+                   "(their polls then get no answer). All or none: an unknown NAME is an\n"
+                   "error and nothing is removed. A name may be provisioned again later; it\n"
+                   "gets a new device number, key and identity.\n%s",
+                   common_help);
+            return 0;
+        } else if (argv[i][0] != '-') {
+            argv[++n] = argv[i]; /* names gathered at argv[1..n] */
+        } else {
+            return pk_cli_usage_error("gts device remove", "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (n == 0)
+        return pk_cli_usage_error("gts device remove", "give the NAME of a device");
+    gts_db_t db;
+    if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
+        return 1;
+    uint32_t *dev_nos = calloc((size_t)n, sizeof *dev_nos);
+    size_t bad = 0;
+    int rc = dev_nos ? gts_db_remove(&db, (const char *const *)argv + 1, (size_t)n, dev_nos, &bad)
+                     : PK_ERR_NOMEM;
+    gts_db_close(&db);
+    if (rc == PK_ERR_NOTFOUND) {
+        fprintf(stderr, "proxkey gts device remove: %s: no such device (nothing removed)\n",
+                argv[1 + bad]);
+    } else if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts device remove: %s\n", pk_strerror(rc));
+    } else {
+        for (int i = 0; i < n; i++)
+            printf("removed %s (dev_no %u)\n", argv[1 + i], (unsigned)dev_nos[i]);
+    }
+    free(dev_nos);
+    return rc == PK_OK ? 0 : 1;
+}
+
 static int cmd_device(int argc, char **argv)
 {
     if (argc < 2 || pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts device add|import|list ...  (--help on each)\n");
+        printf("usage: proxkey gts device add|import|list|remove ...  (--help on each)\n");
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "add") == 0)
@@ -670,12 +714,14 @@ static int cmd_device(int argc, char **argv)
         return cmd_device_list(argc - 1, argv + 1);
     if (strcmp(argv[1], "import") == 0)
         return cmd_device_import(argc - 1, argv + 1);
+    if (strcmp(argv[1], "remove") == 0)
+        return cmd_device_remove(argc - 1, argv + 1);
     return pk_cli_usage_error("gts device", "unknown subcommand '%s'", argv[1]);
 }
 
 static const pk_cmd_t gts_cmds[] = {
     {"serve", cmd_serve, "run the trigger server (UDP)"},
-    {"device", cmd_device, "provision (add, import from the kms) or list devices"},
+    {"device", cmd_device, "provision (add, import from the kms), list or remove devices"},
     {"send", cmd_send, "queue a command for a device"},
     {"status", cmd_status, "show a device's queue, last poll and loss estimate"},
     {NULL, NULL, NULL},

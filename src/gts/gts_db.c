@@ -252,6 +252,119 @@ int gts_db_has(gts_db_t *db, const char *name, uint32_t *dev_no)
     return 1;
 }
 
+/* ---- remove ---- */
+
+/* 1 when dev_no was removed (gts_gone: a tombstone, never deleted), 0 when
+ * not, < 0 on error. */
+static int is_gone(pk_txn_t *txn, uint32_t dev_no)
+{
+    uint8_t key[4];
+    size_t vl = 0;
+    pk_put_u32(key, dev_no);
+    int rc = pk_txn_get(txn, "gts_gone", key, 4, NULL, 0, &vl);
+    if (rc == PK_OK)
+        return 1;
+    return rc == PK_ERR_NOTFOUND ? 0 : rc;
+}
+
+typedef struct keys_ctx {
+    uint8_t (*k)[12];
+    size_t n, cap, klen, seen;
+    const uint8_t *match; /* for the inbox: value == match (4 bytes) */
+    uint8_t last[12];     /* the last key visited (paging) */
+} keys_ctx_t;
+
+static int keys_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    keys_ctx_t *c = ctx;
+    if (klen != c->klen)
+        return 0; /* not a key of this layout: left alone, and not a page mark */
+    memcpy(c->last, key, klen);
+    c->seen++;
+    if (c->match && (vlen != 4 || memcmp(val, c->match, 4) != 0))
+        return 0;
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 64;
+        void *nk = realloc(c->k, nc * sizeof *c->k);
+        if (!nk)
+            return PK_ERR_NOMEM;
+        c->k = nk;
+        c->cap = nc;
+    }
+    memcpy(c->k[c->n++], key, klen);
+    return 0;
+}
+
+/* Deletes the keys of bucket (klen bytes each, klen <= 12) that start with
+ * prefix and, with match, whose value is match; a page of scan at a time. */
+static int del_keys(pk_txn_t *txn, const char *bucket, const uint8_t *prefix, size_t plen,
+                    size_t klen, const uint8_t *match)
+{
+    keys_ctx_t c;
+    int rc, more = 0;
+    memset(&c, 0, sizeof c);
+    c.klen = klen;
+    c.match = match;
+    do {
+        c.n = c.seen = 0;
+        rc = pk_txn_scan(txn, bucket, prefix, plen, more ? c.last : NULL, more ? klen : 0,
+                         PK_STORE_SCAN_MAX, keys_cb, &c);
+        for (size_t i = 0; rc == PK_OK && i < c.n; i++)
+            rc = pk_txn_del(txn, bucket, c.k[i], klen);
+        more = 1;
+    } while (rc == PK_OK && c.seen == PK_STORE_SCAN_MAX);
+    free(c.k);
+    return rc;
+}
+
+typedef struct remove_ctx {
+    const char *const *names;
+    size_t n;
+    uint32_t *dev_nos;
+    size_t bad; /* out: the first unknown name */
+} remove_ctx_t;
+
+static int remove_fn(pk_txn_t *txn, void *ctx)
+{
+    remove_ctx_t *r = ctx;
+    int rc = PK_OK;
+    for (size_t i = 0; rc == PK_OK && i < r->n; i++) {
+        uint8_t key[4];
+        const char *name = r->names[i];
+        rc = name_get(txn, name, &r->dev_nos[i]);
+        if (rc == PK_ERR_NOTFOUND)
+            r->bad = i;
+        if (rc != PK_OK)
+            break;
+        pk_put_u32(key, r->dev_nos[i]);
+        rc = pk_txn_del(txn, "gts_name", (const uint8_t *)name, strlen(name));
+        if (rc == PK_OK)
+            rc = pk_txn_del(txn, "gts_devname", key, 4);
+        if (rc == PK_OK)
+            rc = pk_txn_del(txn, "gts_dev", key, 4);
+        if (rc == PK_OK || rc == PK_ERR_NOTFOUND)
+            rc = pk_txn_del(txn, "gts_newdev", key, 4);
+        if (rc == PK_OK || rc == PK_ERR_NOTFOUND)
+            rc = del_keys(txn, "gts_cmd", key, 4, 12, NULL);
+        if (rc == PK_OK)
+            rc = del_keys(txn, "gts_inbox", NULL, 0, 8, key);
+        if (rc == PK_OK)
+            rc = pk_txn_put(txn, "gts_gone", key, 4, NULL, 0);
+        if (rc == PK_OK)
+            rc = pk_txn_put(txn, "gts_deldev", key, 4, NULL, 0);
+    }
+    return rc;
+}
+
+int gts_db_remove(gts_db_t *db, const char *const *names, size_t n, uint32_t *dev_nos, size_t *bad)
+{
+    remove_ctx_t r = {names, n, dev_nos, 0};
+    int rc = pk_store_run(db->st, remove_fn, &r, 5);
+    if (bad)
+        *bad = r.bad;
+    return rc;
+}
+
 typedef struct import_ctx {
     gts_db_t *db;
     gts_import_t *devs;
@@ -608,8 +721,12 @@ static int recover_cb(void *ctx, uint32_t dev_no, uint64_t deliv,
                       const uint8_t rec[PK_TRIG_REC_LEN])
 {
     recover_ctx_t *r = ctx;
+    int gone = is_gone(r->txn, dev_no);
+    if (gone < 0)
+        return gone;
     r->records++;
-    return store_rec(r->txn, &r->w, dev_no, deliv, rec);
+    /* a removed device's entries bring nothing back (its commands are gone) */
+    return gone ? PK_OK : store_rec(r->txn, &r->w, dev_no, deliv, rec);
 }
 
 static int recover_fn(pk_txn_t *txn, void *ctx)
@@ -662,8 +779,14 @@ static int ckpt_fn(pk_txn_t *txn, void *ctx)
     int rc = PK_OK;
     for (size_t i = 0; rc == PK_OK && i < c->ndeliv; i++)
         rc = store_rec(txn, c->w, (uint32_t)c->deliv[2 * i], c->deliv[2 * i + 1], NULL);
-    for (size_t i = 0; rc == PK_OK && i < c->ndev; i++)
-        rc = store_rec(txn, c->w, c->devs[i], 0, c->recs + i * PK_TRIG_REC_LEN);
+    for (size_t i = 0; rc == PK_OK && i < c->ndev; i++) {
+        /* removed by `gts device remove` since the snapshot: not written back */
+        int gone = is_gone(txn, c->devs[i]);
+        if (gone < 0)
+            rc = gone;
+        else if (!gone)
+            rc = store_rec(txn, c->w, c->devs[i], 0, c->recs + i * PK_TRIG_REC_LEN);
+    }
     if (rc == PK_OK)
         rc = put_ckpt(txn, c->gen);
     return rc;

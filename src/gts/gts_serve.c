@@ -289,15 +289,20 @@ static void checkpoint(gts_server_t *s)
         rc = grow((void **)&s->ck_devs, &s->ck_capdev, s->ndirty + 1, sizeof *s->ck_devs);
     if (rc == PK_OK)
         rc = grow((void **)&s->ck_deliv, &s->ck_capd, 2 * (s->ndeliv + 1), sizeof *s->ck_deliv);
+    size_t n = 0;
     for (size_t i = 0; rc == PK_OK && i < s->ndirty; i++) {
-        s->ck_devs[i] = s->dirty[i];
-        rc = pk_trig_srv_record(s->core, s->dirty[i], s->ck_recs + i * PK_TRIG_REC_LEN);
+        s->ck_devs[n] = s->dirty[i];
+        rc = pk_trig_srv_record(s->core, s->dirty[i], s->ck_recs + n * PK_TRIG_REC_LEN);
+        if (rc == PK_OK)
+            n++;
+        else if (rc == PK_ERR_NOTFOUND)
+            rc = PK_OK; /* removed since it changed: nothing to write back */
     }
     if (rc != PK_OK) {
         fatal(s, "gts_checkpoint_failed", rc);
         return;
     }
-    s->ck_n = s->ndirty;
+    s->ck_n = n;
     if (s->ndeliv)
         memcpy(s->ck_deliv, s->deliv, s->ndeliv * 2 * sizeof *s->deliv);
     s->ck_nd = s->ndeliv;
@@ -586,6 +591,21 @@ static int inbox_fn(pk_txn_t *txn, void *ctx)
         }
         if (rc == PK_OK)
             rc = pk_txn_del(txn, "gts_inbox", c->keys[i], 8);
+    }
+    if (rc != PK_OK)
+        return rc;
+    /* devices removed (gts_db_remove): out of memory; their records are
+     * gone from the store and the tombstone keeps the journal from
+     * bringing them back, so nothing else is needed */
+    c->n = 0;
+    rc = pk_txn_scan(txn, "gts_deldev", NULL, 0, NULL, 0, 256, inbox_collect, c);
+    for (unsigned i = 0; rc == PK_OK && i < c->n; i++) {
+        if (c->klen[i] == 4) {
+            uint32_t dev = pk_get_u32(c->keys[i]);
+            if (pk_trig_srv_remove(s->core, dev) == PK_OK && !s->quiet)
+                pk_info("gts_device_removed", "dev_no=%u", (unsigned)dev);
+        }
+        rc = pk_txn_del(txn, "gts_deldev", c->keys[i], c->klen[i]);
     }
     return rc;
 }

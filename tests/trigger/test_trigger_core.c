@@ -606,6 +606,63 @@ static void test_persist_reload(void)
     pk_trig_srv_free(p.srv);
 }
 
+/* Removal: a removed device's identities (UID1 and the pending UID2) are
+ * unknown at once, its queue is freed (the sanitiser build checks leaks),
+ * another device is untouched, and its old UID may be provisioned again. */
+static void test_remove(void)
+{
+    pair_t p;
+    pk_out_t out;
+    const uint8_t *resp;
+    size_t rlen;
+    uint8_t poll1[PK_TRIG_POLL_LEN], poll2[PK_TRIG_POLL_LEN], pb[PK_TRIG_POLL_LEN];
+    uint8_t kb[16], ub[16];
+    pk_trig_dev_msg_t msg;
+    pk_trig_dev_t b;
+    pk_trig_srv_info_t info;
+    pair_init(&p, PK_TRIG_DEV_ROTATE);
+    for (int i = 0; i < 16; i++) {
+        kb[i] = (uint8_t)(0x40 + i);
+        ub[i] = (uint8_t)(0x90 + i);
+    }
+    CHECK_EQ_INT(pk_trig_srv_add(p.srv, 9, kb, ub, 0), PK_OK);
+    CHECK_EQ_INT(pk_trig_dev_init(&b, &CFG, kb, ub, 60, 0), PK_OK);
+    CHECK_EQ_INT(pk_trig_srv_queue(p.srv, 7, 1, PK_TRIG_CMD_APP, (const uint8_t *)"a", 1), PK_OK);
+    CHECK_EQ_INT(pk_trig_srv_queue(p.srv, 7, 2, PK_TRIG_CMD_KEYGEN, NULL, 0), PK_OK);
+    /* device 7: an exchange pending (command 1 bound), its response taken */
+    CHECK_EQ_INT(pk_trig_dev_poll(&p.dev, 0, poll1), PK_OK);
+    CHECK_EQ_INT(srv_in(p.srv, poll1, sizeof poll1, 10, &out, &resp, &rlen), PK_OK);
+    CHECK_EQ_INT(pk_trig_dev_input(&p.dev, resp, rlen, 20, &msg), PK_OK);
+    CHECK_EQ_INT(pk_trig_dev_saved(&p.dev, 20), PK_OK);
+    CHECK_EQ_INT(pk_trig_dev_poll(&p.dev, 60020, poll2), PK_OK); /* UID2, not yet sent */
+    CHECK_EQ_INT(pk_trig_srv_count(p.srv), 2);
+
+    CHECK_EQ_INT(pk_trig_srv_remove(p.srv, 7), PK_OK);
+    CHECK_EQ_INT(pk_trig_srv_count(p.srv), 1);
+    CHECK_EQ_INT(pk_trig_srv_info(p.srv, 7, &info), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(srv_in(p.srv, poll1, sizeof poll1, 30, &out, &resp, &rlen), PK_ERR_DENIED);
+    CHECK_EQ_INT(srv_in(p.srv, poll2, sizeof poll2, 40, &out, &resp, &rlen), PK_ERR_DENIED);
+    CHECK_EQ_INT(out.n, 0);
+    CHECK_EQ_INT(pk_trig_srv_queue(p.srv, 7, 3, PK_TRIG_CMD_KEYGEN, NULL, 0), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_trig_srv_remove(p.srv, 7), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_trig_srv_remove(p.srv, 12345), PK_ERR_NOTFOUND);
+
+    /* device 9 is untouched: two full exchanges */
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(pk_trig_dev_poll(&b, 100 + (uint64_t)i * 70000, pb), PK_OK);
+        CHECK_EQ_INT(srv_in(p.srv, pb, sizeof pb, 110 + (uint64_t)i * 70000, &out, &resp, &rlen),
+                     PK_OK);
+        CHECK_EQ_INT(pk_trig_dev_input(&b, resp, rlen, 120 + (uint64_t)i * 70000, &msg), PK_OK);
+        CHECK_EQ_INT(pk_trig_dev_saved(&b, 120 + (uint64_t)i * 70000), PK_OK);
+    }
+    CHECK_EQ_INT(pk_trig_srv_info(p.srv, 9, &info), PK_OK);
+    CHECK_EQ_INT(info.exchanges, 1);
+    /* the old UID1 is free again (a new dev_no, as the shell would use) */
+    CHECK_EQ_INT(pk_trig_srv_add(p.srv, 10, K1, UID1, 0), PK_OK);
+    CHECK_EQ_INT(srv_in(p.srv, poll1, sizeof poll1, 200000, &out, &resp, &rlen), PK_OK);
+    pk_trig_srv_free(p.srv);
+}
+
 /* The index stays consistent through growth and many deletions. */
 static void test_index_growth(void)
 {
@@ -665,6 +722,7 @@ int main(void)
     RUN(test_rotation);
     RUN(test_identity_properties);
     RUN(test_persist_reload);
+    RUN(test_remove);
     RUN(test_index_growth);
     return check_report();
 }

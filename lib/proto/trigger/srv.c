@@ -730,6 +730,25 @@ out:
     return rc;
 }
 
+int pk_trig_srv_remove(pk_trig_srv_t *s, uint32_t dev_no)
+{
+    slot_t *sl = get_slot(s, dev_no);
+    if (!sl)
+        return PK_ERR_NOTFOUND;
+    tab_del(s, sl->cur_tag, dev_no);
+    if (sl->flags & SLOT_PENDING)
+        tab_del(s, uid_tag(sl->uid), dev_no | NEXT_BIT);
+    for (uint32_t c = sl->q_head, n = 0; c != NIL && n <= PK_TRIG_QUEUE_MAX; n++) {
+        uint32_t next = s->cmds[c].next;
+        cmd_release(s, c);
+        c = next;
+    }
+    pk_wipe(sl, sizeof *sl); /* K1, UID, UID_RAND */
+    sl->flags = 0;
+    s->ndev--;
+    return PK_OK;
+}
+
 void pk_trig_srv_persisted(pk_trig_srv_t *s, uint32_t dev_no)
 {
     slot_t *sl = get_slot(s, dev_no);

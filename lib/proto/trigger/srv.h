@@ -115,6 +115,13 @@ void pk_trig_srv_prefetch(const pk_trig_srv_t *s, const uint8_t *buf, size_t len
 int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t now_ms,
                       pk_out_t *out);
 
+/* Forgets a device: its UIDs leave the index (polls with them are unknown
+ * from now on), its queued commands are freed, its slot is wiped and never
+ * reused by the core (the shell never reuses a dev_no either). PK_OK or
+ * PK_ERR_NOTFOUND. The shell makes the removal durable (and keeps journal
+ * entries of the device from bringing it back) before calling this. */
+int pk_trig_srv_remove(pk_trig_srv_t *s, uint32_t dev_no);
+
 /* The shell calls this once a device's PERSIST is durable. */
 void pk_trig_srv_persisted(pk_trig_srv_t *s, uint32_t dev_no);
 
