@@ -7,6 +7,8 @@
 #include "commands.h"
 #include "core/crypto.h"
 
+#include <openssl/crypto.h>
+
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
@@ -31,12 +33,15 @@ static void usage(FILE *f)
 static int cmd_version(int argc, char **argv)
 {
     if (argc > 1 && pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey version\n\nPrints the version of proxkey.\n");
+        printf(
+            "usage: proxkey version\n\nPrints the version of proxkey, of the OpenSSL it runs on\n"
+            "and the crypto backend in use (PROXKEY_CRYPTO=evp or provider).\n");
         return 0;
     }
     if (argc > 1)
         return pk_cli_usage_error("version", "takes no arguments");
     printf("proxkey %s\n", PROXKEY_VERSION);
+    printf("%s, crypto backend %s\n", OpenSSL_version(OPENSSL_VERSION), pk_crypto_backend());
     return 0;
 }
 
@@ -55,6 +60,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "proxkey: no command given (try 'proxkey --help')\n");
         return 2;
     }
+    /* PROXKEY_CRYPTO=evp: every primitive through EVP (lib/core/crypto.c) */
+    const char *be = getenv("PROXKEY_CRYPTO");
+    if (be && strcmp(be, "evp") == 0)
+        (void)pk_crypto_use_evp();
+    else if (be && *be && strcmp(be, "provider") != 0)
+        return pk_cli_usage_error("PROXKEY_CRYPTO", "must be 'evp' or 'provider', not '%s'", be);
     if (pk_cli_is_help(argv[1]))
         return cmd_help(argc - 1, argv + 1);
     if (strcmp(argv[1], "--version") == 0)
@@ -64,13 +75,6 @@ int main(int argc, char **argv)
     const pk_cmd_t *c = pk_cli_find(commands, "proxkey", argv[1]);
     if (!c)
         return 2;
-    /* PROXKEY_CRYPTO=evp: every primitive through EVP (lib/core/crypto.c) */
-    const char *be = getenv("PROXKEY_CRYPTO");
-    if (be && strcmp(be, "evp") == 0)
-        (void)pk_crypto_use_evp();
-    else if (be && *be && strcmp(be, "provider") != 0)
-        return pk_cli_usage_error("proxkey", "PROXKEY_CRYPTO must be 'evp' or 'provider', not '%s'",
-                                  be);
     if (pk_crypto_init() != 0) {
         fprintf(stderr, "proxkey: OpenSSL 3 algorithms unavailable\n");
         return 1;
