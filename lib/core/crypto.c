@@ -104,15 +104,23 @@ static const OSSL_DISPATCH *pk_prov_find(OSSL_PROVIDER *prov, int op, const char
     return found;
 }
 
+/* The dispatch table of `name` in the provider an EVP fetch chose, and
+ * that provider's context (the newctx argument). */
+static const OSSL_DISPATCH *pk_prov_impl(const OSSL_PROVIDER *cprov, int op, const char *name,
+                                         void **provctx)
+{
+    OSSL_PROVIDER *prov = (OSSL_PROVIDER *)cprov;
+    const OSSL_DISPATCH *d = prov ? pk_prov_find(prov, op, name) : NULL;
+    *provctx = d ? OSSL_PROVIDER_get0_provider_ctx(prov) : NULL;
+    return d;
+}
+
 static int pk_prov_cipher(const EVP_CIPHER *c, const char *name, pk_pcipher_t *p)
 {
-    OSSL_PROVIDER *prov = (OSSL_PROVIDER *)EVP_CIPHER_get0_provider(c);
-    const OSSL_DISPATCH *d = prov ? pk_prov_find(prov, OSSL_OP_CIPHER, name) : NULL;
     memset(p, 0, sizeof *p);
-    if (!d)
-        return 0;
-    p->provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
-    for (; d->function_id != 0; d++) {
+    const OSSL_DISPATCH *d =
+        pk_prov_impl(EVP_CIPHER_get0_provider(c), OSSL_OP_CIPHER, name, &p->provctx);
+    for (; d && d->function_id != 0; d++) {
         switch (d->function_id) {
         case OSSL_FUNC_CIPHER_NEWCTX: p->newctx = OSSL_FUNC_cipher_newctx(d); break;
         case OSSL_FUNC_CIPHER_FREECTX: p->freectx = OSSL_FUNC_cipher_freectx(d); break;
@@ -135,13 +143,10 @@ static int pk_prov_cipher(const EVP_CIPHER *c, const char *name, pk_pcipher_t *p
 
 static int pk_prov_digest(const EVP_MD *md, const char *name, pk_pdigest_t *p)
 {
-    OSSL_PROVIDER *prov = (OSSL_PROVIDER *)EVP_MD_get0_provider(md);
-    const OSSL_DISPATCH *d = prov ? pk_prov_find(prov, OSSL_OP_DIGEST, name) : NULL;
     memset(p, 0, sizeof *p);
-    if (!d)
-        return 0;
-    p->provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
-    for (; d->function_id != 0; d++) {
+    const OSSL_DISPATCH *d =
+        pk_prov_impl(EVP_MD_get0_provider(md), OSSL_OP_DIGEST, name, &p->provctx);
+    for (; d && d->function_id != 0; d++) {
         switch (d->function_id) {
         case OSSL_FUNC_DIGEST_NEWCTX: p->newctx = OSSL_FUNC_digest_newctx(d); break;
         case OSSL_FUNC_DIGEST_FREECTX: p->freectx = OSSL_FUNC_digest_freectx(d); break;
