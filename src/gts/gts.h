@@ -74,6 +74,12 @@ int gts_db_import(gts_db_t *db, gts_import_t *devs, size_t n);
  * provisioned (nothing removed). */
 int gts_db_remove(gts_db_t *db, const char *const *names, size_t n, uint32_t *dev_nos, size_t *bad);
 
+/* 1 and *interval_s when a stored command (cmd byte, argument) is
+ * poll-faster/poll-slower, else 0. Delivered ones are remembered in
+ * gts_ival[dev_no] = interval_s u32 ‖ command seq u64 (checkpoints and
+ * recovery write it as they delete the command). */
+int gts_cmd_interval(const uint8_t *val, size_t vlen, uint32_t *interval_s);
+
 /* Queues a command for device name (or every device when name is NULL). */
 int gts_db_send(gts_db_t *db, const char *name, uint8_t cmd, const uint8_t *arg, size_t arglen,
                 uint64_t *seq, unsigned *ndev);

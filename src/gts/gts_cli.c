@@ -551,7 +551,24 @@ typedef struct status_ctx {
     const char *name;
     int found;
     pk_txn_t *txn;
+    uint32_t ival;     /* the last delivered poll interval (0: none) ... */
+    uint64_t ival_seq; /* ... and the command that set it */
 } status_ctx_t;
+
+/* Delivered per the journal but not yet folded: a newer interval. */
+static int status_ival_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
+                          size_t vlen)
+{
+    status_ctx_t *s = ctx;
+    uint32_t sec;
+    uint64_t seq = klen == 12 ? pk_get_u64(key + 4) : 0;
+    if (seq > s->ival_seq && gts_overlay_delivered(s->ov, s->dev_no, seq) &&
+        gts_cmd_interval(val, vlen, &sec)) {
+        s->ival = sec;
+        s->ival_seq = seq;
+    }
+    return 0;
+}
 
 static int status_cmd_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
                          size_t vlen)
@@ -608,6 +625,29 @@ static int status_fn(pk_txn_t *txn, void *ctx)
     if (in.pending)
         printf("  exchange pending: Sent=%u, highest try %u%s\n", in.sent, in.try_max,
                in.bound ? ", carrying the queue head" : "");
+    /* the poll interval: the last poll-faster/poll-slower delivered */
+    uint8_t iv[12];
+    size_t ivl = 0;
+    rc = pk_txn_get(txn, "gts_ival", key, 4, iv, sizeof iv, &ivl);
+    if (rc == PK_OK && ivl == sizeof iv) {
+        s->ival = pk_get_u32(iv);
+        s->ival_seq = pk_get_u64(iv + 4);
+    } else if (rc != PK_OK && rc != PK_ERR_NOTFOUND) {
+        return rc;
+    }
+    rc = pk_txn_scan(txn, "gts_cmd", key, 4, NULL, 0, PK_TRIG_QUEUE_MAX, status_ival_cb, s);
+    if (rc != PK_OK)
+        return rc;
+    if (s->ival) {
+        uint64_t now = pk_now_realtime_ms() / 1000;
+        printf("  poll interval %us (set by command seq=%llu)\n", s->ival,
+               (unsigned long long)s->ival_seq);
+        if (in.last_seen_s && now > in.last_seen_s + 2 * (uint64_t)s->ival)
+            printf("  overdue: no poll for %llus, more than twice its interval\n",
+                   (unsigned long long)(now - in.last_seen_s));
+    } else {
+        printf("  poll interval: the device's own (no interval command delivered)\n");
+    }
     /* Loss estimate: the device sent `tries` polls in completed exchanges
      * (highest try of each); we answered `polls`; one response per exchange
      * got through. */
@@ -631,8 +671,10 @@ static int cmd_status(int argc, char **argv)
     argc = take_common(argc, argv, &c);
     if (argc > 1 && pk_cli_is_help(argv[1])) {
         printf("usage: proxkey gts status DEVICE [--db URI]\n"
-               "Shows a device's identity, its command queue, when it was last seen and\n"
-               "the loss estimate from Sent (as of the server's last durable write).\n%s",
+               "Shows a device's identity, its command queue, when it was last seen, the\n"
+               "poll interval its last delivered poll-faster/poll-slower set (and whether\n"
+               "it is overdue) and the loss estimate from Sent (as of the server's last\n"
+               "durable write).\n%s",
                common_help);
         return 0;
     }
@@ -641,7 +683,7 @@ static int cmd_status(int argc, char **argv)
     gts_db_t db;
     if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
         return 1;
-    status_ctx_t s = {&db, NULL, 0, argv[1], 0, NULL};
+    status_ctx_t s = {&db, NULL, 0, argv[1], 0, NULL, 0, 0};
     char jb[GTS_JNL_PATH_MAX];
     int rc = gts_db_journal_base(c.store, c.journal, jb, sizeof jb);
     if (rc == PK_OK)

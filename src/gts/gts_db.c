@@ -349,6 +349,8 @@ static int remove_fn(pk_txn_t *txn, void *ctx)
         if (rc == PK_OK)
             rc = del_keys(txn, "gts_inbox", NULL, 0, 8, key);
         if (rc == PK_OK)
+            rc = pk_txn_del(txn, "gts_ival", key, 4);
+        if (rc == PK_OK || rc == PK_ERR_NOTFOUND)
             rc = pk_txn_put(txn, "gts_gone", key, 4, NULL, 0);
         if (rc == PK_OK)
             rc = pk_txn_put(txn, "gts_deldev", key, 4, NULL, 0);
@@ -687,6 +689,32 @@ static int put_ckpt(pk_txn_t *txn, uint64_t gen)
     return pk_txn_put(txn, "gts_meta", meta_ckpt_key, sizeof meta_ckpt_key - 1, v, sizeof v);
 }
 
+int gts_cmd_interval(const uint8_t *val, size_t vlen, uint32_t *interval_s)
+{
+    if (vlen != 5 || (val[0] != PK_TRIG_CMD_POLL_FASTER && val[0] != PK_TRIG_CMD_POLL_SLOWER))
+        return 0;
+    *interval_s = pk_get_u32(val + 1);
+    return 1;
+}
+
+/* A delivered command (key: dev_no ‖ seq) that changes the poll interval is
+ * remembered in gts_ival[dev_no] = interval u32 ‖ seq u64 before the
+ * command row goes: the interval the device now polls at. */
+static int note_interval(pk_txn_t *txn, const uint8_t key[12])
+{
+    uint8_t val[1 + PK_TRIG_ARG_MAX], iv[12];
+    size_t vl = 0;
+    uint32_t sec;
+    int rc = pk_txn_get(txn, "gts_cmd", key, 12, val, sizeof val, &vl);
+    if (rc != PK_OK)
+        return rc == PK_ERR_NOTFOUND ? PK_OK : rc;
+    if (!gts_cmd_interval(val, vl, &sec))
+        return PK_OK;
+    pk_put_u32(iv, sec);
+    memcpy(iv + 4, key + 4, 8);
+    return pk_txn_put(txn, "gts_ival", key, 4, iv, sizeof iv);
+}
+
 /* One device record and one delivery into the store (inside a txn). */
 static int store_rec(pk_txn_t *txn, pk_wrap_ctx_t *w, uint32_t dev_no, uint64_t deliv,
                      const uint8_t rec[PK_TRIG_REC_LEN])
@@ -697,7 +725,9 @@ static int store_rec(pk_txn_t *txn, pk_wrap_ctx_t *w, uint32_t dev_no, uint64_t 
     pk_put_u32(key, dev_no);
     if (deliv) {
         pk_put_u64(key + 4, deliv);
-        rc = pk_txn_del(txn, "gts_cmd", key, 12);
+        rc = note_interval(txn, key);
+        if (rc == PK_OK)
+            rc = pk_txn_del(txn, "gts_cmd", key, 12);
         if (rc == PK_ERR_NOTFOUND)
             rc = PK_OK;
     }

@@ -7,7 +7,10 @@
 #   answer, `gts status` and `gts device list` no longer know them, the third
 #   device still gets answers and its command. kill -9 before any
 #   checkpoint (the journal still holds the removed devices' entries), then
-#   a restart: they stay removed, the third device still works. The name is
+#   a restart: they stay removed, the third device still works. On the way,
+#   `gts status` shows the poll interval a delivered poll-slower set, read
+#   from the journal while the server runs and from the store once recovery
+#   folded it. The name is
 #   provisioned again: new dev_no, new key and identity, answered; the old
 #   state line is not.
 #   remove.sh TRIGGER_GTS
@@ -80,6 +83,17 @@ done
 grep -q "^rm-" "$DIR/list" && fail "list still shows a removed device: $(cat "$DIR/list")"
 poll keep || fail "keep: poll after the removal: $(cat "$DIR/poll")"
 grep -q "^keep: app for-keep" "$DIR/poll" || fail "keep: command: $(cat "$DIR/poll")"
+# the poll interval the server knows: none until a poll-slower is delivered
+"$B" gts status keep "${ST[@]}" >"$DIR/st" 2>&1 || fail "status keep"
+grep -q "poll interval: the device's own" "$DIR/st" || fail "interval before: $(cat "$DIR/st")"
+"$B" gts send keep poll-slower 120 "${ST[@]}" >/dev/null 2>&1 || fail "send poll-slower"
+sleep 0.5
+poll keep || fail "keep: poll for poll-slower: $(cat "$DIR/poll")"
+grep -q "^keep: poll-slower" "$DIR/poll" || fail "keep: poll-slower: $(cat "$DIR/poll")"
+poll keep || fail "keep: poll after poll-slower" # its UID2: the command is delivered
+"$B" gts status keep "${ST[@]}" >"$DIR/st" 2>&1 || fail "status keep"
+grep -Eq "poll interval 120s \(set by command seq=[0-9]+\)" "$DIR/st" ||
+    fail "interval from the journal: $(cat "$DIR/st")"
 
 # a crash before any checkpoint: the journal holds rm-a's and rm-b's entries
 kill -9 "$SRV"
@@ -92,6 +106,9 @@ for d in rm-a rm-b; do
 done
 "$B" gts device list "${ST[@]}" >"$DIR/list" 2>&1 || fail "list after restart"
 grep -q "^rm-" "$DIR/list" && fail "a removed device came back: $(cat "$DIR/list")"
+"$B" gts status keep "${ST[@]}" >"$DIR/st" 2>&1 || fail "status keep after restart"
+grep -Eq "poll interval 120s \(set by command seq=[0-9]+\)" "$DIR/st" ||
+    fail "interval after recovery: $(cat "$DIR/st")"
 poll keep || fail "keep: poll after the restart: $(cat "$DIR/poll")"
 
 # the name again: a new device
