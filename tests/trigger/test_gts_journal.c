@@ -2,7 +2,9 @@
  * The gts journal (src/gts/gts_journal.c): records written through the sync
  * thread come back in order; a torn tail, a flipped bit, a reordered record
  * or a wrong KEK stop the replay at that point (or refuse the file); older
- * generations are skipped and removed.
+ * generations are skipped and removed. And the store side of a removal: a
+ * checkpoint snapshot taken before `gts device remove` does not bring the
+ * device back.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +16,9 @@
 
 #include "check.h"
 #include "core/crypto.h"
+#include "gts.h"
 #include "gts_journal.h"
+#include "store/wrap.h"
 
 #define NREC  50 /* written as 5 frames (groups) of 10 entries */
 #define FRAME (GTS_JNL_FRAME_HDR + 10 * GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN)
@@ -253,6 +257,52 @@ static void test_fresh_key_per_file(void)
     gts_jnl_fini(&j2);
 }
 
+/* A checkpoint that snapshotted a device just before `gts device remove`
+ * committed does not write it back: the tombstone wins (gts_db.c ckpt_fn),
+ * while the other device of the same checkpoint is written. */
+static void test_checkpoint_after_remove(void)
+{
+    gts_db_t db;
+    pk_trig_srv_t *core = NULL, *again = NULL;
+    pk_wrap_ctx_t w = {0};
+    uint32_t devs[2], gone[1];
+    uint8_t recs[2 * PK_TRIG_REC_LEN], rec[PK_TRIG_REC_LEN];
+    uint64_t maxseq = 0;
+    size_t bad = 0;
+    const char *names[] = {"ck-a"};
+    CHECK_EQ_INT(gts_db_open(&db, "memory:", NULL, 1), PK_OK);
+    CHECK_EQ_INT(gts_db_add(&db, "ck-a", 1, 0, NULL), PK_OK);
+    CHECK_EQ_INT(gts_db_add(&db, "ck-b", 1, 0, NULL), PK_OK);
+    CHECK_EQ_INT(gts_db_has(&db, "ck-a", &devs[0]), 1);
+    CHECK_EQ_INT(gts_db_has(&db, "ck-b", &devs[1]), 1);
+    CHECK_EQ_INT(pk_trig_srv_new(&core, &pk_rng_system, 4), PK_OK);
+    CHECK_EQ_INT(gts_db_load(&db, core, &maxseq), PK_OK);
+    CHECK_EQ_INT(pk_trig_srv_count(core), 2);
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ_INT(pk_trig_srv_record(core, devs[i], recs + i * PK_TRIG_REC_LEN), PK_OK);
+    recs[PK_TRIG_REC_LEN + 56] ^= 1; /* ck-b's poll counter: a change to write */
+
+    CHECK_EQ_INT(gts_db_remove(&db, names, 1, gone, &bad), PK_OK);
+    CHECK_EQ_INT(gone[0], devs[0]);
+    CHECK_EQ_INT(pk_wrap_ctx_init(&w, db.kek), PK_OK);
+    CHECK_EQ_INT(gts_db_checkpoint(&db, &w, devs, recs, 2, NULL, 0, 1), PK_OK);
+    pk_wrap_ctx_clear(&w);
+
+    CHECK_EQ_INT(gts_db_has(&db, "ck-a", NULL), 0);
+    CHECK_EQ_INT(pk_trig_srv_new(&again, &pk_rng_system, 4), PK_OK);
+    CHECK_EQ_INT(gts_db_load(&db, again, &maxseq), PK_OK);
+    CHECK_EQ_INT(pk_trig_srv_count(again), 1);
+    CHECK_EQ_INT(pk_trig_srv_record(again, devs[0], rec), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_trig_srv_record(again, devs[1], rec), PK_OK);
+    CHECK_MEM(rec, recs + PK_TRIG_REC_LEN, PK_TRIG_REC_LEN);
+    /* a second removal of the name: unknown, nothing changes */
+    CHECK_EQ_INT(gts_db_remove(&db, names, 1, gone, &bad), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(bad, 0);
+    pk_trig_srv_free(core);
+    pk_trig_srv_free(again);
+    gts_db_close(&db);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/proxkey-jnl-XXXXXX");
@@ -264,6 +314,7 @@ int main(void)
     RUN(test_roundtrip);
     RUN(test_torn_and_tampered);
     RUN(test_fresh_key_per_file);
+    RUN(test_checkpoint_after_remove);
     rmdir(dir);
     return check_report();
 }
