@@ -13,11 +13,19 @@
 #   folded it. The name is
 #   provisioned again: new dev_no, new key and identity, answered; the old
 #   state line is not.
-#   remove.sh TRIGGER_GTS
+#   remove.sh TRIGGER_GTS [sqlite|pg]   (pg: under scripts/pg-harness.sh run,
+#   the store in its private PostgreSQL, the journal a local file)
 set -u
 B=$1
+BACKEND=${2:-sqlite}
 DIR=$(mktemp -d /tmp/proxkey-trigremove-XXXXXX)
+JNL=$DIR/gts.db.journal
 ST=(--db "$DIR/gts.db")
+if [ "$BACKEND" = pg ]; then
+    [ -n "${PK_TEST_PG:-}" ] || { echo "FAIL: pg needs PK_TEST_PG (scripts/pg-harness.sh run)"; exit 1; }
+    JNL=$DIR/gts.journal
+    ST=(--db "$PK_TEST_PG" --kek "$DIR/gts.kek" --journal "$JNL")
+fi
 SRV=0
 cleanup() {
     [ "$SRV" != 0 ] && kill -9 "$SRV" 2>/dev/null
@@ -53,7 +61,8 @@ silent() { # silent STATEFILE: no answer within 2 x 150 ms
 }
 
 for d in rm-a rm-b keep; do
-    "$B" gts device add "$d" "${ST[@]}" --out "$DIR/$d.state" >/dev/null 2>&1 || fail "add $d"
+    "$B" gts device add "$d" "${ST[@]}" --out "$DIR/$d.state" >"$DIR/add.log" 2>&1 ||
+        fail "add $d: $(cat "$DIR/add.log")"
 done
 start
 for d in rm-a rm-b keep; do
@@ -99,7 +108,7 @@ grep -Eq "poll interval 120s \(set by command seq=[0-9]+\)" "$DIR/st" ||
 kill -9 "$SRV"
 wait "$SRV" 2>/dev/null
 SRV=0
-ls "$DIR"/gts.db.journal.* >/dev/null 2>&1 || fail "no journal file to replay"
+ls "$JNL".* >/dev/null 2>&1 || fail "no journal file to replay"
 start
 for d in rm-a rm-b; do
     silent "$DIR/$d.uid2" || fail "$d: answered again after the restart"
@@ -123,4 +132,4 @@ silent "$DIR/rm-a.uid2" || fail "rm-a: the old identity is answered"
 kill -TERM "$SRV"
 wait "$SRV" 2>/dev/null
 SRV=0
-echo "ok: removal all-or-none, immediate on a running server, kept across kill -9 and journal replay"
+echo "ok ($BACKEND): removal all-or-none, immediate on a running server, kept across kill -9 and journal replay"
