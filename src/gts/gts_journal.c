@@ -67,6 +67,21 @@ static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return PK_OK;
 }
 
+/* Seals frame (header room, count plaintext entries, tag room) in place as
+ * frame number seq: header, then AES-256-GCM under JK. */
+static int seal_at(gts_jnl_t *j, uint8_t *buf, size_t count, uint64_t seq)
+{
+    uint8_t n[PK_AEAD_NONCE_LEN];
+    size_t ctlen = count * GTS_JNL_ENT_LEN;
+    buf[0] = FRAME_T_GROUP;
+    buf[1] = buf[2] = buf[3] = 0;
+    pk_put_u32(buf + 4, (uint32_t)count);
+    pk_put_u64(buf + 8, seq);
+    nonce_of(seq, n);
+    return pk_aead_seal(&j->aead, n, buf, GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR, ctlen,
+                        buf + GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR + ctlen);
+}
+
 static void *sync_main(void *arg)
 {
     gts_jnl_t *j = arg;
@@ -77,15 +92,18 @@ static void *sync_main(void *arg)
         if (!j->req && j->quit)
             break;
         const uint8_t *buf = j->wbuf;
-        size_t len = j->wlen;
-        uint64_t off = j->woff;
+        uint8_t *frame = j->wframe;
+        size_t len = j->wlen, count = j->wcount;
+        uint64_t off = j->woff, seq = j->wseq;
         int fd = j->fd;
         pthread_mutex_unlock(&j->mu);
 
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int rc = PK_OK;
-        if (fd >= 0) {
+        if (frame) /* sealed here, off the serving thread (gts_jnl_submit_frame) */
+            rc = seal_at(j, frame, count, seq);
+        if (fd >= 0 && rc == PK_OK) {
             rc = write_all(fd, buf, len, off);
             if (rc == PK_OK && fdatasync(fd) != 0)
                 rc = PK_ERR_IO;
@@ -218,26 +236,20 @@ void gts_jnl_entry(uint8_t *ent, uint32_t dev_no, uint64_t delivered_seq,
 
 int gts_jnl_seal_frame(gts_jnl_t *j, uint8_t *buf, size_t count, size_t *len)
 {
-    uint8_t n[PK_AEAD_NONCE_LEN];
-    uint64_t seq = j->seq + 1;
-    size_t ctlen = count * GTS_JNL_ENT_LEN;
     if (count == 0 || count > GTS_JNL_FRAME_MAX)
         return PK_ERR_INVAL;
-    buf[0] = FRAME_T_GROUP;
-    buf[1] = buf[2] = buf[3] = 0;
-    pk_put_u32(buf + 4, (uint32_t)count);
-    pk_put_u64(buf + 8, seq);
-    nonce_of(seq, n);
-    int rc = pk_aead_seal(&j->aead, n, buf, GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR, ctlen,
-                          buf + GTS_JNL_FRAME_HDR, buf + GTS_JNL_FRAME_HDR + ctlen);
+    int rc = seal_at(j, buf, count, j->seq + 1);
     if (rc != PK_OK)
         return rc;
-    j->seq = seq;
-    *len = GTS_JNL_FRAME_HDR + ctlen + GTS_JNL_TAG_LEN;
+    j->seq++;
+    *len = GTS_JNL_FRAME_HDR + count * GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN;
     return PK_OK;
 }
 
-int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len)
+/* One request to the sync thread: write len bytes of buf at the journal's
+ * end and fdatasync; with frame, seal it (count entries, as seq) first. */
+static int submit(gts_jnl_t *j, const uint8_t *buf, size_t len, uint8_t *frame, size_t count,
+                  uint64_t seq)
 {
     if (j->busy) /* the previous request's completion is not collected yet */
         return PK_ERR_STATE;
@@ -245,12 +257,31 @@ int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len)
     j->busy = 1;
     j->wbuf = buf;
     j->wlen = len;
+    j->wframe = frame;
+    j->wcount = count;
+    j->wseq = seq;
     j->woff = j->off;
     j->off += len;
     j->req = 1;
     pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
     return PK_OK;
+}
+
+int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len)
+{
+    return submit(j, buf, len, NULL, 0, 0);
+}
+
+int gts_jnl_submit_frame(gts_jnl_t *j, uint8_t *buf, size_t count)
+{
+    if (count == 0 || count > GTS_JNL_FRAME_MAX)
+        return PK_ERR_INVAL;
+    int rc = submit(j, buf, GTS_JNL_FRAME_HDR + count * GTS_JNL_ENT_LEN + GTS_JNL_TAG_LEN, buf,
+                    count, j->seq + 1);
+    if (rc == PK_OK)
+        j->seq++; /* a failed seal fails the request: the server stops */
+    return rc;
 }
 
 int gts_jnl_done(gts_jnl_t *j)

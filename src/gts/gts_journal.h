@@ -59,6 +59,9 @@ typedef struct gts_jnl {
     const uint8_t *wbuf;
     size_t wlen;
     uint64_t woff;
+    uint8_t *wframe; /* a frame the sync thread seals before writing (or NULL) */
+    size_t wcount;
+    uint64_t wseq;
     uint64_t syncs, sync_us; /* counters */
 } gts_jnl_t;
 
@@ -87,6 +90,12 @@ int gts_jnl_seal_frame(gts_jnl_t *j, uint8_t *buf, size_t count, size_t *len);
  * the request completes at once (the eventfd still fires). PK_ERR_STATE
  * while the previous request's completion is not collected. */
 int gts_jnl_submit(gts_jnl_t *j, const uint8_t *buf, size_t len);
+
+/* As gts_jnl_seal_frame + gts_jnl_submit, the sealing done by the sync
+ * thread (the serving thread hands over plaintext entries and goes on); a
+ * sealing failure is the request's error. The next seq is taken now.
+ * PK_ERR_INVAL (count), PK_ERR_STATE (as gts_jnl_submit). */
+int gts_jnl_submit_frame(gts_jnl_t *j, uint8_t *buf, size_t count);
 /* After the eventfd fired: consumes it and returns the request's result
  * (PK_OK: the records are on disk; PK_ERR_BUSY: not done yet; else PK_ERR_IO). */
 int gts_jnl_done(gts_jnl_t *j);

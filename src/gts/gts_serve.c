@@ -230,12 +230,11 @@ static void kick(gts_server_t *s)
         release(s, b); /* depends only on records already durable */
         return;
     }
-    size_t len = 0;
-    int rc = gts_jnl_seal_frame(&s->jnl, b->recs, b->nrec, &len);
+    /* the sync thread seals the frame, then writes and syncs it */
+    int rc = gts_jnl_submit_frame(&s->jnl, b->recs, b->nrec);
     if (rc == PK_OK) {
         s->gb = s->gf;
         s->gf = b;
-        rc = gts_jnl_submit(&s->jnl, b->recs, len);
     }
     if (rc != PK_OK) {
         fatal(s, "gts_journal_failed", rc);

@@ -51,7 +51,9 @@ static void rec_of(unsigned i, uint8_t rec[PK_TRIG_REC_LEN])
         rec[b] = (uint8_t)(i * 7 + b);
 }
 
-/* Writes NREC entries (5 groups of 10) into journal generation gen. */
+/* Writes NREC entries (5 groups of 10) into journal generation gen; the
+ * odd groups are sealed by the sync thread (gts_jnl_submit_frame), so the
+ * frame numbers of both ways interleave. */
 static void write_journal(uint64_t gen)
 {
     gts_jnl_t j;
@@ -67,17 +69,24 @@ static void write_journal(uint64_t gen)
             gts_jnl_entry(buf + GTS_JNL_FRAME_HDR + i * GTS_JNL_ENT_LEN, k, k % 3 ? 0 : 1000 + k,
                           rec);
         }
-        CHECK_EQ_INT(gts_jnl_seal_frame(&j, buf, 10, &len), PK_OK);
-        CHECK_EQ_INT(len, FRAME);
-        CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_OK);
-        /* a second request while one is pending is refused */
-        CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_ERR_STATE);
+        if (g % 2) { /* odd groups: sealed by the sync thread, as the server does */
+            CHECK_EQ_INT(gts_jnl_submit_frame(&j, buf, 10), PK_OK);
+            CHECK_EQ_INT(gts_jnl_submit_frame(&j, buf, 10), PK_ERR_STATE);
+            len = FRAME;
+        } else {
+            CHECK_EQ_INT(gts_jnl_seal_frame(&j, buf, 10, &len), PK_OK);
+            CHECK_EQ_INT(len, FRAME);
+            CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_OK);
+            /* a second request while one is pending is refused */
+            CHECK_EQ_INT(gts_jnl_submit(&j, buf, len), PK_ERR_STATE);
+        }
         struct pollfd p = {j.efd, POLLIN, 0};
         CHECK(poll(&p, 1, 5000) == 1);
         CHECK_EQ_INT(gts_jnl_done(&j), PK_OK);
     }
     size_t len;
     CHECK_EQ_INT(gts_jnl_seal_frame(&j, buf, 0, &len), PK_ERR_INVAL);
+    CHECK_EQ_INT(gts_jnl_submit_frame(&j, buf, 0), PK_ERR_INVAL);
     gts_jnl_fini(&j);
 }
 
