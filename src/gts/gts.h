@@ -43,8 +43,11 @@ void gts_db_close(gts_db_t *db);
 
 /* Provisions count devices named name (count 1) or name-0..name-(count-1),
  * with random K1 and UID1, in one transaction. For each, writes a line
- * "name dev_no k1hex uid1hex" to prov (may be NULL). */
-int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, FILE *prov);
+ * "name dev_no k1hex uid1hex [interval_s]" to prov (may be NULL).
+ * interval_s (0: not given) is the poll interval the devices start with: in
+ * their lines and in gts_ival (command seq 0), so `gts status` knows it. */
+int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, uint32_t interval_s,
+               FILE *prov);
 
 /* A device provisioned elsewhere (the kms trigger keys) for gts_db_import. */
 typedef struct gts_import {

@@ -122,15 +122,18 @@ static int cmd_device_add(int argc, char **argv)
     common_opts_t c;
     argc = take_common(argc, argv, &c);
     const char *name = NULL, *outpath = NULL;
-    unsigned long long count = 1;
+    unsigned long long count = 1, interval = 0;
     unsigned flags = 0;
     for (int i = 1; i < argc; i++) {
         if (pk_cli_is_help(argv[i])) {
-            printf("usage: proxkey gts device add NAME [--count N] [--rotate] [--out FILE]\n"
+            printf("usage: proxkey gts device add NAME [--count N] [--rotate] [--interval S]\n"
+                   "                                [--out FILE]\n"
                    "Provisions a device (or N devices NAME-0..NAME-N-1) with a random trigger key\n"
-                   "K1 and first identity UID1; prints 'name dev_no K1 UID1' per device (hex)\n"
+                   "K1 and first identity UID1; prints 'name dev_no K1 UID1 [S]' per device (hex)\n"
                    "for the device side (proxkey device poll --state FILE).\n%s"
                    "  --rotate      rotate the key with every identity (K2 = KDF(K1, ...))\n"
+                   "  --interval S  the devices poll every S seconds (1..604800) until a command\n"
+                   "                changes it; in their lines, and known to 'gts status'\n"
                    "  --out FILE    write the provisioning lines to FILE (mode 0600)\n",
                    common_help);
             return 0;
@@ -139,6 +142,11 @@ static int cmd_device_add(int argc, char **argv)
                 return pk_cli_usage_error("gts device add", "--count wants 1..1000000");
         } else if (strcmp(argv[i], "--rotate") == 0) {
             flags |= PK_TRIG_DEV_ROTATE;
+        } else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S,
+                                 &interval) != 0)
+                return pk_cli_usage_error("gts device add", "--interval wants seconds, %u..%u",
+                                          PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S);
         } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             outpath = argv[++i];
         } else if (!name && argv[i][0] != '-') {
@@ -161,7 +169,7 @@ static int cmd_device_add(int argc, char **argv)
     gts_db_t db;
     int rc = gts_db_open(&db, c.store, c.kek, 1);
     if (rc == PK_OK) {
-        rc = gts_db_add(&db, name, (unsigned)count, flags, out);
+        rc = gts_db_add(&db, name, (unsigned)count, flags, (uint32_t)interval, out);
         gts_db_close(&db);
     }
     if (out != stdout && fclose(out) != 0 && rc == PK_OK)
@@ -640,8 +648,11 @@ static int status_fn(pk_txn_t *txn, void *ctx)
         return rc;
     if (s->ival) {
         uint64_t now = pk_now_realtime_ms() / 1000;
-        printf("  poll interval %us (set by command seq=%llu)\n", s->ival,
-               (unsigned long long)s->ival_seq);
+        if (s->ival_seq)
+            printf("  poll interval %us (set by command seq=%llu)\n", s->ival,
+                   (unsigned long long)s->ival_seq);
+        else
+            printf("  poll interval %us (as provisioned)\n", s->ival);
         if (in.last_seen_s && now > in.last_seen_s + 2 * (uint64_t)s->ival)
             printf("  overdue: no poll for %llus, more than twice its interval\n",
                    (unsigned long long)(now - in.last_seen_s));

@@ -109,6 +109,7 @@ typedef struct add_ctx {
     gts_db_t *db;
     const char *name;
     unsigned count, flags;
+    uint32_t interval_s; /* the devices' poll interval, 0: not given */
     /* outputs, reset at each try */
     uint32_t *dev_nos;
     uint8_t (*k1)[16];
@@ -127,7 +128,7 @@ static void dev_name(const add_ctx_t *a, unsigned i, char *out)
  * the sealed fresh record, and gts_newdev so a running server loads it.
  * The one path of `gts device add` and `gts device import`. */
 static int add_one(pk_txn_t *txn, gts_db_t *db, const char *name, const uint8_t k1[16],
-                   const uint8_t uid[16], unsigned flags, uint32_t *dev_no)
+                   const uint8_t uid[16], unsigned flags, uint32_t interval_s, uint32_t *dev_no)
 {
     uint8_t key[4], val[PK_TRIG_REC_LEN + PK_WRAP_OVERHEAD];
     uint8_t rec[PK_TRIG_REC_LEN];
@@ -161,6 +162,11 @@ static int add_one(pk_txn_t *txn, gts_db_t *db, const char *name, const uint8_t 
         rc = pk_txn_put(txn, "gts_devname", key, 4, (const uint8_t *)name, strlen(name));
     if (rc == PK_OK)
         rc = pk_txn_put(txn, "gts_newdev", key, 4, NULL, 0);
+    if (rc == PK_OK && interval_s) { /* the interval it was provisioned with: seq 0 */
+        uint8_t iv[12] = {0};
+        pk_put_u32(iv, interval_s);
+        rc = pk_txn_put(txn, "gts_ival", key, 4, iv, sizeof iv);
+    }
     return rc;
 }
 
@@ -171,14 +177,16 @@ static int add_fn(pk_txn_t *txn, void *ctx)
     for (unsigned i = 0; i < a->count && rc == PK_OK; i++) {
         char name[GTS_NAME_MAX + 1];
         dev_name(a, i, name);
-        rc = add_one(txn, a->db, name, a->k1[i], a->uid[i], a->flags, &a->dev_nos[i]);
+        rc =
+            add_one(txn, a->db, name, a->k1[i], a->uid[i], a->flags, a->interval_s, &a->dev_nos[i]);
     }
     return rc;
 }
 
-int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, FILE *prov)
+int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, uint32_t interval_s,
+               FILE *prov)
 {
-    add_ctx_t a = {db, name, count, flags, NULL, NULL, NULL};
+    add_ctx_t a = {db, name, count, flags, interval_s, NULL, NULL, NULL};
     int rc;
     if (count == 0 || strlen(name) == 0 || strlen(name) > GTS_NAME_MAX - 11)
         return PK_ERR_INVAL;
@@ -200,7 +208,10 @@ int gts_db_add(gts_db_t *db, const char *name, unsigned count, unsigned flags, F
             dev_name(&a, i, nm);
             gts_hex(a.k1[i], 16, kh);
             gts_hex(a.uid[i], 16, uh);
-            fprintf(prov, "%s %u %s %s\n", nm, a.dev_nos[i], kh, uh);
+            if (interval_s)
+                fprintf(prov, "%s %u %s %s %u\n", nm, a.dev_nos[i], kh, uh, interval_s);
+            else
+                fprintf(prov, "%s %u %s %s\n", nm, a.dev_nos[i], kh, uh);
             pk_wipe(kh, sizeof kh);
         }
     }
@@ -388,7 +399,7 @@ static int import_fn(pk_txn_t *txn, void *ctx)
             continue;
         }
         if (rc == PK_ERR_NOTFOUND)
-            rc = add_one(txn, c->db, d->name, d->k1, d->uid1, d->flags, &d->dev_no);
+            rc = add_one(txn, c->db, d->name, d->k1, d->uid1, d->flags, 0, &d->dev_no);
     }
     return rc;
 }

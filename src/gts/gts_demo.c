@@ -99,7 +99,7 @@ int pk_demo_trigger(int argc, char **argv)
     FILE *prov = fopen(provpath, "w+");
     if (!prov || gts_db_open(&db, store, NULL, 1) != PK_OK)
         goto out;
-    if (gts_db_add(&db, "meter", 3, 0, prov) != PK_OK) {
+    if (gts_db_add(&db, "meter", 3, 0, 0, prov) != PK_OK) {
         gts_db_close(&db);
         goto out;
     }

@@ -8,7 +8,8 @@
 #   device still gets answers and its command. kill -9 before any
 #   checkpoint (the journal still holds the removed devices' entries), then
 #   a restart: they stay removed, the third device still works. On the way,
-#   `gts status` shows the poll interval a delivered poll-slower set, read
+#   `gts status` shows the poll interval (none, or --interval as provisioned,
+#   then the one a delivered poll-slower set, read
 #   from the journal while the server runs and from the store once recovery
 #   folded it. The name is
 #   provisioned again: new dev_no, new key and identity, answered; the old
@@ -61,9 +62,15 @@ silent() { # silent STATEFILE: no answer within 2 x 150 ms
 }
 
 for d in rm-a rm-b keep; do
-    "$B" gts device add "$d" "${ST[@]}" --out "$DIR/$d.state" >"$DIR/add.log" 2>&1 ||
+    extra=()
+    [ "$d" = keep ] && extra=(--interval 30)
+    "$B" gts device add "$d" "${ST[@]}" "${extra[@]}" --out "$DIR/$d.state" >"$DIR/add.log" 2>&1 ||
         fail "add $d: $(cat "$DIR/add.log")"
 done
+grep -Eqx "keep [0-9]+ [0-9a-f]{32} [0-9a-f]{32} 30" "$DIR/keep.state" || fail "keep.state: no interval"
+"$B" gts device add bad "${ST[@]}" --interval 0 >/dev/null 2>&1 && fail "--interval 0 accepted"
+"$B" gts status rm-b "${ST[@]}" >"$DIR/st" 2>&1 || fail "status rm-b"
+grep -q "poll interval: the device's own" "$DIR/st" || fail "rm-b interval: $(cat "$DIR/st")"
 start
 for d in rm-a rm-b keep; do
     poll "$d" || fail "$d: first poll: $(cat "$DIR/poll")"
@@ -92,9 +99,9 @@ done
 grep -q "^rm-" "$DIR/list" && fail "list still shows a removed device: $(cat "$DIR/list")"
 poll keep || fail "keep: poll after the removal: $(cat "$DIR/poll")"
 grep -q "^keep: app for-keep" "$DIR/poll" || fail "keep: command: $(cat "$DIR/poll")"
-# the poll interval the server knows: none until a poll-slower is delivered
+# the poll interval the server knows: as provisioned, until a poll-slower is delivered
 "$B" gts status keep "${ST[@]}" >"$DIR/st" 2>&1 || fail "status keep"
-grep -q "poll interval: the device's own" "$DIR/st" || fail "interval before: $(cat "$DIR/st")"
+grep -q "poll interval 30s (as provisioned)" "$DIR/st" || fail "interval before: $(cat "$DIR/st")"
 "$B" gts send keep poll-slower 120 "${ST[@]}" >/dev/null 2>&1 || fail "send poll-slower"
 sleep 0.5
 poll keep || fail "keep: poll for poll-slower: $(cat "$DIR/poll")"

@@ -280,8 +280,8 @@ static void test_checkpoint_after_remove(void)
     size_t bad = 0;
     const char *names[] = {"ck-a"};
     CHECK_EQ_INT(gts_db_open(&db, "memory:", NULL, 1), PK_OK);
-    CHECK_EQ_INT(gts_db_add(&db, "ck-a", 1, 0, NULL), PK_OK);
-    CHECK_EQ_INT(gts_db_add(&db, "ck-b", 1, 0, NULL), PK_OK);
+    CHECK_EQ_INT(gts_db_add(&db, "ck-a", 1, 0, 0, NULL), PK_OK);
+    CHECK_EQ_INT(gts_db_add(&db, "ck-b", 1, 0, 0, NULL), PK_OK);
     CHECK_EQ_INT(gts_db_has(&db, "ck-a", &devs[0]), 1);
     CHECK_EQ_INT(gts_db_has(&db, "ck-b", &devs[1]), 1);
     CHECK_EQ_INT(pk_trig_srv_new(&core, &pk_rng_system, 4), PK_OK);
