@@ -1,19 +1,18 @@
 #!/bin/bash
 # gts device remove, against a running server and across a crash:
-#   three devices provisioned and polled (each with an exchange pending, one
-#   with a queued command); `gts device remove` of an unknown name alongside
-#   a real one refuses and removes nothing; then two are removed while the
-#   server runs: their next polls (UID2, and a retransmitted UID1) get no
-#   answer, `gts status` and `gts device list` no longer know them, the third
-#   device still gets answers and its command. kill -9 before any
-#   checkpoint (the journal still holds the removed devices' entries), then
-#   a restart: they stay removed, the third device still works. On the way,
-#   `gts status` shows the poll interval (none, or --interval as provisioned,
-#   then the one a delivered poll-slower set, read
-#   from the journal while the server runs and from the store once recovery
-#   folded it. The name is
-#   provisioned again: new dev_no, new key and identity, answered; the old
-#   state line is not.
+#   three devices provisioned (one with --interval) and polled, each left
+#   with an exchange pending, one with a queued command; `gts device remove`
+#   of an unknown name alongside a real one refuses and removes nothing;
+#   then two are removed while the server runs: their next polls (with the
+#   UID2 they moved to) get no answer, `gts status` and `gts device list` no
+#   longer know them, the third device still gets answers and its command.
+#   kill -9 before any checkpoint (the journal still holds the removed
+#   devices' entries), then a restart: they stay removed, the third device
+#   still works. The name is provisioned again: new dev_no, new key and
+#   identity, answered; the old state line is not. On the way, `gts status`
+#   shows the poll interval: none, then as provisioned (--interval), then
+#   the one a delivered poll-slower set, read from the journal while the
+#   server runs and from the store once recovery folded it.
 #   remove.sh TRIGGER_GTS [sqlite|pg]   (pg: under scripts/pg-harness.sh run,
 #   the store in its private PostgreSQL, the journal a local file)
 set -u
