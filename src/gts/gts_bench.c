@@ -380,7 +380,15 @@ static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t 
                               .reserve = ndev,
                               .journal = jbase,
                               .ckpt_records = bc->ckpt_records};
-        if (gts_server_new(&st.gts, &o) != PK_OK)
+        /* the whole gts on CPU 0: its journal (sync) and checkpoint threads
+         * inherit this thread's affinity when gts_server_new starts them */
+        cpu_set_t saved;
+        int have = pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0;
+        pin(0);
+        int nrc = gts_server_new(&st.gts, &o);
+        if (have)
+            (void)pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+        if (nrc != PK_OK)
             goto out;
         g.port = gts_server_port(st.gts);
         pk_trig_srv_t *core = gts_server_core(st.gts);
