@@ -17,17 +17,8 @@ DIR=$(mktemp -d /tmp/proxkey-trigimport-XXXXXX)
 KMS=$DIR/kms.db
 KEK=$DIR/kms.kek
 GTS=$DIR/gts.db
-SRV=0
-cleanup() {
-    [ "$SRV" != 0 ] && kill -9 "$SRV" 2>/dev/null
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*"
-    [ -f "$DIR/gts.log" ] && tail -5 "$DIR/gts.log"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 K=(--db "$KMS" --kek "$KEK")
 DEVS="tr-a tr-b tr-c"
 
@@ -61,16 +52,7 @@ grep -q "plain: the kms device has no trigger key" "$DIR/err" || fail "no-trigge
 [ -e "$GTS" ] && fail "a refused import touched the gts store"
 
 # the server first, on an empty store; the import reaches it through the store
-"$B" gts serve --db "$GTS" --listen 127.0.0.1:0 2>"$DIR/gts.log" &
-SRV=$!
-PORT=""
-for _ in $(seq 1 50); do
-    PORT=$(sed -n 's/.*event=gts_listening port=\([0-9]*\).*/\1/p' "$DIR/gts.log" | head -1)
-    [ -n "$PORT" ] && break
-    kill -0 "$SRV" 2>/dev/null || fail "gts did not start"
-    sleep 0.1
-done
-[ -n "$PORT" ] || fail "no gts_listening line"
+gts_start "$B" gts serve --db "$GTS" --listen 127.0.0.1:0
 
 "$B" "${IMP[@]}" --all >"$DIR/imp1" 2>>"$DIR/kms.log" || fail "import --all"
 grep -qx "3 imported, 0 kept" "$DIR/imp1" || fail "first import: $(cat "$DIR/imp1")"

@@ -26,30 +26,9 @@ if [ "$BACKEND" = pg ]; then
     JNL=$DIR/gts.journal
     ST=(--db "$PK_TEST_PG" --kek "$DIR/gts.kek" --journal "$JNL")
 fi
-SRV=0
-cleanup() {
-    [ "$SRV" != 0 ] && kill -9 "$SRV" 2>/dev/null
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*"
-    [ -f "$DIR/gts.log" ] && tail -5 "$DIR/gts.log"
-    exit 1
-}
-start() {
-    : >"$DIR/gts.log"
-    "$B" gts serve "${ST[@]}" --listen 127.0.0.1:0 2>"$DIR/gts.log" &
-    SRV=$!
-    PORT=""
-    for _ in $(seq 1 50); do
-        PORT=$(sed -n 's/.*event=gts_listening port=\([0-9]*\).*/\1/p' "$DIR/gts.log" | head -1)
-        [ -n "$PORT" ] && break
-        kill -0 "$SRV" 2>/dev/null || fail "gts did not start"
-        sleep 0.1
-    done
-    [ -n "$PORT" ] || fail "no gts_listening line"
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+start() { gts_start "$B" gts serve "${ST[@]}" --listen 127.0.0.1:0; }
 poll() { # poll NAME: one exchange, the answer in $DIR/poll
     "$B" device poll --server "127.0.0.1:$PORT" --timeout-ms 300 --max-resend 3 \
         --state "$DIR/$1.state" >"$DIR/poll" 2>&1
