@@ -702,8 +702,9 @@ int pk_hmac_sha256(const uint8_t *key, size_t keylen, const void *msg, size_t le
 }
 
 /* ---- start-up self-test of the provider backend ----
- * The same inputs through both backends (RFC 4231 case 6's long key, and
- * AES-128/256-GCM seal and open of a 35-byte message); any difference keeps
+ * The same inputs through both backends (HMAC under a 20-byte key and, re-
+ * keyed, under a 131-byte one that is hashed first; AES-128/256-GCM seal,
+ * open and a forged tag on a 35-byte message); any difference keeps
  * the process on EVP. Runs inside pk_crypto_do_init with pk_fast toggled. */
 static int pk_backend_selftest(void)
 {

@@ -604,7 +604,6 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
          * becomes current, K2 becomes K1 when rotating, the bound command
          * is delivered. */
         __builtin_prefetch(&s->tab[home_of(sl->cur_tag, s->cap)]);
-        next.cur_tag = uid_tag(next.uid);
         if (next.flags & SLOT_ROTATE) {
             rc = kdf_key(s, sl->k1);
             if (rc == PK_OK)
