@@ -54,6 +54,7 @@ typedef struct gts_import {
     char name[GTS_NAME_MAX + 1];
     uint8_t k1[16], uid1[16]; /* the caller wipes them */
     unsigned flags;           /* PK_TRIG_DEV_* */
+    uint32_t interval_s;      /* poll interval it starts with (0: not given) */
     int skip;                 /* in: leave this entry out */
     /* out */
     uint32_t dev_no;
@@ -64,9 +65,10 @@ typedef struct gts_import {
 int gts_db_has(gts_db_t *db, const char *name, uint32_t *dev_no);
 
 /* Provisions devs[0..n) (skip == 0) in one transaction exactly as
- * gts_db_add does (same records; gts_newdev, so a running server loads
- * them). A name already provisioned is kept as it is (kept = 1): its
- * current identity, key and queue are never reset. PK_ERR_INVAL (bad name). */
+ * gts_db_add does (same records, interval_s in gts_ival; gts_newdev, so a
+ * running server loads them). A name already provisioned is kept as it is
+ * (kept = 1): its current identity, key, interval and queue are never
+ * reset. PK_ERR_INVAL (bad name). */
 int gts_db_import(gts_db_t *db, gts_import_t *devs, size_t n);
 
 /* Removes devices names[0..n) in one transaction (all or none): name, record,

@@ -224,10 +224,12 @@ static int cmd_device_import(int argc, char **argv)
     common_opts_t c;
     argc = take_common(argc, argv, &c);
     const char *kms_db = NULL, *kms_kek = NULL;
+    unsigned long long interval = 0;
     int all = 0, nids = 0, failed = 0, rc = PK_OK;
     for (int i = 1; i < argc; i++) {
         if (pk_cli_is_help(argv[i])) {
             printf("usage: proxkey gts device import --kms-db URI --kms-kek FILE (ID... | --all)\n"
+                   "                                   [--interval S]\n"
                    "Provisions trigger devices from the kms store (proxkey kms trigger add, or\n"
                    "kms device add --trigger): their K1, first identity UID1 and rotation flag,\n"
                    "exported through the kms core (audit trigger_key node=gts), stored exactly as\n"
@@ -239,7 +241,10 @@ static int cmd_device_import(int argc, char **argv)
                    "trigger device is an error, and then nothing is imported.\n%s"
                    "  --kms-db URI    the kms store (SQLite path or postgresql://...)\n"
                    "  --kms-kek FILE  the kms's key-encryption key file\n"
-                   "  --all           every trigger device of the kms\n",
+                   "  --all           every trigger device of the kms\n"
+                   "  --interval S    the poll interval (1..604800 s) the imported devices were\n"
+                   "                  set up with, known to 'gts status' (which flags a device\n"
+                   "                  silent for twice its interval); kept devices keep theirs\n",
                    common_help);
             return 0;
         } else if (strcmp(argv[i], "--kms-db") == 0 && i + 1 < argc) {
@@ -248,6 +253,11 @@ static int cmd_device_import(int argc, char **argv)
             kms_kek = argv[++i];
         } else if (strcmp(argv[i], "--all") == 0) {
             all = 1;
+        } else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S,
+                                 &interval) != 0)
+                return pk_cli_usage_error("gts device import", "--interval wants seconds, %u..%u",
+                                          PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S);
         } else if (argv[i][0] != '-') {
             argv[++nids] = argv[i]; /* IDs gathered at argv[1..nids] */
         } else {
@@ -353,6 +363,7 @@ static int cmd_device_import(int argc, char **argv)
             memcpy(d->k1, t.k1, sizeof d->k1);
             memcpy(d->uid1, t.uid1, sizeof d->uid1);
             d->flags = t.flags & PK_KMS_TRIG_ROTATE ? PK_TRIG_DEV_ROTATE : 0;
+            d->interval_s = (uint32_t)interval;
         } else {
             fprintf(stderr, "proxkey gts device import: %s: kms export: %s\n", d->name,
                     pk_strerror(rc));
@@ -825,7 +836,9 @@ static int dev_file_read(const char *path, dev_file_t *f)
 static int dev_file_write(const char *path, const dev_file_t *f)
 {
     char tmp[4096], kh[33], uh[33];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int tl = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (tl < 0 || (size_t)tl >= sizeof tmp)
+        return PK_ERR_INVAL; /* a path too long for its temporary name */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
         return PK_ERR_IO;

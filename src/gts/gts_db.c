@@ -399,7 +399,7 @@ static int import_fn(pk_txn_t *txn, void *ctx)
             continue;
         }
         if (rc == PK_ERR_NOTFOUND)
-            rc = add_one(txn, c->db, d->name, d->k1, d->uid1, d->flags, 0, &d->dev_no);
+            rc = add_one(txn, c->db, d->name, d->k1, d->uid1, d->flags, d->interval_s, &d->dev_no);
     }
     return rc;
 }

@@ -54,8 +54,13 @@ grep -q "plain: the kms device has no trigger key" "$DIR/err" || fail "no-trigge
 # the server first, on an empty store; the import reaches it through the store
 gts_start "$B" gts serve --db "$GTS" --listen 127.0.0.1:0
 
-"$B" "${IMP[@]}" --all >"$DIR/imp1" 2>>"$DIR/kms.log" || fail "import --all"
+"$B" "${IMP[@]}" --all --interval 0 >/dev/null 2>"$DIR/err"
+[ $? = 2 ] || fail "--interval 0 is not a usage error"
+grep -q "interval wants seconds" "$DIR/err" || fail "--interval 0 message: $(cat "$DIR/err")"
+"$B" "${IMP[@]}" --all --interval 300 >"$DIR/imp1" 2>>"$DIR/kms.log" || fail "import --all"
 grep -qx "3 imported, 0 kept" "$DIR/imp1" || fail "first import: $(cat "$DIR/imp1")"
+"$B" gts status tr-a --db "$GTS" >"$DIR/st" 2>&1 || fail "status after import"
+grep -q "poll interval 300s (as provisioned)" "$DIR/st" || fail "imported interval: $(cat "$DIR/st")"
 sleep 0.5 # the server looks at gts_newdev every 200 ms
 
 POLL=(device poll --server "127.0.0.1:$PORT" --timeout-ms 400 --max-resend 5)
@@ -80,8 +85,10 @@ done
 # re-import: everything kept, no key exported again, identity state untouched
 "$B" "${IMP[@]}" --all >"$DIR/imp2" 2>>"$DIR/kms.log" || fail "re-import --all"
 grep -qx "0 imported, 3 kept" "$DIR/imp2" || fail "re-import: $(cat "$DIR/imp2")"
-"$B" "${IMP[@]}" tr-a >"$DIR/imp3" 2>>"$DIR/kms.log" || fail "re-import tr-a"
+"$B" "${IMP[@]}" tr-a --interval 20 >"$DIR/imp3" 2>>"$DIR/kms.log" || fail "re-import tr-a"
 grep -q "^kept tr-a" "$DIR/imp3" || fail "re-import tr-a: $(cat "$DIR/imp3")"
+"$B" gts status tr-a --db "$GTS" >"$DIR/st" 2>&1 || fail "status after re-import"
+grep -q "poll interval 300s (as provisioned)" "$DIR/st" || fail "re-import changed the interval"
 sleep 0.5
 for d in tr-a tr-c; do
     "$B" "${POLL[@]}" --state "$DIR/$d.state" >"$DIR/poll" 2>&1 ||
@@ -127,4 +134,4 @@ for dev in sys.argv[2:]:
                     bad = 1
 sys.exit(bad)
 EOF
-echo "ok: 3 devices made in the kms, imported, polled; command delivered; re-import kept rotated state"
+echo "ok: 3 devices made in the kms, imported with their interval, polled; command delivered; re-import kept rotated state and interval"
