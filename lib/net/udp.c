@@ -15,9 +15,14 @@ struct batch_priv {
 
 struct qent {
     pk_addr_t to;
-    uint8_t *data; /* malloc'd copy (NULL when len == 0) */
-    size_t len;
+    size_t off, len; /* the copy: buf[off, off + len) */
+    int wraps;       /* its copy starts the arena again at 0 (see q_alloc) */
 };
+
+/* Arena kept while the queue is empty; a larger one (an EAGAIN storm of
+ * big datagrams) is given back once the queue drains. */
+#define ARENA_MIN  (64u * 1024)
+#define ARENA_KEEP (1024u * 1024)
 
 struct pk_udp {
     int fd;
@@ -25,9 +30,16 @@ struct pk_udp {
     pk_udp_read_cb on_readable;
     void *ctx;
     unsigned watching_out;
-    /* send queue: a ring of qcap entries, qn used from qhead */
+    /* send queue: a ring of qcap entries, qn used from qhead; their bytes
+     * in one arena used as a FIFO ring: from bhead (the oldest copy) to
+     * btail, or, once a copy did not fit before bcap and went to 0
+     * (bwrap), from bhead to bcap and from 0 to btail. No allocation per
+     * datagram. */
     struct qent *q;
     unsigned qcap, qhead, qn, qmax;
+    uint8_t *buf;
+    size_t bcap, bhead, btail, bused;
+    int bwrap;
     pk_udp_stats_t st;
 };
 
@@ -112,9 +124,8 @@ void pk_udp_close(pk_udp_t *u)
     if (u->loop != NULL)
         pk_loop_del_fd(u->loop, u->fd);
     close(u->fd);
-    for (unsigned i = 0; i < u->qn; i++)
-        free(u->q[(u->qhead + i) % u->qcap].data);
     free(u->q);
+    free(u->buf);
     free(u);
 }
 
@@ -179,6 +190,59 @@ int pk_udp_recv_batch(pk_udp_t *u, pk_udp_batch_t *b)
     return r;
 }
 
+/* A bigger arena holding the queued copies in order from 0, with room for
+ * `more` bytes after them. */
+static int arena_grow(pk_udp_t *u, size_t more)
+{
+    size_t ncap = u->bcap ? u->bcap * 2 : ARENA_MIN;
+    while (ncap < u->bused + more)
+        ncap *= 2;
+    uint8_t *nb = malloc(ncap);
+    if (nb == NULL)
+        return PK_ERR_NOMEM;
+    size_t at = 0;
+    for (unsigned i = 0; i < u->qn; i++) {
+        struct qent *e = &u->q[(u->qhead + i) % u->qcap];
+        if (e->len > 0)
+            memcpy(nb + at, u->buf + e->off, e->len);
+        e->off = at;
+        e->wraps = 0;
+        at += e->len;
+    }
+    free(u->buf);
+    u->buf = nb;
+    u->bcap = ncap;
+    u->bhead = 0;
+    u->btail = at;
+    u->bwrap = 0;
+    return PK_OK;
+}
+
+/* Room for len bytes at the arena's tail: *off, and *wraps when the copy
+ * starts over at 0 because it did not fit before the end. */
+static int arena_alloc(pk_udp_t *u, size_t len, size_t *off, int *wraps)
+{
+    *wraps = 0;
+    if (u->qn == 0)
+        u->bhead = u->btail = u->bused = 0, u->bwrap = 0;
+    if (!u->bwrap && u->bcap - u->btail >= len) {
+        *off = u->btail;
+    } else if (!u->bwrap && u->bhead >= len && len > 0) {
+        *off = 0; /* the end of the arena stays unused until the head passes it */
+        *wraps = u->bwrap = 1;
+    } else if (u->bwrap && u->bhead - u->btail >= len) {
+        *off = u->btail;
+    } else {
+        int rc = arena_grow(u, len);
+        if (rc != PK_OK)
+            return rc;
+        *off = u->btail;
+    }
+    u->btail = *off + len;
+    u->bused += len;
+    return PK_OK;
+}
+
 int pk_udp_send(pk_udp_t *u, const pk_addr_t *to, const void *data, size_t len)
 {
     if (len > PK_UDP_DGRAM_MAX || (len > 0 && data == NULL) ||
@@ -202,15 +266,16 @@ int pk_udp_send(pk_udp_t *u, const pk_addr_t *to, const void *data, size_t len)
         u->qcap = ncap;
         u->qhead = 0;
     }
+    size_t off;
+    int wraps, rc = arena_alloc(u, len, &off, &wraps);
+    if (rc != PK_OK)
+        return rc;
     struct qent *e = &u->q[(u->qhead + u->qn) % u->qcap];
-    e->data = NULL;
-    if (len > 0) {
-        e->data = malloc(len);
-        if (e->data == NULL)
-            return PK_ERR_NOMEM;
-        memcpy(e->data, data, len);
-    }
+    if (len > 0)
+        memcpy(u->buf + off, data, len);
+    e->off = off;
     e->len = len;
+    e->wraps = wraps;
     e->to = *to;
     u->qn++;
     return PK_OK;
@@ -219,11 +284,20 @@ int pk_udp_send(pk_udp_t *u, const pk_addr_t *to, const void *data, size_t len)
 static void q_pop(pk_udp_t *u, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        struct qent *e = &u->q[u->qhead];
-        free(e->data);
-        e->data = NULL;
+        u->bused -= u->q[u->qhead].len;
         u->qhead = (u->qhead + 1) % u->qcap;
         u->qn--;
+        if (u->qn > 0) {
+            const struct qent *h = &u->q[u->qhead];
+            u->bhead = h->off;
+            if (h->wraps)
+                u->bwrap = 0; /* the head is back at the arena's start */
+        }
+    }
+    if (u->qn == 0 && u->bcap > ARENA_KEEP) {
+        free(u->buf);
+        u->buf = NULL;
+        u->bcap = 0;
     }
 }
 
@@ -249,7 +323,7 @@ int pk_udp_flush(pk_udp_t *u)
         memset(msgs, 0, n * sizeof msgs[0]);
         for (unsigned i = 0; i < n; i++) {
             struct qent *e = &u->q[(u->qhead + i) % u->qcap];
-            iov[i].iov_base = e->data;
+            iov[i].iov_base = e->len ? u->buf + e->off : NULL;
             iov[i].iov_len = e->len;
             msgs[i].msg_hdr.msg_name = &e->to.ss;
             msgs[i].msg_hdr.msg_namelen = e->to.len;

@@ -7,7 +7,8 @@
  * caller drops and counts it (never parses the prefix).
  *
  * Sending: pk_udp_send() copies a datagram into the socket's bounded send
- * queue; pk_udp_flush() pushes the queue out with sendmmsg. On EAGAIN the
+ * queue (the copies share one arena, grown when needed: no allocation per
+ * datagram); pk_udp_flush() pushes the queue out with sendmmsg. On EAGAIN the
  * unsent datagrams stay queued, in order; when the socket is attached to a
  * loop it then watches for EPOLLOUT and flushes by itself. A datagram the
  * kernel refuses for good (EMSGSIZE, unreachable peer, ...) is dropped and

@@ -1,7 +1,12 @@
 /* Addresses and batched UDP over loopback. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* RTLD_NEXT */
+#endif
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -362,6 +367,111 @@ static void test_bind_errors(void)
     pk_udp_close(NULL);
 }
 
+/* ---- the send queue under partial sends ----
+ * This test binary's sendmmsg stands in for libc's (which it calls): while
+ * short_sends is set the "kernel" takes `allow` more datagrams, then
+ * answers EAGAIN, so flushes stop part-way as they do under load, with the
+ * queue's arena wrapping and growing behind them. */
+
+static int short_sends;
+static unsigned allow;
+
+int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    static int (*real)(int, struct mmsghdr *, unsigned, int);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "sendmmsg");
+    if (short_sends) {
+        if (allow == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (n > allow)
+            n = allow;
+    }
+    int r = real(fd, v, n, flags);
+    if (short_sends && r > 0)
+        allow -= (unsigned)r;
+    return r;
+}
+
+static uint32_t lcg(uint32_t *x)
+{
+    *x = *x * 1664525u + 1013904223u;
+    return *x >> 8;
+}
+
+static size_t q_len(unsigned seq)
+{
+    uint32_t x = seq * 2654435761u;
+    size_t len = lcg(&x) % 1500;
+    if (seq % 97 == 5)
+        len = 20000 + lcg(&x) % 20000; /* now and then a big one: the arena grows */
+    if (seq % 31 == 3)
+        len = 0;
+    return len;
+}
+
+static void q_fill(uint8_t *p, unsigned seq, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(seq * 131 + i * 7);
+}
+
+static void test_send_queue_partial_flushes(void)
+{
+    enum { TOTAL = 3000 };
+    pk_addr_t any, to;
+    pk_udp_t *s = NULL, *r = NULL;
+    pk_udp_opts_t so = {.sendq_max = 256}, ro = {.rcvbuf = 8 << 20};
+    pk_udp_batch_t b;
+    static uint8_t buf[40000], want[40000];
+    unsigned sent = 0, got = 0, bad = 0;
+    uint32_t x = 12345;
+
+    pk_addr_parse("127.0.0.1:0", &any, NULL);
+    CHECK_EQ_INT(pk_udp_open(&s, &any, &so), PK_OK);
+    CHECK_EQ_INT(pk_udp_open(&r, &any, &ro), PK_OK);
+    pk_udp_local_addr(r, &to);
+    CHECK_EQ_INT(pk_udp_batch_init(&b, sizeof buf), PK_OK);
+    short_sends = 1;
+    for (unsigned round = 0; round < 20000 && got < TOTAL; round++) {
+        /* queue a few, then a flush that the "kernel" takes only part of */
+        unsigned k = lcg(&x) % 8;
+        for (unsigned i = 0; i < k && sent < TOTAL && pk_udp_pending(s) < 256; i++) {
+            size_t len = q_len(sent);
+            q_fill(buf, sent, len);
+            CHECK_EQ_INT(pk_udp_send(s, &to, buf, len), PK_OK);
+            sent++;
+        }
+        allow = lcg(&x) % 5;
+        if (sent == TOTAL && round % 4 == 0)
+            allow = 256; /* drain at the end */
+        (void)pk_udp_flush(s);
+        int n;
+        while ((n = pk_udp_recv_batch(r, &b)) > 0) {
+            for (int i = 0; i < n; i++) {
+                size_t len = q_len(got);
+                q_fill(want, got, len);
+                if (b.dg[i].truncated || b.dg[i].len != len || memcmp(b.dg[i].data, want, len))
+                    bad++;
+                got++;
+            }
+        }
+    }
+    short_sends = 0;
+    CHECK_EQ_INT(sent, TOTAL);
+    CHECK_EQ_INT(got, TOTAL); /* every one, in order, byte for byte */
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(pk_udp_pending(s), 0);
+    CHECK_EQ_INT(pk_udp_stats(s)->tx, TOTAL);
+    CHECK_EQ_INT(pk_udp_stats(s)->tx_errors, 0);
+    CHECK(pk_udp_stats(s)->tx_eagain > 0); /* the flushes did stop part-way */
+    pk_udp_batch_free(&b);
+    pk_udp_close(s);
+    pk_udp_close(r);
+}
+
 int main(void)
 {
     RUN(test_addr_parse);
@@ -369,6 +479,7 @@ int main(void)
     RUN(test_batch_echo_1000);
     RUN(test_truncated_flagged);
     RUN(test_send_queue_limits_and_refused_datagram);
+    RUN(test_send_queue_partial_flushes);
     RUN(test_ipv6_loopback);
     RUN(test_bind_errors);
     return check_report();
