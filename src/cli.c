@@ -15,10 +15,44 @@ const pk_cmd_t *pk_cli_find(const pk_cmd_t *table, const char *prog, const char 
     return NULL;
 }
 
-void pk_cli_list(const pk_cmd_t *table)
+static void list_to(FILE *f, const pk_cmd_t *table)
 {
     for (const pk_cmd_t *c = table; c->name; c++)
-        printf("  %-10s %s\n", c->name, c->summary);
+        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+}
+
+void pk_cli_list(const pk_cmd_t *table)
+{
+    list_to(stdout, table);
+}
+
+static void group_usage(FILE *f, const pk_cli_group_t *g)
+{
+    fprintf(f, "%s\n\n", g->usage);
+    if (f == stdout && g->about)
+        fprintf(f, "%s\n\n", g->about);
+    fprintf(f, "commands:\n");
+    list_to(f, g->cmds);
+}
+
+const pk_cmd_t *pk_cli_select(const pk_cli_group_t *g, int argc, char **argv, int *rc)
+{
+    *rc = 2;
+    if (argc < 2) {
+        group_usage(stderr, g);
+        fprintf(stderr, "%s: no command given (try '%s --help')\n", g->prog, g->prog);
+        return NULL;
+    }
+    if (pk_cli_is_help(argv[1])) {
+        group_usage(stdout, g);
+        *rc = 0;
+        return NULL;
+    }
+    if (argv[1][0] == '-') {
+        fprintf(stderr, "%s: unknown option '%s' (try '%s --help')\n", g->prog, argv[1], g->prog);
+        return NULL;
+    }
+    return pk_cli_find(g->cmds, g->prog, argv[1]);
 }
 
 int pk_cli_is_help(const char *arg)

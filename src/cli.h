@@ -21,8 +21,27 @@ typedef struct pk_cmd {
 /* Finds name in a NULL-terminated table; prints a one-line error if absent. */
 const pk_cmd_t *pk_cli_find(const pk_cmd_t *table, const char *prog, const char *name);
 
-/* Prints "usage" lines of a table (name + summary), aligned. */
+/* Prints "usage" lines of a table (name + summary), aligned, to stdout. */
 void pk_cli_list(const pk_cmd_t *table);
+
+/* A group of subcommands (`proxkey device`, `proxkey gts device`, ...). */
+typedef struct pk_cli_group {
+    const char *prog;  /* "proxkey device" */
+    const char *usage; /* "usage: proxkey device <command> --dir DIR [options]" */
+    const char *about; /* what the group is for (one paragraph), or NULL */
+    const pk_cmd_t *cmds;
+} pk_cli_group_t;
+
+/*
+ * The front of every command group, so that all of them behave alike:
+ *   -h/--help/help      usage, about and the commands on stdout; *rc = 0
+ *   no command          usage and the commands on stderr, then
+ *                       "PROG: no command given (try 'PROG --help')"; *rc = 2
+ *   an option (-x)      "PROG: unknown option '-x' (try 'PROG --help')"; *rc = 2
+ *   an unknown name     "PROG: unknown command 'x' (try 'PROG --help')"; *rc = 2
+ * Returns the command to run with (argc - 1, argv + 1), or NULL with *rc.
+ */
+const pk_cmd_t *pk_cli_select(const pk_cli_group_t *g, int argc, char **argv, int *rc);
 
 /* 1 when argv[i] is -h or --help. */
 int pk_cli_is_help(const char *arg);

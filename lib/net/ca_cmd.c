@@ -137,10 +137,15 @@ static int cmd_issue(int argc, char **argv)
 
 int pk_cmd_ca(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+    if (argc < 2) {
+        fputs(usage, stderr);
+        fprintf(stderr, "proxkey ca: no command given (try 'proxkey ca --help')\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
-        fputs(usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+        fputs(usage, stdout);
+        return 0;
     }
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -151,6 +156,6 @@ int pk_cmd_ca(int argc, char **argv)
         return cmd_init(argc - 2, argv + 2);
     if (strcmp(argv[1], "issue") == 0)
         return cmd_issue(argc - 2, argv + 2);
-    fprintf(stderr, "proxkey ca: unknown subcommand '%s' (try 'proxkey ca --help')\n", argv[1]);
+    fprintf(stderr, "proxkey ca: unknown command '%s' (try 'proxkey ca --help')\n", argv[1]);
     return 2;
 }

@@ -1116,21 +1116,15 @@ static const pk_cmd_t device_cmds[] = {
 
 int pk_cmd_device(int argc, char **argv)
 {
-    if (argc < 2)
-        return pk_cli_usage_error("device", "no command given (try 'proxkey device --help')");
-    if (pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey device <command> --dir DIR [options]\n\n"
-               "The device side: register with a node, keep the key table, open direct\n"
-               "links to other devices and send or receive over them.\n\ncommands:\n");
-        pk_cli_list(device_cmds);
-        return 0;
-    }
-    if (argv[1][0] == '-')
-        return pk_cli_usage_error("device", "unknown option '%s' (try 'proxkey device --help')",
-                                  argv[1]);
-    const pk_cmd_t *c = pk_cli_find(device_cmds, "proxkey device", argv[1]);
+    static const pk_cli_group_t grp = {
+        "proxkey device", "usage: proxkey device <command> --dir DIR [options]",
+        "The device side: register with a node, keep the key table, open direct\n"
+        "links to other devices and send or receive over them.",
+        device_cmds};
+    int rc;
+    const pk_cmd_t *c = pk_cli_select(&grp, argc, argv, &rc);
     if (!c)
-        return 2;
+        return rc;
     g_stop = 0;
     const char *tr = getenv("PROXKEY_TRACE");
     g_trace = tr && tr[0] && strcmp(tr, "0") != 0;

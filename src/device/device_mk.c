@@ -1205,17 +1205,13 @@ static const pk_cmd_t mk_cmds[] = {
 
 int pk_cmd_device_mk(int argc, char **argv)
 {
-    if (argc < 2)
-        return pk_cli_usage_error("device mk", "no command given (try 'proxkey device mk --help')");
-    if (pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey device mk <command> --dir DIR [options]\n\n"
-               "Master keys and individual keys (Toshiba, docs/protocol.md).\n\ncommands:\n");
-        pk_cli_list(mk_cmds);
-        return 0;
-    }
-    const pk_cmd_t *c = pk_cli_find(mk_cmds, "proxkey device mk", argv[1]);
+    static const pk_cli_group_t grp = {
+        "proxkey device mk", "usage: proxkey device mk <command> --dir DIR [options]",
+        "Master keys and individual keys (Toshiba, docs/protocol.md).", mk_cmds};
+    int rc;
+    const pk_cmd_t *c = pk_cli_select(&grp, argc, argv, &rc);
     if (!c)
-        return 2;
+        return rc;
     g_stop = 0;
     return c->fn(argc - 1, argv + 1);
 }

@@ -766,21 +766,22 @@ static int cmd_device_remove(int argc, char **argv)
     return rc == PK_OK ? 0 : 1;
 }
 
+static const pk_cmd_t gts_device_cmds[] = {
+    {"add", cmd_device_add, "provision devices with a random K1 and first identity"},
+    {"import", cmd_device_import, "provision trigger devices made in the kms"},
+    {"list", cmd_device_list, "list the provisioned devices"},
+    {"remove", cmd_device_remove, "decommission devices (all or none)"},
+    {NULL, NULL, NULL},
+};
+
 static int cmd_device(int argc, char **argv)
 {
-    if (argc < 2 || pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts device add|import|list|remove ...  (--help on each)\n");
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "add") == 0)
-        return cmd_device_add(argc - 1, argv + 1);
-    if (strcmp(argv[1], "list") == 0)
-        return cmd_device_list(argc - 1, argv + 1);
-    if (strcmp(argv[1], "import") == 0)
-        return cmd_device_import(argc - 1, argv + 1);
-    if (strcmp(argv[1], "remove") == 0)
-        return cmd_device_remove(argc - 1, argv + 1);
-    return pk_cli_usage_error("gts device", "unknown subcommand '%s'", argv[1]);
+    static const pk_cli_group_t grp = {
+        "proxkey gts device", "usage: proxkey gts device <command> [options]",
+        "The devices the trigger server answers (--help on each).", gts_device_cmds};
+    int rc;
+    const pk_cmd_t *c = pk_cli_select(&grp, argc, argv, &rc);
+    return c ? c->fn(argc - 1, argv + 1) : rc;
 }
 
 static const pk_cmd_t gts_cmds[] = {
@@ -793,17 +794,14 @@ static const pk_cmd_t gts_cmds[] = {
 
 int pk_cmd_gts(int argc, char **argv)
 {
-    if (argc < 2 || pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts COMMAND ...\n"
-               "The trigger server of the Thales method: sleeping devices poll it with a\n"
-               "one-time identity; it answers with an encrypted, signed command.\n\n");
-        pk_cli_list(gts_cmds);
-        return argc < 2 ? 2 : 0;
-    }
-    const pk_cmd_t *c = pk_cli_find(gts_cmds, "proxkey gts", argv[1]);
-    if (!c)
-        return 2;
-    return c->fn(argc - 1, argv + 1);
+    static const pk_cli_group_t grp = {
+        "proxkey gts", "usage: proxkey gts <command> [options]",
+        "The trigger server of the Thales method: sleeping devices poll it with a\n"
+        "one-time identity; it answers with an encrypted, signed command.",
+        gts_cmds};
+    int rc;
+    const pk_cmd_t *c = pk_cli_select(&grp, argc, argv, &rc);
+    return c ? c->fn(argc - 1, argv + 1) : rc;
 }
 
 /* ---- device poll ---- */

@@ -987,6 +987,7 @@ int pk_cmd_kms(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(usage_text, stderr);
+        fprintf(stderr, "proxkey kms: no command given (try 'proxkey kms --help')\n");
         return 2;
     }
     const char *c = argv[1];
@@ -1016,6 +1017,6 @@ int pk_cmd_kms(int argc, char **argv)
         return cmd_master(argc - 1, argv + 1);
     if (strcmp(c, "trigger") == 0)
         return cmd_trigger(argc - 1, argv + 1);
-    fprintf(stderr, "proxkey kms: unknown command '%s' (see proxkey kms --help)\n", c);
+    fprintf(stderr, "proxkey kms: unknown command '%s' (try 'proxkey kms --help')\n", c);
     return 2;
 }

@@ -215,12 +215,17 @@ static int cmd_serve(int argc, char **argv)
 
 int pk_cmd_node(int argc, char **argv)
 {
-    if (argc < 2 || pk_cli_is_help(argv[1])) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        fprintf(stderr, "proxkey node: no command given (try 'proxkey node --help')\n");
+        return 2;
+    }
+    if (pk_cli_is_help(argv[1])) {
+        usage(stdout);
+        return 0;
     }
     if (strcmp(argv[1], "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
-    return pk_cli_usage_error("node", "unknown subcommand '%s' (try 'proxkey node --help')",
-                              argv[1]);
+    fprintf(stderr, "proxkey node: unknown command '%s' (try 'proxkey node --help')\n", argv[1]);
+    return 2;
 }

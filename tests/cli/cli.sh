@@ -33,6 +33,31 @@ for cmd in $("$pk" --help | awk '/^commands:/{on=1;next} on && NF{print $1}'); d
     t "$cmd --bogus" 2 "$pk" "$cmd" --no-such-option
     lines "$cmd --bogus msg" /tmp/pkcli.err 1
 done
+# Every command group fronts its commands alike (src/cli.c pk_cli_select):
+# no command: usage on stderr and a last line saying so, exit 2; an unknown
+# command: one line, exit 2; --help: usage on stdout, exit 0; and each command
+# a group lists answers --help with exit 0.
+group() { # group WORDS...: the group `proxkey WORDS`
+    local prog="proxkey $*"
+    t "$prog (none)" 2 "$pk" "$@"
+    [ ! -s /tmp/pkcli.out ] && [ "$(tail -n 1 /tmp/pkcli.err)" = \
+        "$prog: no command given (try '$prog --help')" ] && pass=$((pass + 1)) ||
+        { fail=$((fail + 1)); echo "FAIL $prog with no command: $(tail -n 1 /tmp/pkcli.err)"; }
+    t "$prog frobnicate" 2 "$pk" "$@" frobnicate
+    lines "$prog frobnicate msg" /tmp/pkcli.err 1
+    [ "$(cat /tmp/pkcli.err)" = "$prog: unknown command 'frobnicate' (try '$prog --help')" ] &&
+        pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL $prog unknown: $(cat /tmp/pkcli.err)"; }
+    t "$prog --help" 0 "$pk" "$@" --help
+    grep -q "^usage: $prog" /tmp/pkcli.out && pass=$((pass + 1)) ||
+        { fail=$((fail + 1)); echo "FAIL $prog --help: $(head -n 1 /tmp/pkcli.out)"; }
+    for sub in $(awk '/^commands:/{on=1;next} on && NF{print $1}' /tmp/pkcli.out); do
+        t "$prog $sub --help" 0 "$pk" "$@" "$sub" --help
+    done
+}
+for g in kms node ca device "device mk" gts "gts device"; do
+    # shellcheck disable=SC2086 # word splitting intended: "device mk"
+    group $g
+done
 t demo-selftest 0 "$pk" demo selftest
 t demo-unknown 2 "$pk" demo no-such-scenario
 echo "$pass passed, $fail failed"
