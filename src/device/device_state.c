@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "device_cmd.h"
+#include "secfile.h"
 
 int pk_dstate_dir(const char *dir, int create)
 {
@@ -35,94 +36,14 @@ int pk_dstate_dir(const char *dir, int create)
     return PK_OK;
 }
 
-static int path_of(char *out, const char *dir, const char *name)
-{
-    int n = snprintf(out, PK_DSTATE_PATH_MAX, "%s/%s", dir, name);
-    return n > 0 && n < PK_DSTATE_PATH_MAX ? PK_OK : PK_ERR_INVAL;
-}
-
 int pk_dstate_write(const char *dir, const char *name, const void *data, size_t len)
 {
-    char path[PK_DSTATE_PATH_MAX], tmp[PK_DSTATE_PATH_MAX + 8];
-    int rc = PK_ERR_IO, fd;
-    if (path_of(path, dir, name) != PK_OK)
-        return PK_ERR_INVAL;
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return PK_ERR_IO;
-    if (fchmod(fd, 0600) != 0)
-        goto out;
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            goto out;
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0)
-        goto out;
-    rc = PK_OK;
-out:
-    if (close(fd) != 0)
-        rc = PK_ERR_IO;
-    if (rc == PK_OK && rename(tmp, path) != 0)
-        rc = PK_ERR_IO;
-    if (rc != PK_OK) {
-        unlink(tmp);
-        return rc;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd); /* the rename itself durable */
-        close(dfd);
-    }
-    return PK_OK;
+    return pk_secfile_write(dir, name, data, len);
 }
 
 int pk_dstate_read(const char *dir, const char *name, void *buf, size_t cap, size_t *len)
 {
-    char path[PK_DSTATE_PATH_MAX];
-    struct stat st;
-    size_t got = 0;
-    int rc = PK_OK;
-    if (path_of(path, dir, name) != PK_OK)
-        return PK_ERR_INVAL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ENOENT ? PK_ERR_NOTFOUND : PK_ERR_IO;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = PK_ERR_IO;
-        goto out;
-    }
-    if ((st.st_mode & 077) != 0) {
-        rc = PK_ERR_DENIED;
-        goto out;
-    }
-    if ((size_t)st.st_size > cap) {
-        rc = PK_ERR_SPACE;
-        goto out;
-    }
-    while (got < cap) {
-        ssize_t r = read(fd, (uint8_t *)buf + got, cap - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = PK_ERR_IO;
-            goto out;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    *len = got;
-out:
-    close(fd);
-    return rc;
+    return pk_secfile_read(dir, name, buf, cap, len);
 }
 
 static int hexval(int c)
@@ -351,7 +272,7 @@ int pk_dstate_drop_link(const pk_dstate_t *s, int role, const uint8_t *peer, siz
 {
     char name[160], path[PK_DSTATE_PATH_MAX];
     if (link_name(name, sizeof name, role, peer, peer_len) != PK_OK ||
-        path_of(path, s->dir, name) != PK_OK)
+        pk_secfile_path(path, s->dir, name) != PK_OK)
         return PK_ERR_INVAL;
     return unlink(path) == 0 || errno == ENOENT ? PK_OK : PK_ERR_IO;
 }
@@ -361,7 +282,7 @@ int pk_dstate_lock(pk_dstate_t *s)
     char path[PK_DSTATE_PATH_MAX];
     if (s->lock_fd >= 0)
         return PK_OK;
-    if (path_of(path, s->dir, "lock") != PK_OK)
+    if (pk_secfile_path(path, s->dir, "lock") != PK_OK)
         return PK_ERR_INVAL;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)

@@ -124,6 +124,23 @@ int gts_overlay_delivered(const gts_overlay_t *o, uint32_t dev_no, uint64_t seq)
 void gts_overlay_free(gts_overlay_t *o);
 
 /* Hex helpers. */
+/* A device's trigger state file (`proxkey device poll --state FILE`, made by
+ * `gts device add --out` or `kms trigger add --out`): one line
+ * "name dev_no K1hex UIDhex [interval_s]" — name 1..64 printable bytes
+ * without blanks, dev_no decimal, K1 and UID exactly 32 hex digits each,
+ * interval 1..604800 (default 60 when absent); blanks and one newline may
+ * follow, nothing else. */
+#define GTS_DEVFILE_MAX 256
+typedef struct gts_devfile {
+    char name[GTS_NAME_MAX + 1];
+    uint32_t dev_no;
+    uint8_t k[16], uid[16];
+    uint32_t interval;
+} gts_devfile_t;
+
+/* PK_OK or PK_ERR_MALFORMED (*why: what is wrong, a static string). */
+int gts_devfile_parse(const char *buf, size_t len, gts_devfile_t *f, const char **why);
+
 void gts_hex(const uint8_t *b, size_t n, char *out);
 int gts_unhex(const char *s, uint8_t *out, size_t n);
 

@@ -17,6 +17,7 @@
 #include "core/crypto.h"
 #include "core/log.h"
 #include "gts.h"
+#include "secfile.h"
 #include "gts_journal.h"
 #include "net/addr.h"
 #include "net/loop.h"
@@ -806,52 +807,42 @@ int pk_cmd_gts(int argc, char **argv)
 
 /* ---- device poll ---- */
 
-/* State file: one line "name dev_no K1hex UIDhex [interval_s]". Rewritten
- * (temp file, fsync, rename) with the new identity before it is used. */
-typedef struct dev_file {
-    char name[GTS_NAME_MAX + 1];
-    unsigned dev_no;
-    uint8_t k[16], uid[16];
-    unsigned interval;
-} dev_file_t;
+/* ---- the device's state file (gts.h) ---- */
 
-static int dev_file_read(const char *path, dev_file_t *f)
+static int dev_file_read(const char *path, gts_devfile_t *f, const char **why)
 {
-    FILE *fp = fopen(path, "r");
-    char kh[64], uh[64];
-    int ok = 0;
-    if (!fp)
-        return PK_ERR_IO;
-    f->interval = 60;
-    int n = fscanf(fp, "%64s %u %63s %63s %u", f->name, &f->dev_no, kh, uh, &f->interval);
-    if (n >= 4 && gts_unhex(kh, f->k, 16) == PK_OK && gts_unhex(uh, f->uid, 16) == PK_OK)
-        ok = 1;
-    fclose(fp);
-    pk_wipe(kh, sizeof kh);
-    return ok ? PK_OK : PK_ERR_MALFORMED;
+    char dir[PK_SECFILE_PATH_MAX], name[PK_SECFILE_PATH_MAX], buf[GTS_DEVFILE_MAX];
+    size_t len = 0;
+    *why = NULL;
+    int rc = pk_secfile_split(path, dir, name);
+    if (rc == PK_OK)
+        rc = pk_secfile_read(dir, name, buf, sizeof buf, &len);
+    if (rc == PK_ERR_SPACE)
+        rc = PK_ERR_MALFORMED, *why = "longer than one state line";
+    else if (rc == PK_OK)
+        rc = gts_devfile_parse(buf, len, f, why);
+    pk_wipe(buf, sizeof buf);
+    return rc;
 }
 
-static int dev_file_write(const char *path, const dev_file_t *f)
+/* Rewrites the state file with f (temporary file, fsync, rename, fsync of
+ * the directory): the new identity is durable before it is used. */
+static int dev_file_write(const char *path, const gts_devfile_t *f)
 {
-    char tmp[4096], kh[33], uh[33];
-    int tl = snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (tl < 0 || (size_t)tl >= sizeof tmp)
-        return PK_ERR_INVAL; /* a path too long for its temporary name */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-        return PK_ERR_IO;
+    char dir[PK_SECFILE_PATH_MAX], name[PK_SECFILE_PATH_MAX], kh[33], uh[33];
+    char line[GTS_DEVFILE_MAX];
+    int rc = pk_secfile_split(path, dir, name);
+    if (rc != PK_OK)
+        return rc;
     gts_hex(f->k, 16, kh);
     gts_hex(f->uid, 16, uh);
-    char line[256];
     int n =
         snprintf(line, sizeof line, "%s %u %s %s %u\n", f->name, f->dev_no, kh, uh, f->interval);
     pk_wipe(kh, sizeof kh);
-    int ok = n > 0 && write(fd, line, (size_t)n) == n && fsync(fd) == 0;
+    rc = n > 0 && (size_t)n < sizeof line ? pk_secfile_write(dir, name, line, (size_t)n)
+                                          : PK_ERR_INVAL;
     pk_wipe(line, sizeof line);
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        return PK_ERR_IO;
-    return PK_OK;
+    return rc;
 }
 
 static void print_msg(const char *name, const pk_trig_dev_msg_t *m)
@@ -916,9 +907,21 @@ int pk_cmd_device_poll(int argc, char **argv)
     const char *why = NULL;
     if (pk_addr_parse(server, &to, &why) != PK_OK)
         return pk_cli_usage_error("device poll", "--server %s: %s", server, why ? why : "bad");
-    dev_file_t f;
-    if (dev_file_read(state, &f) != PK_OK) {
-        fprintf(stderr, "proxkey device poll: cannot read %s\n", state);
+    gts_devfile_t f;
+    const char *bad = NULL;
+    int frc = dev_file_read(state, &f, &bad);
+    if (frc != PK_OK) {
+        if (frc == PK_ERR_DENIED)
+            fprintf(stderr,
+                    "proxkey device poll: %s: readable by others; it holds the device's key "
+                    "(chmod 600 %s)\n",
+                    state, state);
+        else if (frc == PK_ERR_MALFORMED)
+            fprintf(stderr, "proxkey device poll: %s: not a trigger state line: %s\n", state,
+                    bad ? bad : "malformed");
+        else
+            fprintf(stderr, "proxkey device poll: cannot read %s: %s\n", state,
+                    frc == PK_ERR_NOTFOUND ? "no such file" : pk_strerror(frc));
         return 1;
     }
     int fd = socket(to.ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);

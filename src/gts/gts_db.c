@@ -42,6 +42,100 @@ int gts_unhex(const char *s, uint8_t *out, size_t n)
     return PK_OK;
 }
 
+/* ---- the device's state line (gts.h) ---- */
+
+/* The next blank-delimited token of buf[*pos, len): *tok, *tlen. */
+static int next_tok(const char *buf, size_t len, size_t *pos, const char **tok, size_t *tlen)
+{
+    size_t i = *pos;
+    if (i >= len || buf[i] != ' ')
+        return 0; /* fields are separated by exactly one space */
+    i++;
+    size_t s = i;
+    while (i < len && buf[i] > ' ' && buf[i] < 0x7f)
+        i++;
+    *tok = buf + s;
+    *tlen = i - s;
+    *pos = i;
+    return *tlen > 0;
+}
+
+static int tok_u32(const char *t, size_t n, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t v = 0;
+    if (n == 0 || n > 10)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] < '0' || t[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(t[i] - '0');
+    }
+    if (v < min || v > max)
+        return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+static int tok_hex16(const char *t, size_t n, uint8_t out[16])
+{
+    char h[33];
+    if (n != 32)
+        return 0;
+    memcpy(h, t, 32);
+    h[32] = '\0';
+    int ok = gts_unhex(h, out, 16) == PK_OK;
+    pk_wipe(h, sizeof h);
+    return ok;
+}
+
+int gts_devfile_parse(const char *buf, size_t len, gts_devfile_t *f, const char **why)
+{
+    const char *t;
+    size_t n, pos = 0;
+    memset(f, 0, sizeof *f);
+    f->interval = 60;
+    /* the name: from the start, no blank before it */
+    while (pos < len && buf[pos] > ' ' && buf[pos] < 0x7f)
+        pos++;
+    if (pos == 0 || pos > GTS_NAME_MAX) {
+        *why = "the name (1..64 printable characters, no blanks) must come first";
+        goto bad;
+    }
+    memcpy(f->name, buf, pos);
+    if (!next_tok(buf, len, &pos, &t, &n) || !tok_u32(t, n, 0, 0x7ffffffe, &f->dev_no)) {
+        *why = "the second field must be the device number";
+        goto bad;
+    }
+    if (!next_tok(buf, len, &pos, &t, &n) || !tok_hex16(t, n, f->k)) {
+        *why = "the third field must be K1, 32 hex digits";
+        goto bad;
+    }
+    if (!next_tok(buf, len, &pos, &t, &n) || !tok_hex16(t, n, f->uid)) {
+        *why = "the fourth field must be the identity (UID), 32 hex digits";
+        goto bad;
+    }
+    size_t save = pos;
+    if (!next_tok(buf, len, &pos, &t, &n)) {
+        pos = save; /* no interval */
+    } else if (!tok_u32(t, n, PK_TRIG_INTERVAL_MIN_S, PK_TRIG_INTERVAL_MAX_S, &f->interval)) {
+        *why = "the fifth field, when present, must be the poll interval (1..604800 s)";
+        goto bad;
+    }
+    /* then only blanks and at most one newline, at the end */
+    while (pos < len && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\r'))
+        pos++;
+    if (pos < len && buf[pos] == '\n')
+        pos++;
+    if (pos != len) {
+        *why = "unexpected text after the fields (one line only)";
+        goto bad;
+    }
+    return PK_OK;
+bad:
+    pk_wipe(f, sizeof *f);
+    return PK_ERR_MALFORMED;
+}
+
 static int gts_migrate_v1(pk_txn_t *txn)
 {
     (void)txn;

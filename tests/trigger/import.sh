@@ -71,6 +71,19 @@ done
 grep -q " rotate" <("$B" gts device list --db "$GTS" 2>/dev/null | grep tr-c) ||
     fail "tr-c lost its rotation flag"
 
+# the state file holds K1: one readable by others, or not a state line, is
+# refused with a clear message (and nothing is sent)
+cp "$DIR/tr-a.state" "$DIR/open.state" && chmod 644 "$DIR/open.state"
+"$B" "${POLL[@]}" --state "$DIR/open.state" >/dev/null 2>"$DIR/err" && fail "a 0644 state file was used"
+grep -q "open.state: readable by others; it holds the device's key (chmod 600" "$DIR/err" ||
+    fail "0644 message: $(cat "$DIR/err")"
+printf 'tr-a 0 zz\n' >"$DIR/bad.state" && chmod 600 "$DIR/bad.state"
+"$B" "${POLL[@]}" --state "$DIR/bad.state" >/dev/null 2>"$DIR/err" && fail "a malformed state file was used"
+grep -q "bad.state: not a trigger state line: the third field must be K1, 32 hex digits" "$DIR/err" ||
+    fail "malformed message: $(cat "$DIR/err")"
+"$B" "${POLL[@]}" --state "$DIR/none.state" >/dev/null 2>"$DIR/err" && fail "a missing state file"
+grep -q "cannot read .*none.state: no such file" "$DIR/err" || fail "missing message: $(cat "$DIR/err")"
+
 # a queued command is delivered
 "$B" gts send tr-b app hello-from-gts --db "$GTS" >/dev/null 2>&1 || fail "send"
 sleep 0.5
