@@ -953,10 +953,25 @@ static int audit_cb(void *ctx, const pk_kms_audit_t *a)
     printf("%" PRIu64 " %s.%03uZ what=%s node=%.*s device=%.*s", a->seqno, ts,
            (unsigned)(a->at_ms % 1000), pk_kms_audit_what_name(a->what), a->node.len,
            (const char *)a->node.b, a->device.len, (const char *)a->device.b);
+    /* the record's peer and ksi fields, named for what they hold in this
+     * kind of record (docs/kms.md "Audit record") */
+    const char *peer = "peer", *num = "ksi";
+    switch (a->what) {
+    case PK_KMS_A_POOL_KEYS:
+    case PK_KMS_A_POOL_CREATE: peer = "pool"; break;
+    case PK_KMS_A_GROUP_ADD:
+    case PK_KMS_A_GROUP_REMOVE: peer = "group"; break;
+    case PK_KMS_A_DOMAIN_ADD: peer = "domain", num = "domain_id"; break;
+    case PK_KMS_A_DOMAIN_JOIN:
+    case PK_KMS_A_DOMAIN_LEAVE: peer = "domain"; break;
+    case PK_KMS_A_MASTER_KEY:
+    case PK_KMS_A_MK_CREATE: peer = "domain", num = "mk_id"; break;
+    default: break;
+    }
     if (a->peer.len)
-        printf(" peer=%.*s", a->peer.len, (const char *)a->peer.b);
+        printf(" %s=%.*s", peer, a->peer.len, (const char *)a->peer.b);
     if (a->ksi)
-        printf(" ksi=%" PRIu32, a->ksi);
+        printf(" %s=%" PRIu32, num, a->ksi);
     if (a->count > 1)
         printf(" count=%u", a->count);
     printf("\n");

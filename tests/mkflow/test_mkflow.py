@@ -272,6 +272,15 @@ try:
     audit = run("kms", "audit", "--log-level", "warn").stdout
     check(len(re.findall(r"what=master_key ", audit)) >= 6 and "what=mk_create" in audit,
           "the kms audit records every master-key issuance")
+    # the record's fields named for what they hold: the domain and the MK ID
+    check(re.search(r"what=master_key node=node-1 device=c1 domain=\S+ mk_id=3$", audit, re.M)
+          is not None and
+          re.search(r"what=mk_create node=admin device= domain=\S+ mk_id=3$", audit, re.M)
+          is not None and
+          re.search(r"what=domain_add node=admin device= domain=\S+ domain_id=\d+$", audit, re.M)
+          is not None and " peer=" not in "".join(
+              l for l in audit.splitlines(True) if "what=master_key" in l or "what=domain_" in l),
+          "the audit names a master key's domain and MK ID")
 finally:
     for p in procs:
         if p.poll() is None:
