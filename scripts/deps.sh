@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config clang clang-format libclang-rt-14-dev llvm \
 libssl-dev openssl libsqlite3-dev sqlite3 libpq-dev postgresql \
-python3 iproute2 procps"
+python3 python3-cryptography iproute2 procps"
 
 missing=""
 for p in $PKGS; do
