@@ -848,11 +848,15 @@ static int dev_file_write(const char *path, const gts_devfile_t *f)
 static void print_msg(const char *name, const pk_trig_dev_msg_t *m)
 {
     const char *nm = pk_trig_cmd_name(m->cmd);
-    printf("%s: %s", name, nm ? nm : "?");
-    if (m->cmd == PK_TRIG_CMD_POLL_FASTER || m->cmd == PK_TRIG_CMD_POLL_SLOWER)
-        printf(" interval=%us", m->interval_s);
+    if (m->unsupported) /* authentic, but nothing this device can act on */
+        printf("%s: unsupported command 0x%02x with %u argument bytes, not acted on", name, m->cmd,
+               (unsigned)m->arglen);
+    else if (m->cmd == PK_TRIG_CMD_POLL_FASTER || m->cmd == PK_TRIG_CMD_POLL_SLOWER)
+        printf("%s: %s interval=%us", name, nm, m->interval_s);
     else if (m->arglen)
-        printf(" %.*s", (int)m->arglen, (const char *)m->arg);
+        printf("%s: %s %.*s", name, nm ? nm : "?", (int)m->arglen, (const char *)m->arg);
+    else
+        printf("%s: %s", name, nm ? nm : "?");
     printf(" (Sent=%u Resend_Counter=%u%s)\n", m->sent, m->resend,
            m->rotated ? " key rotated" : "");
     fflush(stdout);

@@ -125,16 +125,62 @@ static void test_resp_wire(void)
           PK_ERR_MALFORMED);
     buf[len] = 0;
     CHECK(pk_trig_resp_open(K1, UID1, buf, len + 1, pt, sizeof pt, &r) != PK_OK);
-    /* A command with an argument that does not match its encoding. */
+    CHECK_EQ_INT(r.unsupported, 0);
+    /* An authentic response whose command this device cannot use (an
+     * argument that does not match its encoding; a command newer than this
+     * code): opened, marked unsupported, so the exchange still completes. */
     CHECK_EQ_INT(pk_trig_resp_seal(K1, UID1, nonce, PK_TRIG_CMD_POLL_FASTER, 0,
                                    (const uint8_t *)"abc", 3, 1, rand, buf, sizeof buf, &len),
                  PK_OK);
-    CHECK_EQ_INT(pk_trig_resp_open(K1, UID1, buf, len, pt, sizeof pt, &r), PK_ERR_MALFORMED);
-    /* Unknown flags. */
+    CHECK_EQ_INT(pk_trig_resp_open(K1, UID1, buf, len, pt, sizeof pt, &r), PK_OK);
+    CHECK_EQ_INT(r.unsupported, 1);
+    CHECK_EQ_INT(pk_trig_resp_seal(K1, UID1, nonce, 0x09, 0, (const uint8_t *)"x", 1, 1, rand, buf,
+                                   sizeof buf, &len),
+                 PK_OK);
+    CHECK_EQ_INT(pk_trig_resp_open(K1, UID1, buf, len, pt, sizeof pt, &r), PK_OK);
+    CHECK_EQ_INT(r.unsupported, 1);
+    CHECK_EQ_INT(r.cmd, 0x09);
+    /* Unknown flags (they may change how keys are derived): refused. */
     CHECK_EQ_INT(pk_trig_resp_seal(K1, UID1, nonce, PK_TRIG_CMD_NONE, 0x80, NULL, 0, 1, rand, buf,
                                    sizeof buf, &len),
                  PK_OK);
     CHECK_EQ_INT(pk_trig_resp_open(K1, UID1, buf, len, pt, sizeof pt, &r), PK_ERR_MALFORMED);
+}
+
+/* A device given an authentic response with a command it cannot use
+ * completes the exchange (moves to UID2, so the server retires UID1 and
+ * the queue goes on) and reports the command without acting on it. */
+static void test_unsupported_command_completes(void)
+{
+    static const uint8_t nonce[12] = {7};
+    uint8_t rand[16], buf[PK_TRIG_RESP_MAX], poll[PK_TRIG_POLL_LEN], uid2[16];
+    size_t len;
+    pk_trig_dev_t d;
+    pk_trig_dev_msg_t msg;
+    pk_trig_dev_cfg_t cfg = {1000, 3, 1, PK_TRIG_INTERVAL_MAX_S};
+    memset(rand, 0x5a, sizeof rand);
+    CHECK_EQ_INT(pk_trig_derive_uid2(K1, UID1, rand, uid2), PK_OK);
+    /* a newer command (0x09), then poll-faster with a 3-byte argument */
+    const struct {
+        uint8_t cmd;
+        const char *arg;
+    } cases[] = {{0x09, "future"}, {PK_TRIG_CMD_POLL_FASTER, "abc"}};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_EQ_INT(pk_trig_dev_init(&d, &cfg, K1, UID1, 600, 0), PK_OK);
+        CHECK_EQ_INT(pk_trig_dev_poll(&d, 0, poll), PK_OK);
+        CHECK_EQ_INT(pk_trig_resp_seal(K1, UID1, nonce, cases[i].cmd, 0,
+                                       (const uint8_t *)cases[i].arg, strlen(cases[i].arg), 1, rand,
+                                       buf, sizeof buf, &len),
+                     PK_OK);
+        CHECK_EQ_INT(pk_trig_dev_input(&d, buf, len, 1, &msg), PK_OK);
+        CHECK_EQ_INT(msg.unsupported, 1);
+        CHECK_EQ_INT(msg.cmd, cases[i].cmd);
+        CHECK_EQ_INT(msg.interval_s, 600); /* not acted on */
+        CHECK_EQ_INT(d.interval_s, 600);
+        CHECK_EQ_INT(d.state, PK_TRIG_DEV_SAVE);
+        CHECK_MEM(d.uid, uid2, 16); /* the identity moved on */
+        pk_trig_dev_clear(&d);
+    }
 }
 
 static void test_cmd_check(void)
@@ -712,6 +758,7 @@ int main(void)
     RUN(test_poll_wire);
     RUN(test_resp_wire);
     RUN(test_cmd_check);
+    RUN(test_unsupported_command_completes);
     RUN(test_figure1_no_loss);
     RUN(test_figure2_response_lost);
     RUN(test_figure3_poll_lost);

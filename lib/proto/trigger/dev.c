@@ -149,7 +149,7 @@ int pk_trig_dev_input_cx(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint6
             goto out;
     }
     interval = d->interval_s;
-    if (r.cmd == PK_TRIG_CMD_POLL_FASTER || r.cmd == PK_TRIG_CMD_POLL_SLOWER)
+    if (!r.unsupported && (r.cmd == PK_TRIG_CMD_POLL_FASTER || r.cmd == PK_TRIG_CMD_POLL_SLOWER))
         interval = clamp_interval(&d->cfg, pk_get_u32(r.arg));
 
     /* Accepted: fill msg, then move to the new identity (state SAVE). */
@@ -157,6 +157,7 @@ int pk_trig_dev_input_cx(pk_trig_dev_t *d, const uint8_t *buf, size_t len, uint6
     msg->sent = r.sent;
     msg->resend = d->resend;
     msg->rotated = (r.flags & PK_TRIG_F_ROTATE) != 0;
+    msg->unsupported = r.unsupported;
     msg->arglen = r.arglen;
     if (r.arglen)
         memcpy(msg->arg, r.arg, r.arglen);

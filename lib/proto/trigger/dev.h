@@ -53,10 +53,13 @@ typedef struct pk_trig_dev {
 
 /* What an accepted response carried. arg is a copy (no heap: inline). */
 typedef struct pk_trig_dev_msg {
-    uint8_t cmd;     /* enum pk_trig_cmd */
-    uint8_t sent;    /* the server's Sent */
-    uint8_t resend;  /* our Resend_Counter when accepted */
-    uint8_t rotated; /* the key was rotated to K2 */
+    uint8_t cmd;         /* enum pk_trig_cmd */
+    uint8_t sent;        /* the server's Sent */
+    uint8_t resend;      /* our Resend_Counter when accepted */
+    uint8_t rotated;     /* the key was rotated to K2 */
+    uint8_t unsupported; /* cmd unknown or its argument invalid: the exchange
+                          * completed (identity moved on), the command is
+                          * reported, not to be acted on */
     uint16_t arglen;
     uint32_t interval_s; /* the interval now in force */
     uint8_t arg[PK_TRIG_ARG_MAX];

@@ -139,6 +139,7 @@ int pk_trig_resp_seal_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
 /* An opened response. arg points into the caller's pt buffer. */
 typedef struct pk_trig_resp {
     uint8_t cmd, flags, sent;
+    uint8_t unsupported; /* cmd unknown, or its argument invalid: not to act on */
     uint16_t arglen;
     const uint8_t *arg;
     uint8_t rand[PK_TRIG_RAND_LEN];
@@ -147,9 +148,13 @@ typedef struct pk_trig_resp {
 /*
  * Opens a response: exact length (PK_TRIG_RESP_FIXED + arglen, arglen read
  * from the authenticated plaintext), version, type, tag under k1 with UID1 as
- * associated data, known flags, and a command whose argument is well-formed.
- * pt (caller-owned, ptcap >= len) receives the plaintext; on any failure it
- * is wiped. Returns PK_OK, PK_ERR_MALFORMED or PK_ERR_AUTH.
+ * associated data, known flags. A command this code does not know, or whose
+ * argument is not valid for it, does not refuse the response (it is
+ * authentic, and refusing it would hold the device on UID1 with the command
+ * bound to every retransmission): r->unsupported is set instead and the
+ * command must not be acted on. pt (caller-owned, ptcap >= len) receives the
+ * plaintext; on any failure it is wiped. Returns PK_OK, PK_ERR_MALFORMED or
+ * PK_ERR_AUTH.
  */
 int pk_trig_resp_open(const uint8_t k1[PK_TRIG_KEY_LEN], const uint8_t uid1[PK_TRIG_UID_LEN],
                       const uint8_t *buf, size_t len, uint8_t *pt, size_t ptcap, pk_trig_resp_t *r);

@@ -195,9 +195,7 @@ int pk_trig_resp_open_cx(pk_aead_t *a, const uint8_t k1[PK_TRIG_KEY_LEN],
         rc = PK_ERR_MALFORMED;
         goto out;
     }
-    rc = pk_trig_cmd_check(r->cmd, r->arg, r->arglen);
-    if (rc != PK_OK)
-        rc = PK_ERR_MALFORMED;
+    r->unsupported = pk_trig_cmd_check(r->cmd, r->arg, r->arglen) != PK_OK;
 out:
     if (rc != PK_OK) {
         pk_wipe(pt, ptcap < ctlen ? ptcap : ctlen);

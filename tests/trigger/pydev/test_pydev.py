@@ -236,16 +236,28 @@ def offline_checks():
     td.open_resp(key, uid1, seal(sent=2), 1)
     refused(seal(sent=3), rc=1, what="Sent 3 with Resend_Counter 1")
     refused(seal(flags=0x02), what="unknown flag")
-    refused(seal(cmd=0x07, arg=b""), what="unknown command")
-    refused(seal(cmd=td.CMD_NONE, arg=b"x"), what="argument on none")
-    refused(seal(cmd=td.CMD_KEYGEN, arg=b"x"), what="argument on keygen")
-    refused(seal(cmd=td.CMD_UPDATE, arg=b""), what="empty URL")
-    refused(seal(cmd=td.CMD_UPDATE, arg=b"a b"), what="URL with a space")
-    refused(seal(cmd=td.CMD_OTA_HTTPS, arg=b"a" * 513), what="513-byte URL")
-    refused(seal(cmd=td.CMD_POLL_FASTER, arg=b"\0\0\0"), what="u24 interval")
-    refused(seal(cmd=td.CMD_POLL_SLOWER, arg=bytes(4)), what="interval 0")
-    refused(seal(cmd=td.CMD_POLL_SLOWER, arg=(604801).to_bytes(4, "big")),
-            what="interval 604801")
+
+    # authentic, but not usable: accepted as unsupported (the exchange must
+    # complete, or the command would be bound to every retransmission)
+    def unsupported(dgram, what):
+        r = td.open_resp(key, uid1, dgram, 0)
+        check(r.unsupported and r.value is None, "unsupported: " + what)
+
+    unsupported(seal(cmd=0x07, arg=b""), what="unknown command")
+    unsupported(seal(cmd=td.CMD_NONE, arg=b"x"), what="argument on none")
+    unsupported(seal(cmd=td.CMD_KEYGEN, arg=b"x"), what="argument on keygen")
+    unsupported(seal(cmd=td.CMD_UPDATE, arg=b""), what="empty URL")
+    unsupported(seal(cmd=td.CMD_UPDATE, arg=b"a b"), what="URL with a space")
+    unsupported(seal(cmd=td.CMD_OTA_HTTPS, arg=b"a" * 513),
+                what="513-byte URL")
+    unsupported(seal(cmd=td.CMD_POLL_FASTER, arg=b"\0\0\0"),
+                what="u24 interval")
+    unsupported(seal(cmd=td.CMD_POLL_SLOWER, arg=bytes(4)), what="interval 0")
+    unsupported(seal(cmd=td.CMD_POLL_SLOWER,
+                     arg=(604801).to_bytes(4, "big")),
+                what="interval 604801")
+    check(not td.open_resp(key, uid1, seal(), 0).unsupported,
+          "a usable command is not marked unsupported")
     # the plaintext's arglen must account for every byte
     pt = (bytes([td.CMD_APP, 0]) + (2).to_bytes(2, "big") + b"x" + b"\1" +
           rnd)

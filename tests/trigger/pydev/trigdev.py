@@ -144,6 +144,9 @@ class Response:
     uid_rand: bytes
     nonce: bytes
     raw: bytes  # the datagram as received
+    # authentic, but a command this device does not know or an argument not
+    # valid for it: the exchange completes, the command is not acted on
+    unsupported: bool = False
 
     @property
     def rotate(self):
@@ -151,6 +154,8 @@ class Response:
 
     @property
     def name(self):
+        if self.unsupported:
+            return "unsupported command 0x%02x" % self.cmd
         return CMD_NAMES[self.cmd]
 
 
@@ -179,14 +184,17 @@ def open_resp(key, uid1, dgram, resend_counter):
     if flags & ~FLAG_ROTATE:
         raise Malformed("unknown flags 0x%02x" % flags)
     arg = pt[4:4 + arglen]
-    value = check_arg(cmd, arg)
+    try:
+        value, unsupported = check_arg(cmd, arg), False
+    except Malformed:
+        value, unsupported = None, True  # authentic: accepted, not acted on
     sent = pt[4 + arglen]
     uid_rand = pt[5 + arglen:21 + arglen]
     if not 1 <= sent <= resend_counter + 1:
         raise Malformed("Sent %d with Resend_Counter %d" %
                         (sent, resend_counter))
     return Response(cmd, flags, bytes(arg), value, sent, bytes(uid_rand),
-                    nonce, bytes(dgram))
+                    nonce, bytes(dgram), unsupported)
 
 
 # --- Device state: "name dev_no K1 UID [interval_s]" ------------------------
@@ -334,7 +342,8 @@ class Device:
         key = derive_k2(st.key, resp.uid_rand, uid2) if resp.rotate else \
             st.key
         interval = st.interval
-        if resp.cmd in (CMD_POLL_FASTER, CMD_POLL_SLOWER):
+        if not resp.unsupported and resp.cmd in (CMD_POLL_FASTER,
+                                                 CMD_POLL_SLOWER):
             interval = self._clamp(resp.value)
         new = DeviceState(st.name, st.dev_no, key, uid2, interval)
         if self.path is not None:

@@ -38,6 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = pk_trig_resp_open(k1, uid, in, inlen, pt, sizeof pt, &r);
     if (rc == 0 && (inlen != PK_TRIG_RESP_FIXED + r.arglen || r.arglen > PK_TRIG_ARG_MAX))
         abort();
+    if (rc == 0 && r.unsupported != (pk_trig_cmd_check(r.cmd, r.arg, r.arglen) != 0))
+        abort(); /* unsupported exactly when the command check refuses it */
 
     pk_trig_dev_t d;
     pk_trig_dev_cfg_t cfg = {1000, 3, 1, 86400};
