@@ -162,8 +162,8 @@ static void resubmit(kconn_t *k, held_t *h)
     }
     if (rc == PK_KMS_DEFER || rl == 0) {
         s->defer_busy += rc == PK_KMS_DEFER;
-        pk_warn("request_deferred_busy", "node=%s type=0x%02x tries=%u err=%s", k->cn, h->req_type,
-                h->tries, pk_strerror(rc == PK_KMS_DEFER ? PK_ERR_BUSY : rc));
+        pk_debug("request_deferred_busy", "node=%s type=0x%02x tries=%u err=%s", k->cn, h->req_type,
+                 h->tries, pk_strerror(rc == PK_KMS_DEFER ? PK_ERR_BUSY : rc));
         rl = pk_kms_err_frame(PK_ERR_BUSY, h->req_type, PK_KMS_REQ_MIN, resp, sizeof resp);
         rc = PK_ERR_BUSY;
     }
