@@ -12,6 +12,18 @@
  * audit record. Responses that need no record (refusals, allocations, which
  * commit their own record, directory lookups) still wait behind earlier ones
  * on their connection, so each connection answers in request order.
+ *
+ * First registrations (the core's group_writes, kms.h "Durability"). A
+ * KEYS_REQ that needs a root key or directory entry written is deferred: the
+ * core queues its writes as an intent in the open batch, and the request
+ * itself (not an answer) waits in its place in the connection's queue. When
+ * that batch is done - committed or failed - the request is handed to the
+ * core again and answered from what is now in the store, its audit records
+ * going into the next batch (so it leaves after two commits); a failed batch
+ * only means it is deferred again. After PK_KMS_DEFER_TRIES re-submissions
+ * it is answered KMS_ERR(BUSY). Answers held behind a deferred request may
+ * wait longer than their own batch: a failed batch's answers are therefore
+ * turned into KMS_ERR(BUSY) at once, wherever they are queued.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,10 +45,12 @@
 
 typedef struct held {
     struct held *next;
-    uint64_t gen; /* 0: needs no commit */
+    uint64_t gen; /* 0: needs no commit; deferred: the batch to wait for */
     uint8_t req_type;
+    uint8_t deferred; /* buf holds the request, to hand in again after gen */
+    uint8_t tries;    /* re-submissions so far */
     size_t len;
-    uint8_t buf[];
+    uint8_t buf[]; /* an answer, or (deferred) the request; PK_KMS_RESP_MAX then */
 } held_t;
 
 typedef struct kconn {
@@ -44,6 +58,7 @@ typedef struct kconn {
     struct server *srv;
     pk_tls_conn_t *c;
     held_t *head, *tail;
+    size_t ndefer; /* deferred entries in the queue */
     char cn[PK_TLS_CN_MAX + 1];
 } kconn_t;
 
@@ -67,7 +82,7 @@ typedef struct server {
     uint64_t done_number; /* results, under mu */
     int done_rc, done_ready;
     uint64_t timer;
-    uint64_t refused, commit_failed;
+    uint64_t refused, commit_failed, defer_busy;
 } server_t;
 
 static void held_free(held_t *h)
@@ -99,26 +114,72 @@ static void trace_send(const kconn_t *k, const uint8_t *b, size_t n)
     pk_debug("msg", "from=kms to=%s type=0x%02x len=%zu", k->cn, n ? b[0] : 0, n);
 }
 
-/* Sends what may leave: entries whose batch committed (up to `upto`), with
- * batch `failed` answered by KMS_ERR(BUSY). */
-static void conn_release(kconn_t *k, uint64_t upto, uint64_t failed)
+/* Sends what may leave, in order: answers whose batch committed (up to
+ * `upto`) or that need none; stops at a deferred request. */
+static void conn_release(kconn_t *k, uint64_t upto)
 {
-    while (k->head && (k->head->gen == 0 || k->head->gen <= upto)) {
+    while (k->head && !k->head->deferred && (k->head->gen == 0 || k->head->gen <= upto)) {
         held_t *h = k->head;
         k->head = h->next;
         if (!k->head)
             k->tail = NULL;
-        if (h->gen != 0 && h->gen == failed) {
-            uint8_t e[PK_KMS_ERR_LEN];
-            size_t n = pk_kms_err_frame(PK_ERR_BUSY, h->req_type, PK_KMS_REQ_MIN, e, sizeof e);
-            trace_send(k, e, n);
-            (void)pk_tls_conn_send(k->c, e, n);
-        } else {
-            trace_send(k, h->buf, h->len);
-            (void)pk_tls_conn_send(k->c, h->buf, h->len);
-        }
+        trace_send(k, h->buf, h->len);
+        (void)pk_tls_conn_send(k->c, h->buf, h->len);
         held_free(h);
     }
+}
+
+/* Batch `failed` did not commit: its held answers become KMS_ERR(BUSY), now,
+ * also those still queued behind a deferred request (their keys are wiped). */
+static void conn_fail(kconn_t *k, uint64_t failed)
+{
+    for (held_t *h = k->head; h; h = h->next) {
+        if (h->deferred || h->gen != failed)
+            continue;
+        pk_wipe(h->buf, h->len);
+        h->len = pk_kms_err_frame(PK_ERR_BUSY, h->req_type, PK_KMS_REQ_MIN, h->buf, h->len);
+        h->gen = 0;
+    }
+}
+
+/* Hands deferred request h to the core again (its batch is done) and puts
+ * the outcome in its place: an answer (held for the batch now open when it
+ * queued audit records), a refusal, or the request deferred again - at most
+ * PK_KMS_DEFER_TRIES times, then KMS_ERR(BUSY). */
+static void resubmit(kconn_t *k, held_t *h)
+{
+    server_t *s = k->srv;
+    uint8_t resp[PK_KMS_RESP_MAX];
+    size_t rl = 0;
+    size_t before = pk_kms_pending(s->kms);
+    uint64_t gen = pk_kms_batch_gen(s->kms);
+    int rc =
+        pk_kms_handle(s->kms, k->cn, h->buf, h->len, pk_now_realtime_ms(), resp, sizeof resp, &rl);
+    h->tries++;
+    if (rc == PK_KMS_DEFER && h->tries < PK_KMS_DEFER_TRIES) {
+        h->gen = gen;
+        return;
+    }
+    if (rc == PK_KMS_DEFER || rl == 0) {
+        s->defer_busy += rc == PK_KMS_DEFER;
+        pk_debug("request_deferred_busy", "node=%s type=0x%02x tries=%u err=%s", k->cn, h->req_type,
+                 h->tries, pk_strerror(rc == PK_KMS_DEFER ? PK_ERR_BUSY : rc));
+        rl = pk_kms_err_frame(PK_ERR_BUSY, h->req_type, PK_KMS_REQ_MIN, resp, sizeof resp);
+        rc = PK_ERR_BUSY;
+    }
+    if (rc != PK_OK) {
+        s->refused++;
+        pk_debug("request_refused", "node=%s type=0x%02x len=%zu err=%s", k->cn, h->req_type,
+                 h->len, pk_strerror(rc));
+    }
+    int needs = rc == PK_OK && pk_kms_pending(s->kms) > before;
+    pk_wipe(h->buf, h->len);
+    memcpy(h->buf, resp, rl); /* rl <= PK_KMS_RESP_MAX, the buffer's size */
+    pk_wipe(resp, rl);
+    h->len = rl;
+    h->gen = needs ? gen : 0;
+    h->deferred = 0;
+    k->ndefer--;
 }
 
 /* ---- committer thread ---- */
@@ -207,8 +268,19 @@ static void on_committed(pk_loop_t *loop, int fd, unsigned ev, void *ctx)
         s->commit_failed++;
         pk_error("audit_commit_failed", "batch=%" PRIu64 " err=%s", num, pk_strerror(rc));
     }
-    for (kconn_t *k = s->conns; k; k = k->next)
-        conn_release(k, num, rc != PK_OK ? num : 0);
+    for (kconn_t *k = s->conns; k; k = k->next) {
+        if (rc != PK_OK)
+            conn_fail(k, num);
+        size_t left = k->ndefer; /* bounded: each entry at most once */
+        for (held_t *h = k->head; h && left > 0; h = h->next) {
+            if (!h->deferred)
+                continue;
+            left--;
+            if (h->gen <= num)
+                resubmit(k, h);
+        }
+        conn_release(k, num);
+    }
     kick(s); /* what gathered meanwhile */
 }
 
@@ -242,6 +314,30 @@ static void on_frame(pk_tls_conn_t *c, const uint8_t *p, size_t n, void *ud)
     size_t before = pk_kms_pending(s->kms);
     uint64_t gen = pk_kms_batch_gen(s->kms);
     int rc = pk_kms_handle(s->kms, k->cn, p, n, pk_now_realtime_ms(), resp, sizeof resp, &rl);
+    if (rc == PK_KMS_DEFER) { /* a first registration: its writes go into batch gen */
+        held_t *h = malloc(sizeof *h + PK_KMS_RESP_MAX);
+        if (!h || n > PK_KMS_RESP_MAX) {
+            free(h);
+            pk_tls_conn_close(c);
+            conn_drop(k);
+            return;
+        }
+        h->next = NULL;
+        h->gen = gen;
+        h->req_type = p[0];
+        h->deferred = 1;
+        h->tries = 0;
+        h->len = n;
+        memcpy(h->buf, p, n);
+        if (k->tail)
+            k->tail->next = h;
+        else
+            k->head = h;
+        k->tail = h;
+        k->ndefer++;
+        schedule_kick(s);
+        return;
+    }
     if (rc != PK_OK) {
         s->refused++;
         pk_debug("request_refused", "node=%s type=0x%02x len=%zu err=%s", k->cn, n ? p[0] : 0, n,
@@ -270,6 +366,8 @@ static void on_frame(pk_tls_conn_t *c, const uint8_t *p, size_t n, void *ud)
     h->next = NULL;
     h->gen = needs ? gen : 0;
     h->req_type = p[0];
+    h->deferred = 0;
+    h->tries = 0;
     h->len = rl;
     memcpy(h->buf, resp, rl);
     pk_wipe(resp, rl);
@@ -337,7 +435,8 @@ int kms_serve(const kms_serve_opts_t *o)
                         .kek = kek,
                         .rng = &s.rng,
                         .cache_ttl_ms = o->cache_ttl_ms,
-                        .audit_max = o->audit_max};
+                        .audit_max = o->audit_max,
+                        .group_writes = 1}; /* the committer applies them */
     rc = pk_kms_new(&cfg, &s.kms);
     pk_wipe(kek, sizeof kek);
     if (rc != PK_OK) {
@@ -411,9 +510,11 @@ out:
         pk_info("stopped",
                 "vectors=%" PRIu64 " root_keys=%" PRIu64 " pool_keys=%" PRIu64 " allocs=%" PRIu64
                 " refused=%" PRIu64 " batches=%" PRIu64 " records=%" PRIu64
-                " commit_failed=%" PRIu64,
+                " commit_failed=%" PRIu64 " deferred=%" PRIu64 " intents=%" PRIu64
+                " deferred_busy=%" PRIu64,
                 st->vectors, st->root_keys_issued, st->pool_keys_issued, st->allocs, st->refused,
-                st->batches, st->batched_records, s.commit_failed);
+                st->batches, st->batched_records, s.commit_failed, st->deferred, st->intents,
+                s.defer_busy);
     }
     pk_tls_ctx_free(s.tls);
     if (s.loop)

@@ -320,12 +320,15 @@ int pk_kms_new(const pk_kms_cfg_t *cfg, pk_kms_t **out)
     k->ttl_ms = cfg->cache_ttl_ms ? cfg->cache_ttl_ms : 5000;
     k->qmax = cfg->audit_max ? cfg->audit_max : 8192;
     k->gen = 1;
+    k->group = cfg->group_writes != 0;
+    k->imax = cfg->intent_max ? cfg->intent_max : PK_KMS_INTENT_MAX;
     k->cache = calloc(k->nslots, sizeof *k->cache);
     k->q = malloc(k->qmax * PK_KMS_AUDIT_MAX);
     k->qlen = malloc(k->qmax * sizeof *k->qlen);
     k->peers = malloc(PEERS_MAX * sizeof *k->peers);
+    k->iq = calloc(k->imax, sizeof *k->iq);
     int rc = PK_ERR_NOMEM;
-    if (!k->cache || !k->q || !k->qlen || !k->peers)
+    if (!k->cache || !k->q || !k->qlen || !k->peers || !k->iq)
         goto fail;
     if ((rc = pk_wrap_ctx_init(&k->wrap, cfg->kek)) != PK_OK)
         goto fail;
@@ -340,6 +343,17 @@ fail:
     return rc;
 }
 
+static void intents_free(struct kms_intent **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i])
+            continue;
+        pk_wipe(v[i], sizeof *v[i] + v[i]->n * sizeof v[i]->c[0]);
+        free(v[i]);
+        v[i] = NULL;
+    }
+}
+
 void pk_kms_free(pk_kms_t *k)
 {
     if (!k)
@@ -351,6 +365,10 @@ void pk_kms_free(pk_kms_t *k)
     free(k->q);
     free(k->qlen);
     free(k->peers);
+    if (k->iq) {
+        intents_free(k->iq, k->in);
+        free(k->iq);
+    }
     pk_wrap_ctx_clear(&k->wrap);
     pk_kdf_clear(&k->kdf);
     free(k);
@@ -422,13 +440,20 @@ struct keys_ctx {
     const pk_reg_id_t *dev, *node;
     uint64_t now_ms;
     int write;
+    int collect; /* group_writes: gather what is missing instead */
     pk_reg_keyset_t ks;
     pk_reg_id_t pool;
     pk_reg_id_t domain; /* the device's domain (len 0: none) */
+    /* collect: the peers whose pair has no root key, and whether the
+     * directory must name this node */
+    unsigned nmiss;
+    int set_dir;
+    pk_reg_id_t miss[PK_REG_MAX_KEYS];
 };
 
 /* Fills ks with the device's root keys per pair; creates missing ones when
- * c->write (else returns NEED_WRITE). */
+ * c->write, notes them in c->miss when c->collect, else returns NEED_WRITE
+ * at the first one. */
 static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
 {
     pk_kms_t *k = c->k;
@@ -437,7 +462,7 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
     if (rc != PK_OK)
         return rc;
     c->ks.mode = PK_REG_MODE_PAIRS;
-    for (size_t i = 0; i < np && c->ks.n < PK_REG_MAX_KEYS; i++) {
+    for (size_t i = 0; i < np && c->ks.n + c->nmiss < PK_REG_MAX_KEYS; i++) {
         kms_dev_t pd;
         rc = kms_dev_get(k, txn, &k->peers[i], 0, &pd);
         if (rc == PK_ERR_NOTFOUND || (rc == PK_OK && pd.mode != PK_REG_MODE_PAIRS))
@@ -447,6 +472,10 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
         uint8_t pk[PAIR_MAX], val[4 + 8 + SEALED_KEY];
         size_t pl = kms_pair(pk, c->dev, &k->peers[i]), vl = 0;
         rc = pk_txn_get(txn, B_ROOT, pk, pl, val, sizeof val, &vl);
+        if (rc == PK_ERR_NOTFOUND && c->collect) {
+            c->miss[c->nmiss++] = k->peers[i];
+            continue;
+        }
         if (rc == PK_ERR_NOTFOUND) {
             if (!c->write)
                 return NEED_WRITE;
@@ -544,6 +573,8 @@ static int keys_fn(pk_txn_t *txn, void *ctx)
     struct keys_ctx *c = ctx;
     kms_dev_t d;
     pk_wipe(&c->ks, sizeof c->ks);
+    c->nmiss = 0;
+    c->set_dir = 0;
     int rc = kms_dev_get(c->k, txn, c->dev, 0, &d);
     if (rc != PK_OK)
         return rc;
@@ -565,14 +596,56 @@ static int keys_fn(pk_txn_t *txn, void *ctx)
     rc = pk_txn_get(txn, B_DIR, dk, dl, val, sizeof val, &vl);
     if (rc == PK_OK && vl == (size_t)c->node->len + 1 + 8 && val[0] == c->node->len &&
         memcmp(val + 1, c->node->b, c->node->len) == 0)
-        return PK_OK;
+        return c->nmiss ? NEED_WRITE : PK_OK;
     if (rc != PK_OK && rc != PK_ERR_NOTFOUND && rc != PK_ERR_SPACE)
         return rc;
+    c->set_dir = 1;
     if (!c->write)
         return NEED_WRITE;
     vl = kms_blk(val, c->node);
     pk_put_u64(val + vl, c->now_ms);
     return pk_txn_put(txn, B_DIR, dk, dl, val, vl + 8);
+}
+
+/* group_writes: the writes c's read found missing, as an intent in the
+ * open batch (kms.h "Durability"): each missing pair gets a fresh candidate
+ * K_D, sealed at once for its kms_root row; the KSI is taken at commit.
+ * PK_KMS_DEFER (also when the batch is full: nothing queued then), or an
+ * error. */
+static int queue_intent(pk_kms_t *k, const struct keys_ctx *c)
+{
+    uint8_t kd[KEY_LEN], pk[PAIR_MAX];
+    int rc = PK_OK;
+    k->stats.deferred++;
+    if (k->in >= k->imax)
+        return PK_KMS_DEFER; /* bounded group: wait for this batch, then queue */
+    struct kms_intent *it = calloc(1, sizeof *it + c->nmiss * sizeof it->c[0]);
+    if (!it)
+        return PK_ERR_NOMEM;
+    it->dev = *c->dev;
+    it->node = *c->node;
+    it->now_ms = c->now_ms;
+    it->set_dir = (uint8_t)c->set_dir;
+    for (unsigned i = 0; rc == PK_OK && i < c->nmiss; i++) {
+        size_t pl = kms_pair(pk, c->dev, &c->miss[i]), sl = 0;
+        rc = pk_rng_fill(k->rng, kd, KEY_LEN);
+        if (rc == PK_OK)
+            rc = pk_wrap_ctx_seal(&k->wrap, k->rng, B_ROOT, pk, pl, kd, KEY_LEN, it->c[i].sealed,
+                                  SEALED_KEY, &sl);
+        if (rc == PK_OK && sl != SEALED_KEY)
+            rc = PK_ERR_STATE;
+        it->c[i].peer = c->miss[i];
+        it->n = i + 1;
+    }
+    pk_wipe(kd, sizeof kd);
+    if (rc != PK_OK) {
+        pk_wipe(it, sizeof *it + c->nmiss * sizeof it->c[0]);
+        free(it);
+        return rc;
+    }
+    k->iq[k->in++] = it;
+    k->stats.intents++;
+    return PK_KMS_DEFER;
 }
 
 static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, uint64_t now_ms,
@@ -587,7 +660,12 @@ static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, 
     c->dev = &m->a;
     c->node = node;
     c->now_ms = now_ms;
+    c->collect = k->group;
     rc = pk_store_run_read(k->st, keys_fn, c, STORE_TRIES);
+    if (rc == NEED_WRITE && k->group) {
+        rc = queue_intent(k, c);
+        goto out;
+    }
     if (rc == NEED_WRITE) {
         c->write = 1;
         rc = pk_store_run(k->st, keys_fn, c, STORE_TRIES);
@@ -625,8 +703,10 @@ out:
         pk_wipe(r, sizeof *r);
     free(c);
     free(r);
-    if (rc != PK_OK)
+    if (rc != PK_OK) {
+        pk_wipe(resp, cap < PK_KMS_RESP_MAX ? cap : PK_KMS_RESP_MAX);
         *resp_len = 0;
+    }
     return rc;
 }
 
@@ -875,6 +955,8 @@ out:
         pk_wipe(m, sizeof *m);
         free(m);
     }
+    if (rc == PK_KMS_DEFER) /* nothing to send yet (kms.h) */
+        return rc;
     if (rc != PK_OK) {
         pk_wipe(resp, cap < PK_KMS_RESP_MAX ? cap : PK_KMS_RESP_MAX);
         *resp_len = pk_kms_err_frame(rc, type, len, resp, cap);
@@ -890,11 +972,13 @@ struct pk_kms_batch {
     size_t n;
     uint16_t *len;
     uint8_t *rec;
+    size_t ni; /* write intents (group_writes) */
+    struct kms_intent **iv;
 };
 
 size_t pk_kms_pending(const pk_kms_t *k)
 {
-    return k->qn;
+    return k->qn + k->in;
 }
 uint64_t pk_kms_batch_gen(const pk_kms_t *k)
 {
@@ -912,14 +996,15 @@ size_t pk_kms_batch_count(const pk_kms_batch_t *b)
 int pk_kms_batch_take(pk_kms_t *k, pk_kms_batch_t **out)
 {
     *out = NULL;
-    if (k->qn == 0)
+    if (k->qn == 0 && k->in == 0)
         return PK_OK;
     pk_kms_batch_t *b = calloc(1, sizeof *b);
     if (!b)
         return PK_ERR_NOMEM;
-    b->len = malloc(k->qn * sizeof *b->len);
-    b->rec = malloc(k->qn * PK_KMS_AUDIT_MAX);
-    if (!b->len || !b->rec) {
+    b->len = malloc((k->qn ? k->qn : 1) * sizeof *b->len);
+    b->rec = malloc((k->qn ? k->qn : 1) * PK_KMS_AUDIT_MAX);
+    b->iv = malloc((k->in ? k->in : 1) * sizeof *b->iv);
+    if (!b->len || !b->rec || !b->iv) {
         pk_kms_batch_free(b);
         return PK_ERR_NOMEM;
     }
@@ -928,15 +1013,91 @@ int pk_kms_batch_take(pk_kms_t *k, pk_kms_batch_t **out)
     memcpy(b->len, k->qlen, k->qn * sizeof *b->len);
     memcpy(b->rec, k->q, k->qn * PK_KMS_AUDIT_MAX);
     k->qn = 0;
+    b->ni = k->in; /* the intents move to the batch */
+    memcpy(b->iv, k->iq, k->in * sizeof *b->iv);
+    memset(k->iq, 0, k->in * sizeof *k->iq);
+    k->in = 0;
     k->stats.batches++;
     k->stats.batched_records += b->n;
     *out = b;
     return PK_OK;
 }
 
+/* The errors after which an intent is skipped and the batch goes on: answers
+ * about the data (a device removed, a corrupt row, the KSI space used up).
+ * Anything else - a failed transaction (BUSY, IO, NOMEM, TIMEOUT) or a bug
+ * (INVAL, STATE) - fails the batch. */
+static int intent_skippable(int rc)
+{
+    return rc == PK_ERR_NOTFOUND || rc == PK_ERR_EXISTS || rc == PK_ERR_SPACE ||
+           rc == PK_ERR_MALFORMED || rc == PK_ERR_LIMIT || rc == PK_ERR_DENIED;
+}
+
+/*
+ * One write intent, inside the batch's transaction (kms.h "Durability"):
+ * each candidate becomes the pair's root key only if the pair has none, both
+ * devices exist in mode pairs and the pair is allowed - all read in this
+ * transaction, so of two batches (of one kms or of two instances over one
+ * database) racing for a pair exactly one inserts its key and the other
+ * finds it (serialisable transactions; the insert is a second guard). The
+ * KSI comes from kms_ksi here, so a candidate that loses consumes none.
+ * Then the directory entry. Returns PK_OK or the error that stopped it.
+ */
+static int apply_intent(pk_txn_t *txn, const struct kms_intent *it)
+{
+    kms_dev_t d, pd;
+    uint8_t pk[PAIR_MAX], val[4 + 8 + SEALED_KEY];
+    size_t vl = 0;
+    /* no unwrap (with_key 0): kms_dev_get does not use the pk_kms_t */
+    int rc = kms_dev_get(NULL, txn, &it->dev, 0, &d);
+    if (rc != PK_OK)
+        return rc; /* removed meanwhile: nothing to write */
+    for (unsigned i = 0; i < it->n && d.mode == PK_REG_MODE_PAIRS; i++) {
+        const struct kms_cand *cd = &it->c[i];
+        size_t pl = kms_pair(pk, &it->dev, &cd->peer);
+        rc = pk_txn_get(txn, B_ROOT, pk, pl, NULL, 0, &vl);
+        if (rc == PK_OK || rc == PK_ERR_SPACE)
+            continue; /* the pair has its key (another request made it first) */
+        if (rc != PK_ERR_NOTFOUND)
+            return rc;
+        rc = kms_dev_get(NULL, txn, &cd->peer, 0, &pd);
+        if (rc == PK_ERR_NOTFOUND || (rc == PK_OK && pd.mode != PK_REG_MODE_PAIRS))
+            continue;
+        if (rc != PK_OK)
+            return rc;
+        if ((rc = kms_allowed(txn, &it->dev, &cd->peer)) != 1) {
+            if (rc < 0)
+                return rc;
+            continue; /* denied meanwhile */
+        }
+        uint64_t id = 0;
+        if ((rc = pk_txn_next_id(txn, S_KSI, &id)) != PK_OK)
+            return rc;
+        if (id > UINT32_MAX)
+            return PK_ERR_LIMIT;
+        pk_put_u32(val, (uint32_t)id);
+        pk_put_u64(val + 4, it->now_ms);
+        memcpy(val + 12, cd->sealed, SEALED_KEY);
+        rc = pk_txn_insert(txn, B_ROOT, pk, pl, val, sizeof val);
+        if (rc != PK_OK)
+            return rc; /* EXISTS cannot happen after the get above: skip */
+    }
+    if (!it->set_dir)
+        return PK_OK;
+    uint8_t dk[BLK_MAX], dv[BLK_MAX + 8];
+    size_t dl = kms_blk(dk, &it->dev), dvl = kms_blk(dv, &it->node);
+    pk_put_u64(dv + dvl, it->now_ms);
+    return pk_txn_put(txn, B_DIR, dk, dl, dv, dvl + 8);
+}
+
 static int commit_fn(pk_txn_t *txn, void *ctx)
 {
     const pk_kms_batch_t *b = ctx;
+    for (size_t i = 0; i < b->ni; i++) {
+        int rc = apply_intent(txn, b->iv[i]);
+        if (rc != PK_OK && !intent_skippable(rc))
+            return rc;
+    }
     for (size_t i = 0; i < b->n; i++) {
         int rc =
             pk_txn_append(txn, PK_KMS_AUDIT_LOG, b->rec + i * PK_KMS_AUDIT_MAX, b->len[i], NULL);
@@ -959,6 +1120,10 @@ void pk_kms_batch_free(pk_kms_batch_t *b)
         return;
     free(b->len);
     free(b->rec);
+    if (b->iv) {
+        intents_free(b->iv, b->ni);
+        free(b->iv);
+    }
     free(b);
 }
 

@@ -114,8 +114,34 @@
  * committed; so no key or vector is ever sent whose audit record is not
  * durable. If that commit fails, the caller sends KMS_ERR(BUSY) instead
  * (pk_kms_err_frame()). Everything else commits before pk_kms_handle()
- * returns: new root keys, pool allocations (with their audit record, in the
- * same transaction), directory and window updates, and all admin operations.
+ * returns: pool allocations (with their audit record, in the same
+ * transaction) and all admin operations; and, unless cfg.group_writes is
+ * set, new root keys and directory updates.
+ *
+ * First registrations in the group commit (cfg.group_writes). A KEYS_REQ
+ * that finds a root key missing or the directory naming another node (a
+ * device's first registration, or its move to another node) needs a write.
+ * With group_writes the core does not write: it queues a *write intent* in
+ * the open batch - the device, the node, and for each missing pair a fresh
+ * candidate K_D already sealed under the KEK for that pair's kms_root row
+ * (no plaintext key and no KSI yet) - and returns PK_KMS_DEFER with nothing
+ * to send. The batch's commit applies its intents in the same transaction as
+ * its audit records: for each candidate it re-checks, inside the
+ * transaction, that the pair has no root key yet, that both devices exist in
+ * mode pairs and that the pair is still allowed, and only then takes a KSI
+ * from kms_ksi and inserts the row (pk_txn_insert); a candidate that lost
+ * (another request, batch or kms instance created the pair's key first) is
+ * dropped, so a pair keeps one key. Then it writes the directory entry. The
+ * caller hands the same request to pk_kms_handle() again once that batch is
+ * done (committed or failed): it is then answered from the committed rows
+ * like any registration (its audit records in the then open batch, so its
+ * answer waits for that batch too), or deferred again (the batch failed, or
+ * another node moved the device meanwhile). No key is ever answered from a
+ * candidate: whatever a response carries was read back from the store after
+ * the commit that made it durable. A caller bounds the re-submissions
+ * (PK_KMS_DEFER_TRIES) and then answers KMS_ERR(BUSY). A batch holds at most
+ * cfg.intent_max intents; when the open batch is full a KEYS_REQ that needs
+ * a write is deferred without an intent (it queues one after that batch).
  *
  * ---- Caches ------------------------------------------------------------------
  *
@@ -190,7 +216,14 @@ typedef struct pk_kms_cfg {
     size_t cache_slots;    /* device-key cache size; 0 = 4096 */
     uint64_t cache_ttl_ms; /* 0 = 5000 */
     size_t audit_max;      /* queued audit records before PK_ERR_LIMIT; 0 = 8192 */
+    int group_writes;      /* 1: first registrations' writes go into the group
+                            * commit as intents (PK_KMS_DEFER, above) */
+    size_t intent_max;     /* write intents in one batch; 0 = PK_KMS_INTENT_MAX */
 } pk_kms_cfg_t;
+
+#define PK_KMS_INTENT_MAX  256 /* default bound of the write intents in one batch */
+#define PK_KMS_DEFER       1   /* pk_kms_handle: deferred, nothing to send yet */
+#define PK_KMS_DEFER_TRIES 16  /* re-submissions of a deferred request before BUSY */
 
 /* Counters (for logs and tests). */
 typedef struct pk_kms_stats {
@@ -200,6 +233,8 @@ typedef struct pk_kms_stats {
     uint64_t refused; /* requests answered with KMS_ERR or nothing */
     uint64_t cache_hits, cache_misses;
     uint64_t batches, batched_records;
+    uint64_t deferred; /* PK_KMS_DEFER answers (group_writes) */
+    uint64_t intents;  /* write intents queued (group_writes) */
 } pk_kms_stats_t;
 
 typedef struct pk_kms pk_kms_t;
@@ -247,6 +282,12 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *                 -> KMS_ALLOC_RESP.
  *   KMS_DIR_REQ   -> KMS_DIR_RESP with the device's node.
  *
+ * With cfg.group_writes, a KEYS_REQ that needs a write returns PK_KMS_DEFER
+ * (a positive value, not an error) with *resp_len = 0: nothing to send yet;
+ * the caller keeps the request (in its place in the connection's answer
+ * order) and hands it in again once batch pk_kms_batch_gen(), read before
+ * this call, is done - committed or failed ("Durability" above).
+ *
  * Returns PK_OK, or an error with the refusal in resp (KMS_ERR, when len >=
  * PK_KMS_REQ_MIN, else *resp_len = 0):
  *   PK_ERR_MALFORMED (ST_MALFORMED: truncated, oversized, unknown or response
@@ -271,7 +312,7 @@ uint8_t pk_kms_status_of(int err);
 
 /* ---- group commit ---- */
 
-/* Audit records queued and not yet taken. */
+/* Audit records and write intents queued and not yet taken. */
 size_t pk_kms_pending(const pk_kms_t *k);
 /* The number of the open batch (starts at 1): the batch that records queued
  * now go into. A response made now may be sent once batch gen committed. */
@@ -279,21 +320,28 @@ uint64_t pk_kms_batch_gen(const pk_kms_t *k);
 
 typedef struct pk_kms_batch pk_kms_batch_t;
 
-/* Detaches the queued records as a batch (owned by the caller) and opens
- * batch gen + 1. *out is NULL when nothing was queued (gen does not move).
- * PK_OK or PK_ERR_NOMEM (nothing detached). */
+/* Detaches the queued records and write intents as a batch (owned by the
+ * caller) and opens batch gen + 1. *out is NULL when nothing was queued (gen
+ * does not move). PK_OK or PK_ERR_NOMEM (nothing detached). */
 int pk_kms_batch_take(pk_kms_t *k, pk_kms_batch_t **out);
 /* The batch's number (the gen its responses wait for) and record count. */
 uint64_t pk_kms_batch_number(const pk_kms_batch_t *b);
 size_t pk_kms_batch_count(const pk_kms_batch_t *b);
-/* Appends the batch's records to kms_audit in one transaction on store s
- * (any store over the same database; may be another thread's), retrying on
- * PK_ERR_BUSY. PK_OK once durable, else the store's error. */
+/* Applies the batch's write intents (above) and appends its records to
+ * kms_audit, all in one transaction on store s (any store over the same
+ * database; may be another thread's: it touches no pk_kms_t), retrying the
+ * whole transaction on PK_ERR_BUSY. An intent that no longer applies (its
+ * device removed, a pair denied or keyed meanwhile) writes what still
+ * applies and nothing else; it does not fail the batch. PK_OK once durable,
+ * else the store's error: then nothing of the batch was written (but a
+ * PK_ERR_IO from a COMMIT on PostgreSQL leaves the outcome unknown; running
+ * the batch again is safe for its intents, which re-check everything). */
 int pk_kms_batch_commit(pk_store_t *s, const pk_kms_batch_t *b);
 void pk_kms_batch_free(pk_kms_batch_t *b);
 
 /* take + commit on the kms's own store + free; PK_OK when nothing queued.
- * On error the records are dropped (their responses must not be sent). */
+ * On error the records and intents are dropped (their responses must not be
+ * sent; deferred requests may be handed in again). */
 int pk_kms_flush(pk_kms_t *k);
 
 /* ---- admin operations (each one committed transaction, audited) ---- */

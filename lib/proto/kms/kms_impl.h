@@ -35,6 +35,21 @@
 #define NEED_WRITE  1  /* internal: a read transaction found work for a write one */
 #define KSI_LEASE   32 /* KSIs one lease transaction takes from kms_ksi */
 
+/* A write intent (group_writes, kms.h "Durability"): what one deferred
+ * KEYS_REQ needs written; applied by the batch's commit. */
+struct kms_cand {
+    pk_reg_id_t peer;
+    uint8_t sealed[SEALED_KEY]; /* a fresh K_D sealed for ("kms_root", pair) */
+};
+
+struct kms_intent {
+    pk_reg_id_t dev, node;
+    uint64_t now_ms;
+    uint8_t set_dir; /* the directory does not name node yet */
+    unsigned n;      /* candidates, <= PK_REG_MAX_KEYS */
+    struct kms_cand c[];
+};
+
 struct kms_cache_ent {
     uint8_t used, mode, klen;
     uint64_t loaded_ms;
@@ -54,6 +69,9 @@ struct pk_kms {
     uint16_t *qlen; /* qmax */
     size_t qn, qmax;
     uint64_t gen;
+    int group;              /* cfg.group_writes */
+    struct kms_intent **iq; /* imax: the open batch's write intents */
+    size_t in, imax;
     pk_reg_id_t *peers; /* PEERS_MAX scratch */
     pk_kms_stats_t stats;
     /* option 2: KSIs leased from kms_ksi (committed, so this instance's
