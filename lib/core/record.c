@@ -237,3 +237,46 @@ int pk_record_open(pk_record_t *r, const uint8_t *in, size_t inlen, uint8_t *typ
     *ptlen = n;
     return PK_OK;
 }
+
+int pk_record_rx_export(const pk_record_t *r, uint8_t out[static PK_RECORD_RX_STATE_LEN])
+{
+    if (!r || !r->rc_has_rx)
+        return PK_ERR_INVAL;
+    pk_put_u64(out, r->rc_rx_top);
+    for (unsigned i = 0; i < W; i++)
+        pk_put_u64(out + 8 + 8 * i, r->rc_rx_bitmap[i]);
+    return PK_OK;
+}
+
+int pk_record_rx_check(const uint8_t in[static PK_RECORD_RX_STATE_LEN])
+{
+    uint64_t top = pk_get_u64(in), tword = top / 64;
+    if (top >= PK_RECORD_COUNTER_LIMIT)
+        return PK_ERR_MALFORMED;
+    for (unsigned i = 0; i < W; i++) {
+        uint64_t word = pk_get_u64(in + 8 + 8 * i), allowed = 0;
+        /* Ring word i holds counters base .. base+63, d words behind top's. */
+        uint64_t d = (tword % W + W - i) % W;
+        if (top > 0 && d <= tword) {
+            uint64_t base = (tword - d) * 64;
+            allowed = d == 0 && top % 64 != 63 ? ((uint64_t)1 << (top % 64 + 1)) - 1 : UINT64_MAX;
+            if (base == 0)
+                allowed &= ~(uint64_t)1; /* counter 0 is never accepted */
+        }
+        if (word & ~allowed)
+            return PK_ERR_MALFORMED;
+    }
+    return PK_OK;
+}
+
+int pk_record_rx_import(pk_record_t *r, const uint8_t in[static PK_RECORD_RX_STATE_LEN])
+{
+    if (!r || !r->rc_has_rx)
+        return PK_ERR_INVAL;
+    if (pk_record_rx_check(in) != PK_OK)
+        return PK_ERR_MALFORMED;
+    r->rc_rx_top = pk_get_u64(in);
+    for (unsigned i = 0; i < W; i++)
+        r->rc_rx_bitmap[i] = pk_get_u64(in + 8 + 8 * i);
+    return PK_OK;
+}

@@ -228,6 +228,47 @@ static inline uint64_t pk_record_rx_top(const pk_record_t *r)
     return r->rc_rx_top;
 }
 
+/*
+ * ---- Saving and restoring the receive window ------------------------------
+ *
+ * A receiver that restarts, or that drops a context and sets it up again
+ * later (a cache of contexts), must not accept a record it accepted before:
+ * it saves the window after each record it accepts and restores it into the
+ * new context before opening anything. The saved form is
+ * PK_RECORD_RX_STATE_LEN bytes, big-endian:
+ *
+ *     top(8)  the highest accepted counter (0: none yet)
+ *     ring(16 x 8)  the 1024-bit ring, word 0 first
+ *
+ * No key, salt or tx counter is in it (persist the tx counter separately,
+ * see pk_record_set_tx_next()).
+ */
+#define PK_RECORD_RX_STATE_LEN (8 + 8 * PK_RECORD_WINDOW_WORDS) /* 136 */
+
+/* Writes r's receive window into out. PK_OK; PK_ERR_INVAL (r NULL or without
+ * an rx direction; out untouched). */
+int pk_record_rx_export(const pk_record_t *r, uint8_t out[static PK_RECORD_RX_STATE_LEN]);
+
+/*
+ * Checks that in is a window pk_record_rx_export() can have written: top below
+ * 2^64-1, and no bit set for a counter above top or below 1 (e.g. a ring of
+ * a window that never passed counter 1023 has its later words clear).
+ * PK_OK or PK_ERR_MALFORMED. Pure; for parsers of files holding windows.
+ */
+int pk_record_rx_check(const uint8_t in[static PK_RECORD_RX_STATE_LEN]) PK_MUST_CHECK;
+
+/*
+ * Replaces r's receive window by the saved one in (checked as above); keys,
+ * session, epoch and tx counter are untouched. Import only a window saved
+ * from a context of the same rx key: an older one would accept again the
+ * records accepted since it was saved (this is also how a caller rolls the
+ * window back when it could not make an acceptance durable).
+ * PK_OK; PK_ERR_INVAL (r NULL or without an rx direction); PK_ERR_MALFORMED
+ * (r unchanged).
+ */
+int pk_record_rx_import(pk_record_t *r,
+                        const uint8_t in[static PK_RECORD_RX_STATE_LEN]) PK_MUST_CHECK;
+
 static inline uint16_t pk_record_session_id(const pk_record_t *r)
 {
     return r->rc_session_id;
