@@ -4,6 +4,7 @@
  * and individual keys expire at absolute times), files and printing.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,6 +29,10 @@
 #define TABLE_VER   1
 #define ENTRY_MAX   (4 + PK_MK_IK_LEN + 8 + 8 + 4 + 1 + 1 + 1 + PK_MK_ID_MAX + 8)
 #define TABLE_MAX   (5 + 1 + PK_DMK_TABLE_CAP * ENTRY_MAX)
+#define RX_FILE     "mk-rx"
+#define RX_MAGIC    "PKMR"
+#define RX_VER      1
+#define RUN_LOCK    "mk-run.lock"
 #define PEERS_MAX   32
 #define RX_MAX      16
 #define DGRAM_MAX   2048
@@ -174,6 +180,69 @@ static int table_save(pk_dstate_t *s, const pk_mk_table_t *t)
     return rc;
 }
 
+/* ---------------- the receive windows file (mk-rx) ---------------- */
+
+_Static_assert(PK_DMK_RX_CAP <= 255, "n is one byte");
+
+int pk_dmk_rx_parse(const uint8_t *buf, size_t len, dmk_rx_file_t *f)
+{
+    pk_rd_t r;
+    int rc;
+    memset(f, 0, sizeof *f);
+    pk_rd_init(&r, buf, len);
+    const uint8_t *magic = pk_rd_borrow(&r, 4);
+    uint8_t ver = pk_rd_u8(&r);
+    if (r.err != PK_OK || memcmp(magic, RX_MAGIC, 4) != 0)
+        return PK_ERR_MALFORMED;
+    if (ver != RX_VER)
+        return PK_ERR_VERSION;
+    pk_rd_t id = pk_rd_block8(&r, PK_MK_ID_MAX);
+    uint8_t n = pk_rd_u8(&r);
+    if (r.err != PK_OK || id.err != PK_OK || id.left == 0 || n > PK_DMK_RX_CAP)
+        r.err = PK_ERR_MALFORMED;
+    if (r.err == PK_OK) {
+        memcpy(f->id, id.p, id.left);
+        f->id_len = id.left;
+    }
+    for (unsigned i = 0; i < n && r.err == PK_OK; i++) {
+        dmk_rxwin_t *e = &f->e[i];
+        e->key_id = pk_rd_u32(&r);
+        e->created_ms = pk_rd_u64(&r);
+        pk_rd_copy(&r, e->w, sizeof e->w);
+        if (r.err != PK_OK || e->key_id == 0 || pk_record_rx_check(e->w) != PK_OK)
+            r.err = PK_ERR_MALFORMED;
+        for (unsigned j = 0; j < i && r.err == PK_OK; j++)
+            if (f->e[j].key_id == e->key_id && f->e[j].created_ms == e->created_ms)
+                r.err = PK_ERR_MALFORMED; /* one window per key */
+    }
+    f->n = n;
+    rc = pk_rd_done(&r);
+    if (rc != PK_OK)
+        pk_wipe(f, sizeof *f);
+    return rc;
+}
+
+int pk_dmk_rx_encode(const dmk_rx_file_t *f, uint8_t *buf, size_t cap, size_t *len)
+{
+    pk_wr_t w;
+    *len = 0;
+    if (f->id_len == 0 || f->id_len > PK_MK_ID_MAX || f->n > PK_DMK_RX_CAP)
+        return PK_ERR_INVAL;
+    pk_wr_init(&w, buf, cap);
+    pk_wr_bytes(&w, RX_MAGIC, 4);
+    pk_wr_u8(&w, RX_VER);
+    pk_wr_block8(&w, f->id, f->id_len);
+    pk_wr_u8(&w, (uint8_t)f->n);
+    for (size_t i = 0; i < f->n; i++) {
+        pk_wr_u32(&w, f->e[i].key_id);
+        pk_wr_u64(&w, f->e[i].created_ms);
+        pk_wr_bytes(&w, f->e[i].w, sizeof f->e[i].w);
+    }
+    int rc = pk_wr_ok(&w);
+    *len = rc == PK_OK ? w.len : 0;
+    return rc;
+}
+
 /* ---------------- master keys ---------------- */
 
 /* The master key to use at now: the next one once effective, else the current. */
@@ -307,9 +376,12 @@ typedef struct peer {
     uint64_t seen_ms;
 } peer_t;
 
+/* A receive context for one individual key (an LRU cache of RX_MAX); its
+ * window is restored from r->rxf whenever it is set up. */
 typedef struct rxctx {
     uint8_t used;
     uint32_t key_id;
+    uint64_t created_ms; /* with key_id: which key (a later one may reuse the ID) */
     uint64_t used_ms;
     pk_record_t rec;
 } rxctx_t;
@@ -322,6 +394,8 @@ typedef struct runner {
     pk_mk_entry_t e[PK_DMK_TABLE_CAP];
     peer_t peer[PEERS_MAX];
     rxctx_t rx[RX_MAX];
+    dmk_rx_file_t rxf; /* every saved window: DIR/mk-rx as last written */
+    int run_lock;      /* DIR/mk-run.lock, held for the whole run */
     int fd;
     uint8_t flags;
     int have_beacon;
@@ -483,11 +557,114 @@ static void reload_master(runner_t *r, uint64_t now)
     install_master(r, now);
 }
 
+/* ---- replay protection that survives restarts and evicted contexts ----
+ *
+ * Every record mk run accepts is made durable in DIR/mk-rx before it is
+ * printed: the context's window is exported into r->rxf and the whole file
+ * is written (temp file, fsync, rename, directory fsync). A context set up
+ * later for the same key (after a restart, or after LRU eviction) starts
+ * from that window. A window leaves the file only once mk-table has been
+ * written without its key, so a key that can still be loaded always has its
+ * window. */
+
+/* The table row holding this key (ID and creation time), or NULL. */
+static const pk_mk_entry_t *key_row(const runner_t *r, uint32_t key_id, uint64_t created_ms)
+{
+    for (size_t i = 0; i < PK_DMK_TABLE_CAP; i++)
+        if ((r->e[i].flags & PK_MK_E_USED) && r->e[i].key_id == key_id &&
+            r->e[i].created_ms == created_ms)
+            return &r->e[i];
+    return NULL;
+}
+
+static int rx_find(const runner_t *r, uint32_t key_id, uint64_t created_ms)
+{
+    for (size_t i = 0; i < r->rxf.n; i++)
+        if (r->rxf.e[i].key_id == key_id && r->rxf.e[i].created_ms == created_ms)
+            return (int)i;
+    return -1;
+}
+
+static int rx_write(const runner_t *r)
+{
+    static uint8_t buf[PK_DMK_RX_MAX];
+    size_t len = 0;
+    int rc = pk_dmk_rx_encode(&r->rxf, buf, sizeof buf, &len);
+    if (rc == PK_OK)
+        rc = pk_dstate_write(r->s->dir, RX_FILE, buf, len);
+    return rc;
+}
+
+/* Reads DIR/mk-rx into *f (absent: no window yet, f->id ours). PK_OK, or the
+ * error with *why saying what is wrong. */
+static int rx_read(const pk_dstate_t *s, dmk_rx_file_t *f, const char **why)
+{
+    static uint8_t buf[PK_DMK_RX_MAX];
+    size_t len = 0;
+    memset(f, 0, sizeof *f);
+    int rc = pk_dstate_read(s->dir, RX_FILE, buf, sizeof buf, &len);
+    if (rc == PK_ERR_NOTFOUND) {
+        memcpy(f->id, s->id.b, s->id.len);
+        f->id_len = s->id.len;
+        return PK_OK;
+    }
+    if (rc == PK_OK)
+        rc = pk_dmk_rx_parse(buf, len, f);
+    else if (rc == PK_ERR_SPACE)
+        rc = PK_ERR_MALFORMED; /* larger than any file we write */
+    if (rc == PK_OK && (f->id_len != s->id.len || memcmp(f->id, s->id.b, f->id_len) != 0)) {
+        pk_wipe(f, sizeof *f);
+        rc = PK_ERR_STATE;
+    }
+    *why = rc == PK_ERR_DENIED    ? "is readable by others"
+           : rc == PK_ERR_STATE   ? "belongs to another client identity"
+           : rc == PK_ERR_VERSION ? "has an unsupported version"
+           : rc == PK_ERR_IO      ? "cannot be read"
+                                  : "is damaged";
+    return rc;
+}
+
+/* Drops the windows of keys that are no longer in the table. Call only when
+ * mk-table has just been written from this table (or was just loaded), so
+ * no key that can still be loaded loses its window. Returns how many went. */
+static size_t rx_prune(runner_t *r)
+{
+    size_t k = 0, n = r->rxf.n;
+    for (size_t i = 0; i < n; i++) {
+        if (key_row(r, r->rxf.e[i].key_id, r->rxf.e[i].created_ms))
+            r->rxf.e[k++] = r->rxf.e[i];
+    }
+    for (size_t i = k; i < n; i++)
+        pk_wipe(&r->rxf.e[i], sizeof r->rxf.e[i]);
+    r->rxf.n = k;
+    return n - k;
+}
+
+/* Receive contexts of keys gone from the table: cleared (their keys wiped). */
+static void rx_ctx_prune(runner_t *r)
+{
+    for (int i = 0; i < RX_MAX; i++)
+        if (r->rx[i].used && !key_row(r, r->rx[i].key_id, r->rx[i].created_ms)) {
+            pk_record_clear(&r->rx[i].rec);
+            memset(&r->rx[i], 0, sizeof r->rx[i]);
+        }
+}
+
+/* mk-table and then the windows file without the windows of removed keys. */
+static int table_save_all(runner_t *r)
+{
+    int rc = table_save(r->s, &r->t);
+    if (rc == PK_OK && rx_prune(r) > 0 && rx_write(r) != PK_OK)
+        say(r, "event=rx_save_failed (the old file keeps more windows; retried with the next "
+               "record)");
+    return rc;
+}
+
 static rxctx_t *rx_for(runner_t *r, const pk_mk_entry_t *e, uint64_t now)
 {
     rxctx_t *slot = NULL;
     for (int i = 0; i < RX_MAX; i++)
-        if (r->rx[i].used && r->rx[i].key_id == e->key_id) {
+        if (r->rx[i].used && r->rx[i].key_id == e->key_id && r->rx[i].created_ms == e->created_ms) {
             r->rx[i].used_ms = now;
             return &r->rx[i];
         }
@@ -506,18 +683,60 @@ static rxctx_t *rx_for(runner_t *r, const pk_mk_entry_t *e, uint64_t now)
     pk_wipe(ts, sizeof ts);
     pk_wipe(rk, sizeof rk);
     pk_wipe(rs, sizeof rs);
-    if (rc != PK_OK)
+    /* every record accepted under this key before, here or before a restart */
+    int w = rx_find(r, e->key_id, e->created_ms);
+    if (rc == PK_OK && w >= 0)
+        rc = pk_record_rx_import(&slot->rec, r->rxf.e[w].w);
+    if (rc != PK_OK) {
+        pk_record_clear(&slot->rec);
         return NULL;
+    }
     slot->used = 1;
     slot->key_id = e->key_id;
+    slot->created_ms = e->created_ms;
     slot->used_ms = now;
     return slot;
+}
+
+/* Makes the acceptance of a record under x durable: its window into r->rxf
+ * and DIR/mk-rx. On failure both are as before and x's window is rolled back
+ * to before[] (the window before the record was opened), so the record was
+ * never accepted. */
+static int rx_commit(runner_t *r, rxctx_t *x, const uint8_t before[PK_RECORD_RX_STATE_LEN])
+{
+    dmk_rxwin_t old = {0};
+    int i = rx_find(r, x->key_id, x->created_ms), had = i >= 0, rc = PK_OK;
+    if (i < 0 && r->rxf.n == PK_DMK_RX_CAP && table_save_all(r) != PK_OK)
+        rc = PK_ERR_LIMIT; /* full until mk-table can be written */
+    if (rc == PK_OK && i < 0 && r->rxf.n == PK_DMK_RX_CAP)
+        rc = PK_ERR_LIMIT; /* cannot be: the table holds at most half */
+    if (rc == PK_OK && i < 0) {
+        i = (int)r->rxf.n++;
+        memset(&r->rxf.e[i], 0, sizeof r->rxf.e[i]);
+        r->rxf.e[i].key_id = x->key_id;
+        r->rxf.e[i].created_ms = x->created_ms;
+    }
+    if (rc == PK_OK) {
+        old = r->rxf.e[i];
+        rc = pk_record_rx_export(&x->rec, r->rxf.e[i].w);
+    }
+    if (rc == PK_OK)
+        rc = rx_write(r);
+    if (rc != PK_OK && i >= 0) {
+        if (had)
+            r->rxf.e[i] = old;
+        else
+            r->rxf.n--;
+    }
+    if (rc != PK_OK && pk_record_rx_import(&x->rec, before) != PK_OK)
+        abort(); /* our own bug: before was exported from x */
+    return rc;
 }
 
 static void on_record(runner_t *r, const uint8_t *b, size_t n, const pk_addr_t *from, uint64_t now)
 {
     pk_record_hdr_t h;
-    uint8_t pt[TEXT_MAX], type = 0;
+    uint8_t pt[TEXT_MAX], type = 0, before[PK_RECORD_RX_STATE_LEN];
     size_t ptlen = 0;
     char a[PK_ADDR_STRLEN];
     if (pk_record_peek(b, n, &h) != PK_OK || h.type != PK_DMK_T_DATA || h.epoch != 0) {
@@ -526,8 +745,13 @@ static void on_record(runner_t *r, const uint8_t *b, size_t n, const pk_addr_t *
     }
     const pk_mk_entry_t *e = pk_mk_table_find_sid(&r->t, h.session_id, now);
     rxctx_t *x = e ? rx_for(r, e, now) : NULL;
-    int rc = x ? pk_record_open(&x->rec, b, n, &type, pt, sizeof pt, &ptlen) : PK_ERR_NOTFOUND;
+    int rc = x ? pk_record_rx_export(&x->rec, before) : PK_ERR_NOTFOUND;
+    if (rc == PK_OK)
+        rc = pk_record_open(&x->rec, b, n, &type, pt, sizeof pt, &ptlen);
+    if (rc == PK_OK)
+        rc = rx_commit(r, x, before); /* durable before anything is delivered */
     if (rc != PK_OK) {
+        pk_wipe(pt, sizeof pt);
         r->stats_drops++;
         say(r, "event=record_dropped from=%s sid=%u reason=%s", addr_str(from, a), h.session_id,
             pk_strerror(rc));
@@ -663,6 +887,23 @@ static int parse_peers(runner_t *r, const char *spec)
     return 0;
 }
 
+/* Takes DIR/mk-run.lock for the life of mk run (released when the process
+ * ends): one receiver per directory. PK_OK, PK_ERR_BUSY, PK_ERR_IO. */
+static int run_lock(const pk_dstate_t *s, int *fd)
+{
+    char path[PK_DSTATE_PATH_MAX + sizeof RUN_LOCK + 1];
+    snprintf(path, sizeof path, "%s/%s", s->dir, RUN_LOCK);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (*fd < 0)
+        return PK_ERR_IO;
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        close(*fd);
+        *fd = -1;
+        return PK_ERR_BUSY;
+    }
+    return PK_OK;
+}
+
 static const pk_conf_key_t run_keys[] = {
     {"dir", "DIR     the device's state directory", NULL, 0},
     {"listen", "ADDR    UDP address to listen on (host:port)", NULL, 0},
@@ -732,6 +973,7 @@ static int cmd_run(int argc, char **argv)
     memset(&r, 0, sizeof r);
     r.fd = -1;
     r.nfd = -1;
+    r.run_lock = -1;
     r.flags = pk_conf_flag(&conf, "wrap") ? PK_MK_FLAG_WRAP : 0;
     if (parse_peers(&r, pk_conf_get(&conf, "peer")))
         return pk_dcli_usage("mk run", "--peer: ID=HOST:PORT[,ID=HOST:PORT...]");
@@ -755,6 +997,10 @@ static int cmd_run(int argc, char **argv)
     }
     r.s = &s;
     r.d = &d;
+    if (run_lock(&s, &r.run_lock) != PK_OK) {
+        pk_dcli_fail("mk run", "%s is in use by another 'proxkey device mk run'", dir);
+        goto out;
+    }
     if (pk_mk_client_init(&r.c, s.id.b, s.id.len, d.keys.mk.domain_id, &cfg, &r.t, r.e,
                           PK_DMK_TABLE_CAP, &pk_rng_system) != PK_OK) {
         pk_dcli_fail("mk run", "cannot set up the client");
@@ -768,6 +1014,19 @@ static int cmd_run(int argc, char **argv)
         say(&r, "event=table_damaged (starting empty)");
     }
     pk_wipe(&f, sizeof f);
+    /* the replay windows of those keys: without them a record accepted
+     * before would be accepted again, so a bad file stops us */
+    const char *why = "";
+    int rxrc = rx_read(&s, &r.rxf, &why);
+    if (rxrc != PK_OK) {
+        pk_dcli_fail("mk run",
+                     "%s/%s %s: not starting, since records accepted before could be "
+                     "accepted again; restore the file, or remove it together with %s/%s (the "
+                     "individual keys it protects) to start with new keys",
+                     dir, RX_FILE, why, dir, TABLE_FILE);
+        goto out;
+    }
+    (void)rx_prune(&r); /* windows of keys no longer in mk-table */
     uint64_t now = pk_now_realtime_ms();
     if (!install_master(&r, now)) {
         pk_dcli_fail("mk run", "the master key is not usable (expired?)");
@@ -787,8 +1046,8 @@ static int cmd_run(int argc, char **argv)
     }
     pk_addr_t me;
     if (pk_addr_local(r.fd, &me) == PK_OK)
-        say(&r, "event=listening addr=%s domain_id=%" PRIu32 " keys=%zu", addr_str(&me, a),
-            d.keys.mk.domain_id, pk_mk_table_count(&r.t));
+        say(&r, "event=listening addr=%s domain_id=%" PRIu32 " keys=%zu windows=%zu",
+            addr_str(&me, a), d.keys.mk.domain_id, pk_mk_table_count(&r.t), r.rxf.n);
 
     if (!pk_conf_flag(&conf, "no-push")) {
         r.nfd = chan_socket(&s, 1, &r.node);
@@ -873,6 +1132,7 @@ static int cmd_run(int argc, char **argv)
             say(&r, "event=expired removed=%zu keys=%zu", before - after, after);
             r.dirty = 1;
         }
+        rx_ctx_prune(&r);
         for (size_t i = 0; i < nr; i++) {
             int h = peer_of_id(&r, rn[i].partner, rn[i].partner_len);
             if (h < 0) {
@@ -891,18 +1151,20 @@ static int cmd_run(int argc, char **argv)
             next_beacon = now + BEACON_MS;
         }
         if (r.dirty) {
-            if (table_save(&s, &r.t) != PK_OK)
+            if (table_save_all(&r) != PK_OK)
                 say(&r, "event=table_save_failed");
             r.dirty = 0;
         }
     }
     say(&r, "event=stop keys=%zu made=%" PRIu64 " messages=%" PRIu64 " drops=%" PRIu64,
         pk_mk_table_count(&r.t), r.stats_keys, r.stats_msgs, r.stats_drops);
-    (void)table_save(&s, &r.t);
+    (void)table_save_all(&r);
     ret = 0;
 out:
     if (r.fd >= 0)
         close(r.fd);
+    if (r.run_lock >= 0)
+        close(r.run_lock);
     if (r.nfd >= 0)
         close(r.nfd);
     for (int i = 0; i < RX_MAX; i++)
