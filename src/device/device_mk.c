@@ -386,6 +386,17 @@ typedef struct rxctx {
     pk_record_t rec;
 } rxctx_t;
 
+/* A record accepted in the current batch, waiting for its window to be
+ * durable before it is printed. */
+typedef struct rxmsg {
+    uint32_t key_id;
+    uint8_t pending; /* under our pending key: confirm it once durable */
+    uint8_t partner[PK_MK_ID_MAX];
+    uint8_t partner_len;
+    size_t len;
+    uint8_t text[TEXT_MAX];
+} rxmsg_t;
+
 typedef struct runner {
     pk_dstate_t *s;
     pk_reg_dev_t *d;
@@ -394,8 +405,12 @@ typedef struct runner {
     pk_mk_entry_t e[PK_DMK_TABLE_CAP];
     peer_t peer[PEERS_MAX];
     rxctx_t rx[RX_MAX];
-    dmk_rx_file_t rxf; /* every saved window: DIR/mk-rx as last written */
-    int run_lock;      /* DIR/mk-run.lock, held for the whole run */
+    dmk_rx_file_t rxf;      /* every saved window: DIR/mk-rx, plus this batch's */
+    dmk_rx_file_t rxf_snap; /* rxf as last written, while a batch is open */
+    int rx_open;            /* records accepted since rxf was last written */
+    rxmsg_t q[RECV_BATCH];  /* their contents, printed once rxf is written */
+    size_t nq;
+    int run_lock; /* DIR/mk-run.lock, held for the whole run */
     int fd;
     uint8_t flags;
     int have_beacon;
@@ -560,10 +575,13 @@ static void reload_master(runner_t *r, uint64_t now)
 /* ---- replay protection that survives restarts and evicted contexts ----
  *
  * Every record mk run accepts is made durable in DIR/mk-rx before it is
- * printed: the context's window is exported into r->rxf and the whole file
- * is written (temp file, fsync, rename, directory fsync). A context set up
- * later for the same key (after a restart, or after LRU eviction) starts
- * from that window. A window leaves the file only once mk-table has been
+ * printed: the context's window is exported into r->rxf, and after each
+ * batch of datagrams (up to RECV_BATCH from one poll) the whole file is
+ * written once (temp file, fsync, rename, directory fsync); only then are
+ * the batch's records printed. A context set up later for the same key
+ * (after a restart, or after LRU eviction) starts from that key's window in
+ * r->rxf, so at the end of every batch each context's window is its entry in
+ * r->rxf (none: empty). A window leaves the file only once mk-table has been
  * written without its key, so a key that can still be loaded always has its
  * window. */
 
@@ -698,81 +716,117 @@ static rxctx_t *rx_for(runner_t *r, const pk_mk_entry_t *e, uint64_t now)
     return slot;
 }
 
-/* Makes the acceptance of a record under x durable: its window into r->rxf
- * and DIR/mk-rx. On failure both are as before and x's window is rolled back
- * to before[] (the window before the record was opened), so the record was
- * never accepted. */
-static int rx_commit(runner_t *r, rxctx_t *x, const uint8_t before[PK_RECORD_RX_STATE_LEN])
+/* Records x's new window (after a record opened under it) in r->rxf. The
+ * first acceptance of a batch keeps rxf as last written in rxf_snap. When
+ * rxf is full and mk-table cannot be written to make room: PK_ERR_LIMIT,
+ * and x's window is rolled back to before[]. */
+static int rx_accept(runner_t *r, rxctx_t *x, const uint8_t before[PK_RECORD_RX_STATE_LEN])
 {
-    dmk_rxwin_t old = {0};
-    int i = rx_find(r, x->key_id, x->created_ms), had = i >= 0, rc = PK_OK;
-    if (i < 0 && r->rxf.n == PK_DMK_RX_CAP && table_save_all(r) != PK_OK)
-        rc = PK_ERR_LIMIT; /* full until mk-table can be written */
-    if (rc == PK_OK && i < 0 && r->rxf.n == PK_DMK_RX_CAP)
-        rc = PK_ERR_LIMIT; /* cannot be: the table holds at most half */
-    if (rc == PK_OK && i < 0) {
+    int i = rx_find(r, x->key_id, x->created_ms);
+    if (i < 0 && r->rxf.n == PK_DMK_RX_CAP)
+        (void)table_save_all(r); /* drops the windows of keys gone from the table */
+    if (i < 0 && r->rxf.n == PK_DMK_RX_CAP) {
+        if (pk_record_rx_import(&x->rec, before) != PK_OK)
+            abort(); /* our own bug: before was exported from x */
+        return PK_ERR_LIMIT;
+    }
+    if (!r->rx_open) {
+        r->rxf_snap = r->rxf;
+        r->rx_open = 1;
+    }
+    if (i < 0) {
         i = (int)r->rxf.n++;
         memset(&r->rxf.e[i], 0, sizeof r->rxf.e[i]);
         r->rxf.e[i].key_id = x->key_id;
         r->rxf.e[i].created_ms = x->created_ms;
     }
-    if (rc == PK_OK) {
-        old = r->rxf.e[i];
-        rc = pk_record_rx_export(&x->rec, r->rxf.e[i].w);
-    }
-    if (rc == PK_OK)
-        rc = rx_write(r);
-    if (rc != PK_OK && i >= 0) {
-        if (had)
-            r->rxf.e[i] = old;
-        else
-            r->rxf.n--;
-    }
-    if (rc != PK_OK && pk_record_rx_import(&x->rec, before) != PK_OK)
-        abort(); /* our own bug: before was exported from x */
-    return rc;
+    if (pk_record_rx_export(&x->rec, r->rxf.e[i].w) != PK_OK)
+        abort(); /* our own bug: x has an rx direction */
+    return PK_OK;
 }
 
+/* Ends a batch (group commit): writes DIR/mk-rx once for every record
+ * accepted since the last write, and only then prints them. If the write
+ * fails, rxf and every receive context go back to the windows last written,
+ * so none of those records was accepted (a retransmission may be), and they
+ * are dropped. */
+static void rx_flush(runner_t *r, uint64_t now)
+{
+    if (!r->rx_open)
+        return;
+    int rc = rx_write(r);
+    if (rc != PK_OK) {
+        static const uint8_t empty[PK_RECORD_RX_STATE_LEN];
+        r->rxf = r->rxf_snap;
+        for (int i = 0; i < RX_MAX; i++) {
+            if (!r->rx[i].used)
+                continue;
+            int w = rx_find(r, r->rx[i].key_id, r->rx[i].created_ms);
+            if (pk_record_rx_import(&r->rx[i].rec, w >= 0 ? r->rxf.e[w].w : empty) != PK_OK)
+                abort(); /* our own bug: rxf holds checked windows only */
+        }
+    }
+    for (size_t k = 0; k < r->nq; k++) {
+        rxmsg_t *m = &r->q[k];
+        if (rc != PK_OK) {
+            r->stats_drops++;
+            say(r, "event=record_dropped key_id=%" PRIu32 " reason=%s", m->key_id, pk_strerror(rc));
+        } else {
+            r->stats_msgs++;
+            /* The partner sent under our pending key: it holds it, so the key
+             * is current now even though its END2 was lost (table.h). */
+            if (m->pending && pk_mk_table_confirm(&r->t, m->key_id, 0, now) == PK_OK)
+                r->dirty = 1;
+            printf("mk client=%.*s event=message from=", (int)r->s->id.len,
+                   (const char *)r->s->id.b);
+            pk_dcli_print_id(stdout, m->partner, m->partner_len);
+            printf(" key_id=%" PRIu32 " text=", m->key_id);
+            for (size_t i = 0; i < m->len; i++)
+                putchar(m->text[i] >= 0x20 && m->text[i] < 0x7f ? m->text[i] : '?');
+            putchar('\n');
+        }
+        pk_wipe(m, sizeof *m);
+    }
+    fflush(stdout);
+    r->nq = 0;
+    r->rx_open = 0;
+}
+
+/* One record: opened under its key's context and accepted into the batch;
+ * printed by rx_flush() once its window is durable. */
 static void on_record(runner_t *r, const uint8_t *b, size_t n, const pk_addr_t *from, uint64_t now)
 {
     pk_record_hdr_t h;
-    uint8_t pt[TEXT_MAX], type = 0, before[PK_RECORD_RX_STATE_LEN];
+    uint8_t type = 0, before[PK_RECORD_RX_STATE_LEN];
     size_t ptlen = 0;
     char a[PK_ADDR_STRLEN];
     if (pk_record_peek(b, n, &h) != PK_OK || h.type != PK_DMK_T_DATA || h.epoch != 0) {
         r->stats_drops++;
         return;
     }
+    if (r->nq == RECV_BATCH)
+        rx_flush(r, now); /* callers flush per batch: cannot happen */
+    rxmsg_t *m = &r->q[r->nq];
     const pk_mk_entry_t *e = pk_mk_table_find_sid(&r->t, h.session_id, now);
     rxctx_t *x = e ? rx_for(r, e, now) : NULL;
     int rc = x ? pk_record_rx_export(&x->rec, before) : PK_ERR_NOTFOUND;
     if (rc == PK_OK)
-        rc = pk_record_open(&x->rec, b, n, &type, pt, sizeof pt, &ptlen);
+        rc = pk_record_open(&x->rec, b, n, &type, m->text, sizeof m->text, &ptlen);
     if (rc == PK_OK)
-        rc = rx_commit(r, x, before); /* durable before anything is delivered */
+        rc = rx_accept(r, x, before);
     if (rc != PK_OK) {
-        pk_wipe(pt, sizeof pt);
+        pk_wipe(m, sizeof *m);
         r->stats_drops++;
         say(r, "event=record_dropped from=%s sid=%u reason=%s", addr_str(from, a), h.session_id,
             pk_strerror(rc));
         return;
     }
-    r->stats_msgs++;
-    uint32_t key_id = e->key_id;
-    if (e->flags & PK_MK_E_PENDING) {
-        /* The partner sent under our pending key: it holds it, so the key is
-         * current now even though its END2 was lost (table.h). */
-        if (pk_mk_table_confirm(&r->t, key_id, 0, now) == PK_OK)
-            r->dirty = 1;
-    }
-    printf("mk client=%.*s event=message from=", (int)r->s->id.len, (const char *)r->s->id.b);
-    pk_dcli_print_id(stdout, e->partner, e->partner_len);
-    printf(" key_id=%" PRIu32 " text=", key_id);
-    for (size_t i = 0; i < ptlen; i++)
-        putchar(pt[i] >= 0x20 && pt[i] < 0x7f ? pt[i] : '?');
-    putchar('\n');
-    fflush(stdout);
-    pk_wipe(pt, sizeof pt);
+    m->key_id = e->key_id;
+    m->pending = (e->flags & PK_MK_E_PENDING) != 0;
+    memcpy(m->partner, e->partner, e->partner_len);
+    m->partner_len = e->partner_len;
+    m->len = ptlen;
+    r->nq++;
 }
 
 static void send_beacons(runner_t *r)
@@ -1116,6 +1170,7 @@ static int cmd_run(int argc, char **argv)
                     r.stats_drops++;
                 }
             }
+            rx_flush(&r, now); /* one durable write for the batch, then its records */
         }
         pk_mk_client_timeout(&r.c, now);
         poll_refresh(&r, refresh_lead, now);

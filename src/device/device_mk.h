@@ -23,8 +23,8 @@
  *                  window = pk_record_rx_export() (top, 16 ring words). A key
  *                  is named by its key ID and its table row's created_ms (a
  *                  later key may reuse a key ID). Written (atomically, 0600,
- *                  fsync) after each record `mk run` accepts and before the
- *                  record is printed; only `mk run` writes it (mk-run.lock).
+ *                  fsync) once per batch of records `mk run` accepts, before
+ *                  they are printed; only `mk run` writes it (mk-run.lock).
  *   mk-run.lock    flock()ed by `mk run` for its whole life: one receiver per
  *                  directory, so one writer of mk-rx and one set of windows.
  */
