@@ -183,7 +183,10 @@ static const pk_conf_key_t init_keys[] = {
     {"key-file", "FILE  read K (hex) from FILE instead", NULL, 0},
     {"node", "ADDR  the node to register with (host:port)", NULL, 0},
     {"node-id", "ID    the node's identity (default node-1)", "node-1", 0},
-    {"force", "replace an existing identity (drops the registration)", NULL, 1},
+    {"force",
+     "replace an existing identity (drops the registration; with another ID also the stored "
+     "links, individual keys and their receive windows)",
+     NULL, 1},
 };
 
 static int read_key_file(const char *path, char *out, size_t cap)
@@ -275,6 +278,21 @@ static int cmd_init(int argc, char **argv)
         pk_dstate_clear(&s);
         return pk_dcli_fail("init",
                             "%s already holds a device identity (use --force to replace it)", dir);
+    }
+    if (rc != PK_ERR_NOTFOUND) {
+        /* --force over another device ID: the old identity's individual
+         * keys, receive windows and links belong to another device (mk run
+         * would refuse the windows of another client) */
+        pk_dstate_t old;
+        memset(&old, 0, sizeof old);
+        old.lock_fd = -1;
+        int same = pk_dstate_load(&old, dir) == PK_OK && pk_reg_id_eq(&old.id, &s.id);
+        pk_dstate_clear(&old);
+        if (!same && pk_dstate_forget_peers(dir) != PK_OK) {
+            pk_dstate_clear(&s);
+            return pk_dcli_fail("init", "cannot clear the old identity's keys in %s: %s", dir,
+                                strerror(errno));
+        }
     }
     char path[PK_DSTATE_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/registration", dir);

@@ -56,6 +56,12 @@ int pk_dstate_parse_key(const char *hex, uint8_t k[32], size_t *klen);
 int pk_dstate_save_identity(const pk_dstate_t *s);
 int pk_dstate_save_node(const pk_dstate_t *s);
 int pk_dstate_load(pk_dstate_t *s, const char *dir);
+
+/* Deletes what dir holds for the previous identity's peers: the
+ * individual-key table and its receive windows (mk-table, then mk-rx) and
+ * every stored direct link (link-*); then syncs the directory. For `init
+ * --force` with another device ID. PK_OK or PK_ERR_IO. */
+int pk_dstate_forget_peers(const char *dir);
 void pk_dstate_clear(pk_dstate_t *s);
 
 /* The registration core's configuration for s (borrowing s->k). */

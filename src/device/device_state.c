@@ -1,4 +1,5 @@
 /* The `proxkey device` state directory (device_cmd.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -305,4 +306,34 @@ void pk_dstate_unlock(pk_dstate_t *s)
         close(s->lock_fd);
         s->lock_fd = -1;
     }
+}
+
+int pk_dstate_forget_peers(const char *dir)
+{
+    char path[PK_DSTATE_PATH_MAX];
+    int rc = PK_OK;
+    /* the key table before its receive windows: without the keys, no record
+     * the windows guard against can open */
+    static const char *const names[] = {"mk-table", "mk-rx"};
+    for (size_t i = 0; i < 2 && rc == PK_OK; i++)
+        if (pk_secfile_path(path, dir, names[i]) != PK_OK || (unlink(path) != 0 && errno != ENOENT))
+            rc = PK_ERR_IO;
+    DIR *d = rc == PK_OK ? opendir(dir) : NULL;
+    if (rc == PK_OK && !d)
+        rc = PK_ERR_IO;
+    for (struct dirent *e; d && rc == PK_OK && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "link-", 5) != 0)
+            continue;
+        if (pk_secfile_path(path, dir, e->d_name) != PK_OK ||
+            (unlink(path) != 0 && errno != ENOENT))
+            rc = PK_ERR_IO;
+    }
+    if (d)
+        closedir(d);
+    int dfd = rc == PK_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rc == PK_OK && (dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL)))
+        rc = PK_ERR_IO;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
 }

@@ -128,6 +128,22 @@ with tempfile.TemporaryDirectory() as tmp:
     check(rc == 1 and err.count("\n") == 1 and "already" in err, f"init twice: {rc} {err}")
     rc, out, err = run("keys", "--dir", A)
     check(rc == 1 and err.count("\n") == 1 and "no registration yet" in err, f"fresh keys: {err}")
+    # --force: the same ID keeps what the directory holds for its peers;
+    # another ID drops it (links, individual keys, their receive windows)
+    D = os.path.join(tmp, "d")
+    rc, out, err = run("init", "--dir", D, "--id", "dev-d", "--key", KA)
+    peer_files = ("mk-table", "mk-rx", "link-i-00aa", "link-r-00bb")
+    for name in peer_files + ("trigger",):
+        with open(os.path.join(D, name), "w") as f:
+            f.write("x")
+    rc, out, err = run("init", "--dir", D, "--id", "dev-d", "--key", KB, "--force")
+    check(rc == 0 and all(os.path.exists(os.path.join(D, n)) for n in peer_files),
+          f"init --force, same ID, keeps the peers' files: {rc} {err} {os.listdir(D)}")
+    rc, out, err = run("init", "--dir", D, "--id", "dev-e", "--key", KB, "--force")
+    left = sorted(os.listdir(D))
+    check(rc == 0 and not any(os.path.exists(os.path.join(D, n)) for n in peer_files) and
+          "trigger" in left and "identity" in left,
+          f"init --force, another ID, drops the peers' files: {rc} {err} {left}")
     for args, what in [
         (("init", "--dir", C, "--id", "x", "--key", "00zz"), "bad key hex"),
         (("init", "--dir", C, "--id", "x", "--key", KA[:30]), "short key"),
