@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends.h"
 #include "check.h"
 #include "core/crypto.h"
 #include "proto/kms/kms.h"
@@ -1130,39 +1131,9 @@ static void run_backend(const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *which[8];
-    int n = 0, require_pg = 0;
-    pg_uri = getenv("PK_TEST_PG");
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--require-pg") == 0)
-            require_pg = 1;
-        else if (n < 8 && (strcmp(argv[i], "memory") == 0 || strcmp(argv[i], "sqlite") == 0 ||
-                           strcmp(argv[i], "pg") == 0))
-            which[n++] = argv[i];
-        else {
-            fprintf(stderr, "usage: %s [--require-pg] [memory|sqlite|pg ...]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (require_pg && !pg_uri) {
-        fprintf(stderr, "PK_TEST_PG is not set: no PostgreSQL to test against\n");
-        return 1;
-    }
     if (pk_random(kek, sizeof kek) != PK_OK)
         return 1;
     RUN(test_codecs);
-    if (n == 0) {
-        which[n++] = "memory";
-        which[n++] = "sqlite";
-        if (pg_uri)
-            which[n++] = "pg";
-    }
-    for (int i = 0; i < n; i++) {
-        if (strcmp(which[i], "pg") == 0 && !pg_uri) {
-            fprintf(stderr, "pg requested but PK_TEST_PG is not set\n");
-            return 1;
-        }
-        run_backend(which[i]);
-    }
-    return check_report();
+    int rc = pk_tb_run(argc, argv, &pg_uri, run_backend);
+    return rc ? rc : check_report();
 }

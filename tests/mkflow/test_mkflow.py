@@ -23,61 +23,9 @@ import sys
 import tempfile
 import time
 
-PK = os.path.abspath(sys.argv[1])
-failures = 0
-checks = 0
-
-
-def check(ok, what):
-    global failures, checks
-    checks += 1
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures += 1
-    return ok
-
-
-def run(*args, ok=True, timeout=30):
-    p = subprocess.run([PK, *args], cwd=W, capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        print("command failed:", args, p.returncode, p.stdout, p.stderr, flush=True)
-    return p
-
-
-def free_port(kind=socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-procs = []
-
-
-def start(*args, out=None, err=None):
-    f = open(os.path.join(W, out), "w") if out else subprocess.DEVNULL
-    e = open(os.path.join(W, err), "w") if err else subprocess.DEVNULL
-    p = subprocess.Popen([PK, *args], cwd=W, stdout=f, stderr=e)
-    procs.append(p)
-    return p
-
-
-def read(name):
-    try:
-        with open(os.path.join(W, name)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for(name, pattern, count=1, secs=15.0):
-    end = time.time() + secs
-    while time.time() < end:
-        if len(re.findall(pattern, read(name), re.M)) >= count:
-            return True
-        time.sleep(0.1)
-    return False
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mkharness  # noqa: E402
+from mkharness import check, free_port, procs, read, run, start, wait_for  # noqa: E402
 
 
 def individual(dev, reveal=False):
@@ -98,6 +46,7 @@ def key_with(dev, partner, mk):
 
 
 W = tempfile.mkdtemp(prefix="pk-mkflow-")
+mkharness.setup(sys.argv[1], W)
 try:
     assert run("ca", "init", "ca").returncode == 0
     for cn in ("kms", "node-1"):
@@ -279,7 +228,8 @@ try:
           is not None and
           re.search(r"what=domain_add node=admin device= domain=\S+ domain_id=\d+$", audit, re.M)
           is not None and " peer=" not in "".join(
-              l for l in audit.splitlines(True) if "what=master_key" in l or "what=domain_" in l),
+              ln for ln in audit.splitlines(True)
+              if "what=master_key" in ln or "what=domain_" in ln),
           "the audit names a master key's domain and MK ID")
 finally:
     for p in procs:
@@ -290,10 +240,9 @@ finally:
             p.wait(5)
         except subprocess.TimeoutExpired:
             p.kill()
-    if failures == 0:
+    if mkharness.failures == 0:
         shutil.rmtree(W, ignore_errors=True)
     else:
         print("kept", W)
 
-print(f"{checks - failures} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+sys.exit(mkharness.finish())

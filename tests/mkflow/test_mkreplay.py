@@ -38,65 +38,9 @@ import tempfile
 import threading
 import time
 
-PK = os.path.abspath(sys.argv[1])
-failures = 0
-checks = 0
-
-
-def check(ok, what):
-    global failures, checks
-    checks += 1
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures += 1
-    return ok
-
-
-def run(*args, ok=True, timeout=30):
-    p = subprocess.run([PK, *args], cwd=W, capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        print("command failed:", args, p.returncode, p.stdout, p.stderr, flush=True)
-    return p
-
-
-def free_port(kind=socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-procs = []
-
-
-def start(*args, out=None, err=None):
-    f = open(os.path.join(W, out), "w") if out else subprocess.DEVNULL
-    e = open(os.path.join(W, err), "w") if err else subprocess.DEVNULL
-    p = subprocess.Popen([PK, *args], cwd=W, stdout=f, stderr=e)
-    procs.append(p)
-    return p
-
-
-def read(name):
-    try:
-        with open(os.path.join(W, name)) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def count(name, pattern):
-    return len(re.findall(pattern, read(name), re.M))
-
-
-def wait_for(name, pattern, n=1, secs=15.0):
-    end = time.time() + secs
-    while time.time() < end:
-        if count(name, pattern) >= n:
-            return True
-        time.sleep(0.05)
-    return False
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mkharness  # noqa: E402
+from mkharness import check, count, free_port, procs, read, run, start, wait_for  # noqa: E402
 
 
 class Relay:
@@ -208,6 +152,7 @@ def rx_windows(path):
 
 
 W = tempfile.mkdtemp(prefix="pk-mkreplay-")
+mkharness.setup(sys.argv[1], W)
 try:
     assert run("ca", "init", "ca").returncode == 0
     for cn in ("kms", "node-1"):
@@ -414,10 +359,9 @@ finally:
             p.wait(5)
         except subprocess.TimeoutExpired:
             p.kill()
-    if failures == 0:
+    if mkharness.failures == 0:
         shutil.rmtree(W, ignore_errors=True)
     else:
         print("kept", W)
 
-print(f"{checks - failures} passed, {failures} failed")
-sys.exit(1 if failures else 0)
+sys.exit(mkharness.finish())

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backends.h"
 #include "check.h"
 #include "core/err.h"
 #include "store/store.h"
@@ -1300,40 +1301,6 @@ static void run_suite(const char *name)
 
 int main(int argc, char **argv)
 {
-    int require_pg = 0, n = 0;
-    const char *which[8];
-    pg_uri = getenv("PK_TEST_PG");
-    if (pg_uri && !*pg_uri)
-        pg_uri = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--require-pg") == 0)
-            require_pg = 1;
-        else if (n < 8 && (strcmp(argv[i], "memory") == 0 || strcmp(argv[i], "sqlite") == 0 ||
-                           strcmp(argv[i], "pg") == 0))
-            which[n++] = argv[i];
-        else {
-            fprintf(stderr, "usage: %s [--require-pg] [memory|sqlite|pg ...]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (require_pg && pg_uri == NULL) {
-        fprintf(stderr, "PK_TEST_PG is not set: no PostgreSQL to test against\n");
-        return 1;
-    }
-    if (n == 0) {
-        which[n++] = "memory";
-        which[n++] = "sqlite";
-        if (pg_uri)
-            which[n++] = "pg";
-        else
-            fprintf(stderr, "(PK_TEST_PG not set: PostgreSQL backend not tested here)\n");
-    }
-    for (int i = 0; i < n; i++) {
-        if (strcmp(which[i], "pg") == 0 && pg_uri == NULL) {
-            fprintf(stderr, "pg requested but PK_TEST_PG is not set\n");
-            return 1;
-        }
-        run_suite(which[i]);
-    }
-    return check_report();
+    int rc = pk_tb_run(argc, argv, &pg_uri, run_suite);
+    return rc ? rc : check_report();
 }
