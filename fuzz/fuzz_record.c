@@ -24,13 +24,7 @@
 #include "core/record.h"
 #include "fuzz_record_keys.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 static uint8_t buf[PK_RECORD_MAX_LEN + 1];
 static uint8_t out[PK_RECORD_MAX_LEN];

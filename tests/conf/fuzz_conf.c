@@ -25,13 +25,7 @@
 
 #include "conf.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 #define MAX_ARGS 16
 #define MAX_POS  3

@@ -23,13 +23,7 @@
 #include "core/codec.h"
 #include "device/device.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 static const uint8_t dev_k[32] = {0x11, 0x22, 0x33};
 static pk_reg_dev_cfg_t rcfg;

@@ -24,13 +24,7 @@
 #include "proto/kms/kms.h"
 #include "proto/kms/messages.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 static int all_zero(const void *p, size_t n)
 {

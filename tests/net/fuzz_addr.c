@@ -19,13 +19,7 @@
 
 #include "net/addr.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 #define IN_MAX 256 /* longer inputs only test the length check */
 

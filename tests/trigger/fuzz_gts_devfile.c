@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "fuzz_assert.h"
 #include "gts.h"
 #include "proto/trigger/messages.h"
 
@@ -21,24 +22,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = gts_devfile_parse((const char *)data, size, &f, &why);
     if (rc != PK_OK) {
         static const gts_devfile_t zero;
-        if (rc != PK_ERR_MALFORMED || !why || memcmp(&f, &zero, sizeof f) != 0)
-            abort();
+        ASSERT(rc == PK_ERR_MALFORMED && why && memcmp(&f, &zero, sizeof f) == 0);
         return 0;
     }
     size_t nl = strlen(f.name);
-    if (nl == 0 || nl > GTS_NAME_MAX || f.interval < PK_TRIG_INTERVAL_MIN_S ||
-        f.interval > PK_TRIG_INTERVAL_MAX_S)
-        abort();
+    ASSERT(nl >= 1 && nl <= GTS_NAME_MAX);
+    ASSERT(f.interval >= PK_TRIG_INTERVAL_MIN_S && f.interval <= PK_TRIG_INTERVAL_MAX_S);
     for (size_t i = 0; i < nl; i++)
-        if (f.name[i] <= ' ' || f.name[i] >= 0x7f)
-            abort();
+        ASSERT(f.name[i] > ' ' && f.name[i] < 0x7f);
     char kh[33], uh[33], line[GTS_DEVFILE_MAX];
     gts_hex(f.k, 16, kh);
     gts_hex(f.uid, 16, uh);
     int n = snprintf(line, sizeof line, "%s %u %s %s %u\n", f.name, f.dev_no, kh, uh, f.interval);
-    if (n <= 0 || (size_t)n >= sizeof line)
-        abort();
-    if (gts_devfile_parse(line, (size_t)n, &g, &why) != PK_OK || memcmp(&f, &g, sizeof f) != 0)
-        abort();
+    ASSERT(n > 0 && (size_t)n < sizeof line);
+    ASSERT(gts_devfile_parse(line, (size_t)n, &g, &why) == PK_OK);
+    ASSERT(memcmp(&f, &g, sizeof f) == 0); /* the canonical line parses back */
     return 0;
 }

@@ -41,13 +41,7 @@
 #include "core/kdf_fc.h"
 #include "gts_journal.h"
 
-#define ASSERT(c)                                                                                  \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_assert.h"
 
 #define MAX_FRAMES  16
 #define MAX_ENTRIES (MAX_FRAMES * 8)
