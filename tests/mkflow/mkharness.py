@@ -2,10 +2,13 @@
 directory W, checks counted, output files read back.
 
 A test calls setup(PROXKEY, W) once W exists, then uses check/run/start/read/
-wait_for; at the end `finish()` prints the count and gives the exit status.
+wait_for; at the end (in a `finally`) `finish()` stops the processes, cleans
+up, prints the count and gives the exit status.
 """
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -78,5 +81,19 @@ def wait_for(name, pattern, n=1, secs=15.0, step=0.05):
 
 
 def finish():
+    """Stops every process started (SIGTERM, then SIGKILL after 5 s), removes
+    W unless a check failed, prints the count; returns the exit status."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    if W and failures == 0:
+        shutil.rmtree(W, ignore_errors=True)
+    elif W:
+        print("kept", W)
     print(f"{checks - failures} passed, {failures} failed")
     return 1 if failures else 0

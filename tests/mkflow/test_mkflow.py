@@ -15,17 +15,15 @@ changes (FIG. 8); an individual key expires and is removed.
 import datetime
 import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mkharness  # noqa: E402
-from mkharness import check, free_port, procs, read, run, start, wait_for  # noqa: E402
+from mkharness import check, free_port, read, run, start, wait_for  # noqa: E402
 
 
 def individual(dev, reveal=False):
@@ -232,17 +230,5 @@ try:
               if "what=master_key" in ln or "what=domain_" in ln),
           "the audit names a master key's domain and MK ID")
 finally:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    if mkharness.failures == 0:
-        shutil.rmtree(W, ignore_errors=True)
-    else:
-        print("kept", W)
-
-sys.exit(mkharness.finish())
+    status = mkharness.finish()
+sys.exit(status)

@@ -27,12 +27,10 @@ that keeps a copy of each, so the test can send any of them again:
 """
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mkharness  # noqa: E402
-from mkharness import check, count, free_port, procs, read, run, start, wait_for  # noqa: E402
+from mkharness import check, count, free_port, read, run, start, wait_for  # noqa: E402
 
 
 class Relay:
@@ -351,17 +349,5 @@ try:
     check(c2.returncode == 0 and re.search(r"event=stop .*messages=19 ", read("c2-c.txt")),
           "c2 stopped cleanly")
 finally:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    if mkharness.failures == 0:
-        shutil.rmtree(W, ignore_errors=True)
-    else:
-        print("kept", W)
-
-sys.exit(mkharness.finish())
+    status = mkharness.finish()
+sys.exit(status)
