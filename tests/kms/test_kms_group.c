@@ -22,43 +22,11 @@
 
 #include "backends.h"
 #include "check.h"
+#include "kms_fixture.h"
 #include "core/crypto.h"
 #include "proto/kms/kms.h"
 #include "proto/reg/reg.h"
 #include "store/store.h"
-
-static struct {
-    const char *name;
-    int persistent;
-    char dir[256];
-    char uri[600];
-    char tag[24];
-    unsigned ndb;
-} B;
-
-static const char *pg_uri;
-static uint8_t kek[32];
-static uint64_t now = 1700000000000ull;
-
-/* "<tag>-<base>" (static rotating buffers). */
-static const char *nm(const char *base)
-{
-    static char buf[16][80];
-    static unsigned i;
-    char *b = buf[i++ % 16];
-    snprintf(b, 80, "%s-%s", B.tag, base);
-    return b;
-}
-
-static void fresh_db(void)
-{
-    if (strcmp(B.name, "sqlite") == 0)
-        snprintf(B.uri, sizeof B.uri, "sqlite:%s/g%u.db", B.dir, B.ndb++);
-    else if (strcmp(B.name, "pg") == 0)
-        snprintf(B.uri, sizeof B.uri, "%s", pg_uri);
-    else
-        snprintf(B.uri, sizeof B.uri, "memory:");
-}
 
 /* A kms in group mode over st, plus the committer's store cst (the same
  * store for memory:, which is private to its handle). */
@@ -659,28 +627,11 @@ static void test_group_race(void)
 
 static void run_backend(const char *name)
 {
-    memset(&B, 0, sizeof B);
-    B.name = name;
-    B.persistent = strcmp(name, "memory") != 0;
-    snprintf(B.tag, sizeof B.tag, "g%lx%x", (unsigned long)time(NULL) & 0xffffff,
-             (unsigned)getpid() & 0xffff);
-    if (strcmp(name, "sqlite") == 0) {
-        snprintf(B.dir, sizeof B.dir, "/tmp/pk-kms-group-XXXXXX");
-        if (!mkdtemp(B.dir)) {
-            perror("mkdtemp");
-            exit(1);
-        }
-    }
-    fprintf(stderr, "== backend %s\n", name);
+    backend_begin(name, 'g');
     RUN(test_group_first_registration);
     RUN(test_group_overlap);
     RUN(test_group_race);
-    if (B.dir[0]) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", B.dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", B.dir);
-    }
+    backend_end();
 }
 
 int main(int argc, char **argv)
