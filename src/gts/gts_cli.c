@@ -497,7 +497,28 @@ static int cmd_device_list(int argc, char **argv)
 
 /* ---- send ---- */
 
-static int parse_cmd_arg(uint8_t cmd, const char *arg, uint8_t *buf, size_t *len)
+/* Prints " ARG" for a command argument: as text when every byte is printable
+ * ASCII, else as 0x and hex digits; at most max bytes, "..." when cut. */
+static void print_arg(const uint8_t *a, size_t n, size_t max)
+{
+    size_t show = n > max ? max : n;
+    int text = 1;
+    for (size_t i = 0; i < show; i++)
+        text &= a[i] >= 0x20 && a[i] < 0x7f;
+    if (text) {
+        printf(" %.*s", (int)show, (const char *)a);
+    } else {
+        printf(" 0x");
+        for (size_t i = 0; i < show; i++)
+            printf("%02x", a[i]);
+    }
+    if (show < n)
+        printf("...");
+}
+
+/* ARG of `gts send`: seconds for the interval commands, text otherwise, or
+ * with hex (app only) the bytes given as hex digits. */
+static int parse_cmd_arg(uint8_t cmd, const char *arg, int hex, uint8_t *buf, size_t *len)
 {
     *len = 0;
     if (cmd == PK_TRIG_CMD_POLL_FASTER || cmd == PK_TRIG_CMD_POLL_SLOWER) {
@@ -506,6 +527,12 @@ static int parse_cmd_arg(uint8_t cmd, const char *arg, uint8_t *buf, size_t *len
             return -1;
         pk_put_u32(buf, (uint32_t)s);
         *len = 4;
+    } else if (arg && hex) {
+        size_t n = strlen(arg);
+        if (cmd != PK_TRIG_CMD_APP || n % 2 || n / 2 > PK_TRIG_ARG_MAX ||
+            (n && gts_unhex(arg, buf, n / 2) != PK_OK))
+            return -1;
+        *len = n / 2;
     } else if (arg) {
         size_t n = strlen(arg);
         if (n > PK_TRIG_ARG_MAX)
@@ -521,7 +548,7 @@ static int cmd_send(int argc, char **argv)
     common_opts_t c;
     argc = take_common(argc, argv, &c);
     if (argc > 1 && pk_cli_is_help(argv[1])) {
-        printf("usage: proxkey gts send DEVICE|--all COMMAND [ARG]\n"
+        printf("usage: proxkey gts send DEVICE|--all COMMAND [ARG] [--hex]\n"
                "Queues a command; it goes out on a later poll and counts as delivered\n"
                "when the device's next identity is seen. Commands:\n"
                "  none                 no update\n"
@@ -530,20 +557,33 @@ static int cmd_send(int argc, char **argv)
                "  poll-slower SECONDS  poll less often: the new interval\n"
                "  keygen               generate new keys on board\n"
                "  ota-https URL        open HTTPS to the OTA server at URL\n"
-               "  app PAYLOAD          an opaque application payload (up to %d bytes)\n%s",
+               "  app PAYLOAD          an opaque application payload (up to %d bytes);\n"
+               "                       with --hex, PAYLOAD is the bytes in hex digits\n%s",
                PK_TRIG_ARG_MAX, common_help);
         return 0;
     }
+    int hex = 0, n_args = 1;
+    for (int i = 1; i < argc; i++) { /* --hex anywhere; the rest in order */
+        if (strcmp(argv[i], "--hex") == 0)
+            hex = 1;
+        else
+            argv[n_args++] = argv[i];
+    }
+    argc = n_args;
     if (argc < 3 || argc > 4)
-        return pk_cli_usage_error("gts send", "usage: proxkey gts send DEVICE|--all COMMAND [ARG]");
+        return pk_cli_usage_error("gts send",
+                                  "usage: proxkey gts send DEVICE|--all COMMAND [ARG] [--hex]");
     const char *dev = strcmp(argv[1], "--all") == 0 ? NULL : argv[1];
     int cmd = pk_trig_cmd_parse(argv[2]);
     uint8_t arg[PK_TRIG_ARG_MAX];
     size_t arglen;
     if (cmd < 0)
         return pk_cli_usage_error("gts send", "unknown command '%s'", argv[2]);
-    if (parse_cmd_arg((uint8_t)cmd, argc == 4 ? argv[3] : NULL, arg, &arglen) != 0)
-        return pk_cli_usage_error("gts send", "bad or missing argument for '%s'", argv[2]);
+    if (hex && cmd != PK_TRIG_CMD_APP)
+        return pk_cli_usage_error("gts send", "--hex is for app payloads only");
+    if (parse_cmd_arg((uint8_t)cmd, argc == 4 ? argv[3] : NULL, hex, arg, &arglen) != 0)
+        return pk_cli_usage_error("gts send", "bad or missing argument for '%s'%s", argv[2],
+                                  hex ? " (--hex: an even number of hex digits)" : "");
     gts_db_t db;
     if (gts_db_open(&db, c.store, c.kek, 0) != PK_OK)
         return 1;
@@ -602,7 +642,7 @@ static int status_cmd_cb(void *ctx, const uint8_t *key, size_t klen, const uint8
         if (vlen == 5)
             printf(" %us", pk_get_u32(val + 1));
     } else if (vlen > 1) {
-        printf(" %.*s", (int)(vlen - 1 > 80 ? 80 : vlen - 1), (const char *)val + 1);
+        print_arg(val + 1, vlen - 1, 80);
     }
     printf("\n");
     return 0;
@@ -853,9 +893,10 @@ static void print_msg(const char *name, const pk_trig_dev_msg_t *m)
                (unsigned)m->arglen);
     else if (m->cmd == PK_TRIG_CMD_POLL_FASTER || m->cmd == PK_TRIG_CMD_POLL_SLOWER)
         printf("%s: %s interval=%us", name, nm, m->interval_s);
-    else if (m->arglen)
-        printf("%s: %s %.*s", name, nm ? nm : "?", (int)m->arglen, (const char *)m->arg);
-    else
+    else if (m->arglen) {
+        printf("%s: %s", name, nm ? nm : "?");
+        print_arg(m->arg, m->arglen, PK_TRIG_ARG_MAX);
+    } else
         printf("%s: %s", name, nm ? nm : "?");
     printf(" (Sent=%u Resend_Counter=%u%s)\n", m->sent, m->resend,
            m->rotated ? " key rotated" : "");

@@ -89,6 +89,13 @@ grep -q "cannot read .*none.state: no such file" "$DIR/err" || fail "missing mes
 sleep 0.5
 "$B" "${POLL[@]}" --state "$DIR/tr-b.state" >"$DIR/poll" 2>&1 || fail "tr-b: poll for the command"
 grep -q "^tr-b: app hello-from-gts" "$DIR/poll" || fail "command not delivered: $(cat "$DIR/poll")"
+# a binary payload: queued as hex, shown as hex in the queue and at the device
+"$B" gts send tr-b app --hex 00ff41 --db "$GTS" >/dev/null 2>&1 || fail "send --hex"
+"$B" gts status tr-b --db "$GTS" 2>/dev/null | grep -q "queued seq=[0-9]* app 0x00ff41$" ||
+    fail "status does not show the binary payload in hex"
+sleep 0.5
+"$B" "${POLL[@]}" --state "$DIR/tr-b.state" >"$DIR/poll" 2>&1 || fail "tr-b: poll for the binary payload"
+grep -q "^tr-b: app 0x00ff41 " "$DIR/poll" || fail "binary payload: $(cat "$DIR/poll")"
 
 # tr-a and tr-c rotate past UID1 (a second exchange retires it)
 for d in tr-a tr-c; do
