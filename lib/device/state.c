@@ -10,43 +10,37 @@
 #define LINK_MAGIC "PKDL"
 #define STATE_VER  1
 
-/*
- * The record layer has no API to save and restore a receive window, and
- * without one a restarted device would accept replays of records it already
- * took. These two helpers copy the window members of pk_record_t (declared in
- * core/record.h, documented as private); see docs/device.md "Open points":
- * a pk_record_rx_export/import pair in core/record.h should replace them.
- */
+/* A record context's counters in a blob: the next tx counter, then its
+ * receive window as pk_record_rx_export() writes it (which is also the
+ * layout of the version-1 blobs written before that API existed). */
 static void wr_rx(pk_wr_t *w, const pk_record_t *r)
 {
-    pk_wr_u64(w, r->rc_rx_top);
-    for (unsigned i = 0; i < PK_RECORD_WINDOW_WORDS; i++)
-        pk_wr_u64(w, r->rc_rx_bitmap[i]);
+    uint8_t win[PK_RECORD_RX_STATE_LEN] = {0};
+    if (pk_record_rx_export(r, win) != PK_OK)
+        w->err = PK_ERR_INVAL; /* no rx direction: the export reports a bad state */
+    pk_wr_bytes(w, win, sizeof win);
 }
 
 typedef struct rx_state {
-    uint64_t tx_next, top, bitmap[PK_RECORD_WINDOW_WORDS];
+    uint64_t tx_next;
+    uint8_t win[PK_RECORD_RX_STATE_LEN];
 } rx_state_t;
 
 static void rd_ctr(pk_rd_t *r, rx_state_t *s)
 {
     s->tx_next = pk_rd_u64(r);
-    s->top = pk_rd_u64(r);
-    for (unsigned i = 0; i < PK_RECORD_WINDOW_WORDS; i++)
-        s->bitmap[i] = pk_rd_u64(r);
+    pk_rd_copy(r, s->win, sizeof s->win);
+    /* a window no receiver can have written (a bit above the top or for
+     * counter 0) is refused, not restored */
     if (s->tx_next < PK_RECORD_COUNTER_FIRST || s->tx_next > PK_RECORD_COUNTER_LIMIT - 1 ||
-        s->top >= PK_RECORD_COUNTER_LIMIT)
+        (r->err == PK_OK && pk_record_rx_check(s->win) != PK_OK))
         r->err = PK_ERR_MALFORMED;
 }
 
 static int restore_ctr(pk_record_t *rec, const rx_state_t *s)
 {
     int rc = pk_record_set_tx_next(rec, s->tx_next);
-    if (rc != PK_OK)
-        return rc;
-    rec->rc_rx_top = s->top;
-    memcpy(rec->rc_rx_bitmap, s->bitmap, sizeof rec->rc_rx_bitmap);
-    return PK_OK;
+    return rc != PK_OK ? rc : pk_record_rx_import(rec, s->win);
 }
 
 static int rd_head(pk_rd_t *r, const char magic[4])

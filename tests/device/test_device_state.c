@@ -39,7 +39,7 @@ static size_t blob(uint8_t *b, size_t cap, const uint8_t *slots, unsigned n)
     pk_wr_u64(&w, 7); /* tx_next */
     pk_wr_u64(&w, 3); /* rx_top */
     for (unsigned i = 0; i < PK_RECORD_WINDOW_WORDS; i++)
-        pk_wr_u64(&w, i == 0 ? 0x5 : 0);
+        pk_wr_u64(&w, i == 0 ? 0xc : 0); /* counters 2 and 3 seen */
     pk_wr_block8(&w, "tmp-9", 5);
     pk_wr_u8(&w, PK_REG_MODE_POOL);
     pk_wr_u8(&w, 1);
@@ -112,9 +112,37 @@ static void test_ind_slot_order(void)
     pk_reg_dev_clear(&d);
 }
 
+/* A receive window no receiver can have written is refused, not restored
+ * (pk_record_rx_check): counter 0 marked seen, a bit above the top. */
+static void test_impossible_window(void)
+{
+    static uint8_t b[PK_DEVICE_REG_STATE_MAX];
+    static pk_reg_dev_t d;
+    pk_reg_dev_cfg_t cfg;
+    const uint8_t one[1] = {0};
+    /* the window's first ring word sits after magic, version, two ids,
+     * K_reg, the session id, tx_next and top */
+    const size_t word0 = 4 + 1 + 6 + 7 + PK_REG_KREG_LEN + 2 + 8 + 8;
+    cfg_of(&cfg);
+    const uint64_t bad[2] = {0x1, 0x10}; /* counter 0; counter 4 with top 3 */
+    for (unsigned k = 0; k < 2; k++) {
+        size_t n = blob(b, sizeof b, one, 1);
+        CHECK(pk_get_u64(b + word0 - 8) == 3 && pk_get_u64(b + word0) == 0xc); /* top, word 0 */
+        pk_put_u64(b + word0, bad[k]);
+        memset(&d, 0, sizeof d);
+        CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, n), PK_ERR_MALFORMED);
+        CHECK(all_zero(&d, sizeof d));
+    }
+    size_t n = blob(b, sizeof b, one, 1); /* and the valid one imports */
+    memset(&d, 0, sizeof d);
+    CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, n), PK_OK);
+    pk_reg_dev_clear(&d);
+}
+
 int main(void)
 {
     pk_crypto_init();
     RUN(test_ind_slot_order);
+    RUN(test_impossible_window);
     return check_report();
 }
