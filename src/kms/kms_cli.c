@@ -126,9 +126,12 @@ static const pk_conf_key_t keys_audit[] = {
     {"limit", "at most this many records", "1000", 0},
 };
 
+/* positional arguments one command takes at most (group add GROUP MEMBER...) */
+#define POS_MAX 256
+
 typedef struct cmdenv {
     pk_conf_t conf;
-    char *pos[16];
+    char *pos[POS_MAX];
     int npos;
     pk_store_t *st;
     pk_kms_t *kms;
@@ -144,7 +147,7 @@ static int parse(cmdenv_t *e, const char *what, const pk_conf_key_t *keys, size_
             pk_conf_help(&e->conf);
             return 1;
         }
-    if (pk_conf_args(&e->conf, argc, argv, e->pos, 16, &e->npos) != 0)
+    if (pk_conf_args(&e->conf, argc, argv, e->pos, POS_MAX, &e->npos) != 0)
         return usage_err(what, "%s", e->conf.err);
     int lvl = pk_log_level_parse(pk_conf_get(&e->conf, "log-level"));
     if (lvl < 0)
@@ -323,6 +326,22 @@ static void print_info(const pk_kms_device_info_t *i)
     printf("\n");
 }
 
+/* A device in mode pairs with more allowed peers than one registration's key
+ * set holds: say so (stderr), since the ones past the 32nd get no root key. */
+static void warn_key_limit(pk_kms_t *k, const char *id, const char *group)
+{
+    pk_kms_device_info_t i;
+    if (pk_kms_device_show(k, id, &i) != PK_OK || i.mode != PK_REG_MODE_PAIRS ||
+        i.npairs <= PK_REG_MAX_KEYS)
+        return;
+    fprintf(stderr,
+            "proxkey kms: warning: %s%s now %s %u allowed peers; in mode pairs a registration "
+            "hands out the root keys of at most %d (the lowest peer IDs), so the others cannot "
+            "be reached directly; use a pool (mode pool) for larger groups\n",
+            group ? "members of group " : "", group ? group : id, group ? "have up to" : "has",
+            i.npairs, PK_REG_MAX_KEYS);
+}
+
 static int list_cb(void *ctx, const pk_kms_device_info_t *info)
 {
     (*(unsigned *)ctx)++;
@@ -478,6 +497,10 @@ static int cmd_pair(int argc, char **argv, int allow)
         rc = pk_kms_allow(e.kms, e.pos[0], e.pos[1], wall());
     else
         rc = pk_kms_deny(e.kms, e.pos[0], e.pos[1], wall(), &still);
+    if (allow && rc == PK_OK) {
+        warn_key_limit(e.kms, e.pos[0], NULL);
+        warn_key_limit(e.kms, e.pos[1], NULL);
+    }
     close_env(&e);
     if (rc == PK_OK) {
         printf("%s %s %s%s\n", allow ? "allowed" : "denied", e.pos[0], e.pos[1],
@@ -534,6 +557,8 @@ static int cmd_group(int argc, char **argv)
         else
             failed = fail(what, rc, "%s in %s", e.pos[i], e.pos[0]);
     }
+    if (add && e.npos > 1) /* the last member added has about the group's size */
+        warn_key_limit(e.kms, e.pos[e.npos - 1], e.pos[0]);
     close_env(&e);
     return failed;
 }
@@ -722,6 +747,8 @@ static int cmd_domain(int argc, char **argv)
         else
             failed = fail(what, rc, "%s in %s", e.pos[i], e.pos[0]);
     }
+    if (add && e.npos > 1) /* the last member added has about the group's size */
+        warn_key_limit(e.kms, e.pos[e.npos - 1], e.pos[0]);
     close_env(&e);
     return failed;
 }

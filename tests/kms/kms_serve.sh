@@ -73,5 +73,20 @@ check "the file check can fail" "LC_ALL=C grep -qaF 'dev-1' '$DB' '$DB-wal' 2>/d
 check "device remove" "'$PK' kms device remove dev-2 $A >/dev/null"
 check "deny after remove finds nothing" "! '$PK' kms deny dev-1 dev-2 $A 2>/dev/null"
 
+# groups larger than one registration's key set (at most 32 root keys in
+# mode pairs): a big group is added in one command, and the admin is warned
+# once a device has more allowed peers than that
+G=""
+for i in $(seq 1 34); do
+    "$PK" kms device add "g-$i" $A >/dev/null || bad "device add g-$i"
+    [ "$i" -le 33 ] && G="$G g-$i"
+done
+check "group add of 33 in one command, no warning (32 peers each)" \
+    "'$PK' kms group add big$G $A >/dev/null 2>'$D/group.err' && ! grep -q warning '$D/group.err'"
+check "the 34th member: warned" "'$PK' kms group add big g-34 $A >/dev/null 2>'$D/group.err' &&
+    grep -q 'warning: members of group big now have up to 33 allowed peers' '$D/group.err'"
+check "allow past the limit: warned" "'$PK' kms group remove big g-34 $A >/dev/null &&
+    '$PK' kms allow g-1 dev-1 $A 2>&1 >/dev/null | grep -q 'warning: g-1 now has 33 allowed peers'"
+
 echo "$passes passed, $fails failed"
 [ $fails = 0 ]
