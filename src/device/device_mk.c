@@ -416,10 +416,11 @@ typedef struct runner {
     int have_beacon;
     pk_addr_t beacon;
     uint32_t cur_mk;
-    int dirty;
-    int nfd;            /* the node channel on the registered address (pushes), -1: none */
-    pk_addr_t node;     /* the node's address */
-    uint64_t next_poll; /* the next MK_REFRESH when the key nears expiry */
+    int dirty;              /* mk-table must be written */
+    uint64_t save_retry_ms; /* after a failed write: not before this */
+    int nfd;                /* the node channel on the registered address (pushes), -1: none */
+    pk_addr_t node;         /* the node's address */
+    uint64_t next_poll;     /* the next MK_REFRESH when the key nears expiry */
     uint64_t stats_keys, stats_drops, stats_msgs;
 } runner_t;
 
@@ -1205,10 +1206,15 @@ static int cmd_run(int argc, char **argv)
             send_beacons(&r);
             next_beacon = now + BEACON_MS;
         }
-        if (r.dirty) {
-            if (table_save_all(&r) != PK_OK)
-                say(&r, "event=table_save_failed");
-            r.dirty = 0;
+        if (r.dirty && now >= r.save_retry_ms) {
+            /* a failed write stays due: retried every second, so keys made
+             * meanwhile are not only in memory until the next change */
+            if (table_save_all(&r) != PK_OK) {
+                say(&r, "event=table_save_failed retry_ms=1000");
+                r.save_retry_ms = now + 1000;
+            } else {
+                r.dirty = 0;
+            }
         }
     }
     say(&r, "event=stop keys=%zu made=%" PRIu64 " messages=%" PRIu64 " drops=%" PRIu64,

@@ -193,10 +193,22 @@ try:
         check(wait_for(out, r"event=listening "), f"{d}: mk run listening ({out})")
         return p
 
+    # c2's mk-table cannot be written at first (its temporary file's name is
+    # a directory): the key it makes must still reach the file, by a retry
+    table, table_tmp = os.path.join(W, "c2", "mk-table"), os.path.join(W, "c2", "mk-table.tmp")
+    os.mkdir(table_tmp)
     c1 = client("c1", "c1-a.txt")
     c2 = client("c2", "c2-a.txt")
     check(wait_for("c1-a.txt", r"event=key partner=c2 ") and
           wait_for("c2-a.txt", r"event=key partner=c1 "), "c1 and c2 share an individual key")
+    check(wait_for("c2-a.txt", r"event=table_save_failed ") and not os.path.exists(table),
+          "c2's mk-table cannot be written: the failure is reported")
+    os.rmdir(table_tmp)
+    end = time.time() + 5
+    while time.time() < end and not os.path.exists(table):
+        time.sleep(0.1)
+    check(os.path.exists(table) and any(r["partner"] == b"c1" for r in table_rows(table)),
+          "the write is retried: c2's key reaches mk-table without any further change")
     relay = Relay(ports["c2"])
     MSG = r"event=message from=c1 .*text=%s$"
 
