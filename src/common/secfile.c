@@ -54,13 +54,7 @@ out:
     }
     /* the rename itself durable: a caller about to use the new content
      * (a device's next identity) must not find the old one after a crash */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return PK_ERR_IO;
-    if (fsync(dfd) != 0 && errno != EINVAL) /* EINVAL: no directory sync here */
-        rc = PK_ERR_IO;
-    close(dfd);
-    return rc;
+    return pk_secfile_sync_dir(dir);
 }
 
 int pk_secfile_read(const char *dir, const char *name, void *buf, size_t cap, size_t *len)
@@ -122,4 +116,15 @@ int pk_secfile_split(const char *path, char *dir, char *name)
         memcpy(name, slash + 1, n - (size_t)(slash - path));
     }
     return PK_OK;
+}
+
+int pk_secfile_sync_dir(const char *dir)
+{
+    int rc = PK_OK, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return PK_ERR_IO;
+    if (fsync(dfd) != 0 && errno != EINVAL) /* EINVAL: no directory sync here */
+        rc = PK_ERR_IO;
+    close(dfd);
+    return rc;
 }

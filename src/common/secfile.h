@@ -24,6 +24,10 @@ int pk_secfile_write(const char *dir, const char *name, const void *data, size_t
  * file, or a symbolic link). */
 int pk_secfile_read(const char *dir, const char *name, void *buf, size_t cap, size_t *len);
 
+/* Makes renames and unlinks in dir durable (fsync of the directory; a file
+ * system that cannot sync directories counts as done). PK_OK or PK_ERR_IO. */
+int pk_secfile_sync_dir(const char *dir);
+
 /* Splits path into its directory ("." when none) and file name, each
  * NUL-terminated in dir[PK_SECFILE_PATH_MAX] and name[PK_SECFILE_PATH_MAX].
  * PK_OK or PK_ERR_INVAL (empty, too long, or ending in '/'). */

@@ -330,10 +330,5 @@ int pk_dstate_forget_peers(const char *dir)
     }
     if (d)
         closedir(d);
-    int dfd = rc == PK_OK ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (rc == PK_OK && (dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL)))
-        rc = PK_ERR_IO;
-    if (dfd >= 0)
-        close(dfd);
-    return rc;
+    return rc == PK_OK ? pk_secfile_sync_dir(dir) : rc;
 }

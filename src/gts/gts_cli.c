@@ -517,7 +517,7 @@ static void print_arg(const uint8_t *a, size_t n, size_t max)
 }
 
 /* ARG of `gts send`: seconds for the interval commands, text otherwise, or
- * with hex (app only) the bytes given as hex digits. */
+ * with hex the bytes given as hex digits (the caller allows it for app only). */
 static int parse_cmd_arg(uint8_t cmd, const char *arg, int hex, uint8_t *buf, size_t *len)
 {
     *len = 0;
@@ -529,8 +529,7 @@ static int parse_cmd_arg(uint8_t cmd, const char *arg, int hex, uint8_t *buf, si
         *len = 4;
     } else if (arg && hex) {
         size_t n = strlen(arg);
-        if (cmd != PK_TRIG_CMD_APP || n % 2 || n / 2 > PK_TRIG_ARG_MAX ||
-            (n && gts_unhex(arg, buf, n / 2) != PK_OK))
+        if (n % 2 || n / 2 > PK_TRIG_ARG_MAX || (n && gts_unhex(arg, buf, n / 2) != PK_OK))
             return -1;
         *len = n / 2;
     } else if (arg) {
