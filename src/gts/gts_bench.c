@@ -365,6 +365,7 @@ static void *crypto_main(void *arg)
 
     pin(0);
     memset(&aead, 0, sizeof aead);
+    memset(&kdf, 0, sizeof kdf); /* pk_kdf_init wants a cleared context */
     *us = 0;
     if (pk_rng_fill(&pk_rng_system, k, sizeof k) != PK_OK ||
         pk_rng_fill(&pk_rng_system, u, sizeof u) != PK_OK ||
