@@ -154,7 +154,14 @@ typedef struct gts_serve_opts {
     uint64_t ckpt_records; /* checkpoint after this many journal records (0: 1048576) */
     uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 60000) */
     int signals;           /* SIGINT/SIGTERM stop the server cleanly (for the CLI) */
+    /* Answers to retransmissions per source address (IPv4 address or IPv6
+     * /64; the core's retransmission gate, srv.h): retx_rate per second
+     * (0: GTS_RETX_RATE) after a burst of retx_burst (0: twice the rate);
+     * retx_unlimited: no limit. */
+    uint32_t retx_rate, retx_burst;
+    int retx_unlimited;
 } gts_serve_opts_t;
+#define GTS_RETX_RATE 16
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);
 int gts_server_run(gts_server_t *s);   /* until stopped */
 void gts_server_stop(gts_server_t *s); /* any thread */

@@ -439,7 +439,11 @@ static int run_one(int echo, const bench_cfg_t *bc, unsigned round, round_res_t 
                               .quiet = 1,
                               .reserve = ndev,
                               .journal = jbase,
-                              .ckpt_records = bc->ckpt_records};
+                              .ckpt_records = bc->ckpt_records,
+                              /* one address stands for every device: a
+                               * retransmission storm is not throttled (the
+                               * gate is not asked on the exchange path) */
+                              .retx_unlimited = 1};
         /* the whole gts on CPU 0: its journal (sync) and checkpoint threads
          * inherit this thread's affinity when gts_server_new starts them */
         cpu_set_t saved;

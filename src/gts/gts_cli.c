@@ -78,8 +78,14 @@ static int cmd_serve(int argc, char **argv)
                    "  --quiet       no per-delivery log lines\n"
                    "  --checkpoint-records N  fold the journal into the store every N records\n"
                    "                (default 1048576) ...\n"
-                   "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n",
-                   common_help);
+                   "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n"
+                   "  --retx-rate N  answers to retransmitted polls per second per source\n"
+                   "                address (IPv4, or IPv6 /64), default %u; a copy of a\n"
+                   "                device's poll sent from a spoofed address is answered\n"
+                   "                at most this often there\n"
+                   "  --retx-burst N ... after a burst of N (default twice the rate)\n"
+                   "  --no-retx-limit  answer every retransmission\n",
+                   common_help, GTS_RETX_RATE);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             o.listen = argv[++i];
@@ -94,6 +100,16 @@ static int cmd_serve(int argc, char **argv)
         } else if (strcmp(argv[i], "--checkpoint-ms") == 0 && i + 1 < argc &&
                    pk_cli_parse_u64(argv[++i], 1, 86400000, &v) == 0) {
             o.ckpt_ms = v;
+        } else if (strcmp(argv[i], "--retx-rate") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--retx-rate wants 1..1000000");
+            o.retx_rate = (uint32_t)v;
+        } else if (strcmp(argv[i], "--retx-burst") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--retx-burst wants 1..1000000");
+            o.retx_burst = (uint32_t)v;
+        } else if (strcmp(argv[i], "--no-retx-limit") == 0) {
+            o.retx_unlimited = 1;
         } else {
             return pk_cli_usage_error("gts serve", "unknown argument '%s'", argv[i]);
         }

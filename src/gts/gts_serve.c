@@ -36,6 +36,7 @@
 #include "gts.h"
 #include "gts_journal.h"
 #include "net/loop.h"
+#include "net/ratelimit.h"
 #include "net/udp.h"
 
 #define PREFETCH_AHEAD 4 /* polls between a slot prefetch and its use */
@@ -44,8 +45,9 @@
 #define CKPT_TICK_MS   1000
 #define GROUP_MAX      65536 /* responses held in G_b before the loop waits for G_f */
 
-enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_SPACE, DROP_N };
-static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "no_space"};
+enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_RETX, DROP_SPACE, DROP_N };
+static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "retx_limited",
+                                         "no_space"};
 
 typedef struct held {
     pk_addr_t peer;
@@ -76,6 +78,10 @@ struct gts_server {
     pk_udp_t *udp;
     pk_udp_batch_t batch;
     pk_drops_t drops;
+    /* answers to retransmissions, per source address (the core's gate) */
+    pk_ratelimit_t *retx_rl;
+    const pk_addr_t *cur_src; /* the datagram the core is handling */
+    uint64_t cur_now;
     uint8_t *arena; /* one output slot */
     pk_out_t out;
     int fatal, quiet;
@@ -465,6 +471,13 @@ static int take(gts_server_t *s, const pk_addr_t *peer)
     return rc;
 }
 
+/* The core's retransmission gate: one token of the source's bucket. */
+static int retx_gate(void *ctx)
+{
+    gts_server_t *s = ctx;
+    return s->cur_src && pk_ratelimit_allow(s->retx_rl, s->cur_src, s->cur_now);
+}
+
 static void handle_batch(gts_server_t *s)
 {
     pk_udp_batch_t *b = &s->batch;
@@ -486,11 +499,15 @@ static void handle_batch(gts_server_t *s)
             pk_drop(&s->drops, DROP_TRUNC, now, NULL);
             continue;
         }
+        s->cur_src = &b->dg[i].peer;
+        s->cur_now = now;
         int rc = pk_trig_srv_input(s->core, b->dg[i].data, b->dg[i].len, wall, o);
+        s->cur_src = NULL;
         if (rc != PK_OK) {
             char src[PK_ADDR_STRLEN];
             unsigned r = rc == PK_ERR_DENIED      ? DROP_UNKNOWN
                          : rc == PK_ERR_MALFORMED ? DROP_MALFORMED
+                         : rc == PK_ERR_LIMIT     ? DROP_RETX
                                                   : DROP_SPACE;
             pk_drop(&s->drops, r, now, pk_addr_format(&b->dg[i].peer, src));
             continue;
@@ -652,6 +669,20 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     rc = pk_trig_srv_new(&s->core, &s->rng, o->reserve);
     if (rc != PK_OK)
         goto fail;
+    if (!o->retx_unlimited) {
+        uint8_t k[PK_RATELIMIT_KEY_LEN];
+        uint32_t rate = o->retx_rate ? o->retx_rate : GTS_RETX_RATE;
+        pk_ratelimit_cfg_t rl = {rate, o->retx_burst ? o->retx_burst : 2 * rate, 65536};
+        rc = pk_random(k, sizeof k);
+        if (rc == PK_OK)
+            rc = pk_ratelimit_new(&s->retx_rl, &rl, k);
+        pk_wipe(k, sizeof k);
+        if (rc != PK_OK) {
+            fprintf(stderr, "proxkey gts serve: rate limiter: %s\n", pk_strerror(rc));
+            goto fail;
+        }
+        pk_trig_srv_set_retx_gate(s->core, retx_gate, s);
+    }
     s->gb = &s->g[0];
     s->gf = &s->g[1];
     s->ckpt_records = o->ckpt_records ? o->ckpt_records : 1048576;
@@ -801,6 +832,7 @@ void gts_server_free(gts_server_t *s)
     pk_udp_batch_free(&s->batch);
     pk_loop_free(s->loop);
     pk_trig_srv_free(s->core);
+    pk_ratelimit_free(s->retx_rl);
     pk_wrap_ctx_clear(&s->wrap);
     if (s->db.st)
         gts_db_close(&s->db);
