@@ -84,8 +84,14 @@ static int cmd_serve(int argc, char **argv)
                    "                device's poll sent from a spoofed address is answered\n"
                    "                at most this often there\n"
                    "  --retx-burst N ... after a burst of N (default twice the rate)\n"
-                   "  --no-retx-limit  answer every retransmission\n",
-                   common_help, GTS_RETX_RATE);
+                   "  --no-retx-limit  answer every retransmission\n"
+                   "  --lease-s S   one gts serves a store: it holds a lease there, renewed\n"
+                   "                while it runs (default %u s). Another gts takes over when\n"
+                   "                this one stopped cleanly, crashed on the same host, or\n"
+                   "                let its lease run out (host down, process stopped)\n"
+                   "  --force-takeover  take over from a gts of another host even though\n"
+                   "                its unfolded journal is not here\n",
+                   common_help, GTS_RETX_RATE, GTS_LEASE_MS / 1000);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             o.listen = argv[++i];
@@ -110,6 +116,12 @@ static int cmd_serve(int argc, char **argv)
             o.retx_burst = (uint32_t)v;
         } else if (strcmp(argv[i], "--no-retx-limit") == 0) {
             o.retx_unlimited = 1;
+        } else if (strcmp(argv[i], "--lease-s") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 2, 3600, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--lease-s wants 2..3600");
+            o.lease_ms = v * 1000;
+        } else if (strcmp(argv[i], "--force-takeover") == 0) {
+            o.force_takeover = 1;
         } else {
             return pk_cli_usage_error("gts serve", "unknown argument '%s'", argv[i]);
         }
