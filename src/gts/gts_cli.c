@@ -781,12 +781,24 @@ static int cmd_status(int argc, char **argv)
     if (rc == PK_OK)
         rc = pk_store_run_read(db.st, status_fn, &s, 5);
     gts_overlay_free(s.ov);
+    gts_owner_t own;
+    int have = rc == PK_OK ? gts_owner_get(&db, &own) : 0;
     gts_db_close(&db);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts status: %s: %s\n", argv[1],
                 rc == PK_ERR_NOTFOUND ? "no such device" : pk_strerror(rc));
         return 1;
     }
+    uint64_t now = pk_now_realtime_ms();
+    if (have == 1 && own.until_ms > now)
+        printf("  served by gts pid %u on %s (lease %llu s more)\n", own.pid, own.host,
+               (unsigned long long)((own.until_ms - now + 999) / 1000));
+    else if (have == 1)
+        printf("  no gts serves the store now (the last, pid %u on %s, stopped without a "
+               "clean stop)\n",
+               own.pid, own.host);
+    else if (have == 0)
+        printf("  no gts serves the store now\n");
     return 0;
 }
 

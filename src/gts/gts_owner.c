@@ -278,6 +278,6 @@ static int get_fn(pk_txn_t *txn, void *ctx)
 int gts_owner_get(gts_db_t *db, gts_owner_t *o)
 {
     get_ctx_t g = {o, 0};
-    int rc = pk_store_run(db->st, get_fn, &g, 5);
+    int rc = pk_store_run_read(db->st, get_fn, &g, 5);
     return rc == PK_OK ? g.r : rc;
 }

@@ -31,6 +31,7 @@ poll() { # one exchange with the device, through the server on $PORT
 start
 A=$SRV
 poll
+"$B" gts status dev "${ST[@]}" 2>&1 | grep -q "served by gts pid $A " || fail "status: no server shown"
 
 # a second server on the same store: refused at once, naming the first
 "$B" gts serve "${ST[@]}" --listen 127.0.0.1:0 "${LEASE[@]}" >/dev/null 2>"$DIR/second.log" &
@@ -76,6 +77,8 @@ wait "$SRV"
 rc=$?
 SRV=0
 [ $rc = 0 ] || fail "clean stop: exit $rc"
+"$B" gts status dev "${ST[@]}" 2>&1 | grep -q "no gts serves the store now" ||
+    fail "status after a clean stop: $("$B" gts status dev "${ST[@]}" 2>&1)"
 start
 grep -q "gts_takeover" "$DIR/gts.log" && fail "takeover after a clean stop"
 poll
