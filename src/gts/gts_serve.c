@@ -723,8 +723,9 @@ static int claim(gts_server_t *s, const gts_serve_opts_t *o)
     char f[GTS_JNL_PATH_MAX + 20];
     gts_owner_self(&s->me);
     rc = gts_owner_get(&s->db, &prev);
-    if (rc == 1 && !gts_owner_same_host(&prev, &s->me) && prev.gen && !o->force_takeover &&
-        (rc = gts_db_folded(&s->db, &folded)) == PK_OK && prev.gen > folded) {
+    /* (a holder whose lease runs is refused below, by the claim) */
+    if (rc == 1 && prev.until_ms <= now && !gts_owner_same_host(&prev, &s->me) && prev.gen &&
+        !o->force_takeover && (rc = gts_db_folded(&s->db, &folded)) == PK_OK && prev.gen > folded) {
         snprintf(f, sizeof f, "%s.%016llx", s->jbase, (unsigned long long)prev.gen);
         if (access(f, F_OK) != 0) {
             fprintf(stderr,
