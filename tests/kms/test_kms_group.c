@@ -601,7 +601,8 @@ static void test_group_alloc_recheck(void)
     CHECK_EQ_INT(pk_kms_pending(e.k), 3);
     CHECK_EQ_INT(pk_kms_deny(e.k, a, b, now, NULL), PK_OK);            /* explicit allow */
     CHECK_EQ_INT(pk_kms_group_remove(e.k, nm("rgrp"), d, now), PK_OK); /* through a group */
-    CHECK_EQ_INT(pk_kms_device_remove(e.k, g, now), PK_OK);            /* a device gone */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, g, now), PK_OK);            /* a device gone, */
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK); /* its pair allowed again (allowed) */
     CHECK_EQ_INT(commit_open(&e), PK_OK);
     CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), 0);
     CHECK_EQ_INT(pair_ksi(&e, c, d, NULL), 0);
@@ -611,9 +612,9 @@ static void test_group_alloc_recheck(void)
     CHECK_EQ_INT(alloc_req(&e, "n1", c, d, &k, NULL), PK_ERR_DENIED);
     CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_ERR_NOTFOUND);
 
-    /* g back in mode pairs (allowed again), b in another pool: still no KSI */
+    /* deferred again; then g and f in mode pairs (allowed again), b in
+     * another pool: still no KSI */
     CHECK_EQ_INT(pk_kms_device_add(e.k, g, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
-    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK);
     CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
     CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_KMS_DEFER);
     CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_KMS_DEFER);
@@ -623,6 +624,10 @@ static void test_group_alloc_recheck(void)
     CHECK_EQ_INT(pk_kms_device_remove(e.k, b, now), PK_OK);
     CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, other, now, NULL), PK_OK);
     CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    /* f too: both in mode pairs now (their pools alike: none) */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, f, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, f, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK);
     CHECK_EQ_INT(commit_open(&e), PK_OK);
     CHECK_EQ_INT(pair_ksi(&e, f, g, NULL), 0);
     CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), 0);
