@@ -431,7 +431,8 @@ int pk_kms_pool_create(pk_kms_t *k, const char *name, uint32_t n, uint64_t now_m
 /* Total keys of a pool, and *allocated its keys that are themselves in
  * kms_alloc: legacy (per-key allocations before the fixed key set); new
  * allocations take fresh KSIs and consume no key, so this stays constant -
- * count allocations with the POOL_ALLOC audit records. PK_ERR_NOTFOUND. */
+ * count allocations with kms_pairalloc (POOL_ALLOC audit records are one
+ * per answer, plus one per allocation with group_writes). PK_ERR_NOTFOUND. */
 int pk_kms_pool_info(pk_kms_t *k, const char *name, uint32_t *total, uint32_t *allocated);
 
 /* ---- domains and master keys (domain.c; Toshiba, DESIGN 3.6) ---- */
