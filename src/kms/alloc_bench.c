@@ -404,9 +404,14 @@ static void loadavg(char *b, size_t cap)
     }
 }
 
+/* The medians of one kind of rounds. */
+typedef struct ab_fig {
+    double group, alone, ratio, group_cpu_us, alone_cpu_us;
+} ab_fig_t;
+
 /* Alternating rounds (after a warm-up of each) of new or repeated
- * allocations; prints the medians. 0, or -1 when a round failed. */
-static int measure(ab_t *a, int repeat, double *med_g, double *med_d, double *med_ratio)
+ * allocations; prints the medians into *f. 0, or -1 when a round failed. */
+static int measure(ab_t *a, int repeat, ab_fig_t *f)
 {
     const char *what = repeat ? "again" : "new";
     ab_round_t w, rg, rd;
@@ -436,17 +441,16 @@ static int measure(ab_t *a, int repeat, double *med_g, double *med_d, double *me
         fflush(stdout);
     }
     if (rc == 0) {
-        double rmin, rmax;
-        *med_g = median(g, a->rounds);
-        *med_d = median(d, a->rounds);
-        *med_ratio = median(ratio, a->rounds);
-        rmin = ratio[0];
-        rmax = ratio[a->rounds - 1];
+        f->group = median(g, a->rounds);
+        f->alone = median(d, a->rounds);
+        f->ratio = median(ratio, a->rounds);
+        f->group_cpu_us = median(cg, a->rounds);
+        f->alone_cpu_us = median(cd, a->rounds);
         printf("alloc (%s pairs): group commit %.0f/s (min %.0f, max %.0f), each alone %.0f/s "
                "(min %.0f, max %.0f): ratio %.2f (rounds %.2f-%.2f); kms cpu per allocation "
                "%.1f us vs %.1f us\n",
-               what, *med_g, g[0], g[a->rounds - 1], *med_d, d[0], d[a->rounds - 1], *med_ratio,
-               rmin, rmax, median(cg, a->rounds), median(cd, a->rounds));
+               what, f->group, g[0], g[a->rounds - 1], f->alone, d[0], d[a->rounds - 1], f->ratio,
+               ratio[0], ratio[a->rounds - 1], f->group_cpu_us, f->alone_cpu_us);
     }
     free(g);
     free(d);
@@ -563,8 +567,10 @@ int pk_bench_suite_alloc(int argc, char **argv)
            a->ndev, (unsigned long long)a->ndev * (a->ndev - 1) / 2, prov_s, a->conns, a->window,
            la0);
     fflush(stdout);
-    double ng = 0, nd = 0, nr = 0, rg = 0, rd = 0, rr = 0;
-    if (measure(a, 0, &ng, &nd, &nr) != 0 || measure(a, 1, &rg, &rd, &rr) != 0) {
+    ab_fig_t fn, fa;
+    memset(&fn, 0, sizeof fn);
+    memset(&fa, 0, sizeof fa);
+    if (measure(a, 0, &fn) != 0 || measure(a, 1, &fa) != 0) {
         fprintf(stderr, "proxkey bench alloc: a round failed%s (logs in %s)\n",
                 a->exhausted ? " (pairs used up: fewer --seconds or more --devices)" : "", a->dir);
         a->keep = 1;
@@ -575,10 +581,13 @@ int pk_bench_suite_alloc(int argc, char **argv)
            a->srv[0].next, a->srv[1].next, la1);
     if (a->json)
         printf("{\"bench\":\"alloc\",\"new_group_per_s\":%.0f,\"new_alone_per_s\":%.0f,"
-               "\"new_ratio\":%.2f,\"again_group_per_s\":%.0f,\"again_alone_per_s\":%.0f,"
-               "\"again_ratio\":%.2f,\"rounds\":%u,\"seconds\":%.2f,\"devices\":%u,\"conns\":%u,"
-               "\"window\":%u}\n",
-               ng, nd, nr, rg, rd, rr, a->rounds, a->seconds, a->ndev, a->conns, a->window);
+               "\"new_ratio\":%.2f,\"new_group_cpu_us\":%.1f,\"new_alone_cpu_us\":%.1f,"
+               "\"again_group_per_s\":%.0f,\"again_alone_per_s\":%.0f,\"again_ratio\":%.2f,"
+               "\"again_group_cpu_us\":%.1f,\"again_alone_cpu_us\":%.1f,\"rounds\":%u,"
+               "\"seconds\":%.2f,\"devices\":%u,\"conns\":%u,\"window\":%u}\n",
+               fn.group, fn.alone, fn.ratio, fn.group_cpu_us, fn.alone_cpu_us, fa.group, fa.alone,
+               fa.ratio, fa.group_cpu_us, fa.alone_cpu_us, a->rounds, a->seconds, a->ndev, a->conns,
+               a->window);
     rc = 0;
 out:
     for (int s = 0; s < 2; s++)

@@ -56,5 +56,9 @@ fields sim events events_per_s failures=0
 run reg "$pk" bench reg --devices 64 --inflight 16 --rounds 1 --seconds 0.5 --json
 fields reg median_per_s first_per_s kms_cpu_us node_cpu_us
 
+run alloc "$pk" bench alloc --devices 64 --conns 2 --window 16 --rounds 1 --seconds 0.2 --json
+fields alloc new_group_per_s new_alone_per_s new_ratio new_group_cpu_us again_group_per_s \
+    again_alone_per_s again_ratio
+
 echo "bench smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
