@@ -219,14 +219,28 @@ static void *committer(void *arg)
     return NULL;
 }
 
-/* Hands the queued records to the committer when it is idle. */
+static void on_kick_timer(pk_loop_t *loop, uint64_t id, void *ctx);
+
+/* Hands the queued records to the committer when it is idle. If the batch
+ * cannot be taken (no memory for its copy), everything stays queued and
+ * this is tried again in KICK_RETRY_MS: held answers must not wait for the
+ * next frame to arrive, which may never come. */
+#define KICK_RETRY_MS 10
 static void kick(server_t *s)
 {
     if (s->busy || pk_kms_pending(s->kms) == 0)
         return;
     pk_kms_batch_t *b = NULL;
-    if (pk_kms_batch_take(s->kms, &b) != PK_OK || !b)
+    int rc = pk_kms_batch_take(s->kms, &b);
+    if (rc != PK_OK || !b) {
+        if (rc != PK_OK && !s->timer) {
+            pk_warn("audit_batch_take_failed", "err=%s retry_ms=%d", pk_strerror(rc),
+                    KICK_RETRY_MS);
+            s->timer = pk_loop_timer_add(s->loop, pk_loop_now_ms(s->loop) + KICK_RETRY_MS,
+                                         on_kick_timer, s);
+        }
         return;
+    }
     pthread_mutex_lock(&s->mu);
     s->todo = b;
     s->busy = 1;
