@@ -1070,7 +1070,7 @@ int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_resul
     w->c_denied = pk_sim_counter(sim, "outside-list link requests denied", 0);
     w->c_linkfail = pk_sim_counter(sim, "link handshakes failed", 0);
     w->c_kms_busy = pk_sim_counter(sim, "kms audit flush failed", 0);
-    w->c_kms_defer = pk_sim_counter(sim, "kms first registrations deferred", 0);
+    w->c_kms_defer = pk_sim_counter(sim, "kms requests deferred (group commit)", 0);
     w->c_kms_cp_made = pk_sim_counter(sim, "kms crashes after a deferred request's commit", 0);
     w->c_stalled = pk_sim_counter(sim, "kms connections stalled", 0);
 
