@@ -385,7 +385,7 @@ def registration(keys):
 
 def links_option1(a, cb, keys):
     # Python initiator, C responder
-    lp, llog, laddr = c_listen(cb, 4, 20)
+    lp, llog, laddr = c_listen(cb, 5, 20)
     link = a.connect(laddr, "c-b")
     check(link.sid >> 8 == link.dcr[2], "sid MSB")
     link.send(b"hello from python")
@@ -405,20 +405,55 @@ def links_option1(a, cb, keys):
     bad[1] ^= 0xFF
     a.sendto(bytes(bad), laddr)
     a.sendto(link.dcr[:-1], laddr)  # truncated DCR: no SMC
+    # an established link's DCR again: the listener gives it a fresh
+    # responder (an SMC with another session id that nobody can complete);
+    # the established link is untouched (its next record is printed)
+    a.drain()
+    a.sendto(link.dcr, laddr)
+    again = a.drain(0.5)
+    check(len(again) == 1 and len(again[0][0]) == rd.SMC_LEN and
+          again[0][0] != link.smc and
+          struct.unpack(">H", again[0][0][2:4])[0] != link.sid,
+          "replayed DCR: %s" % [dg.hex() for dg, _ in again])
+    # a DCR retransmitted before the SMCOMPLETE: the same SMC again; a
+    # tampered SMCOMPLETE does not establish, the right one does
+    smcs = []
+    link3 = a.connect(laddr, "c-b", skip_complete=True, on_smc=smcs.append)
+    a.sendto(link3.dcr, laddr)
+    again = a.drain(0.5)
+    check([dg for dg, _ in again] == smcs, "DCR again: %d answers, same SMC "
+          "%s" % (len(again), again and again[0][0] == smcs[0]))
+    bad = bytearray(link3.cmpl)
+    bad[5] ^= 0x10
+    a.sendto(bytes(bad), laddr)
+    time.sleep(0.3)
+    est = "link established from=py-a sid=0x%04x" % link3.sid
+    check(est not in open(llog).read(), "tampered SMCOMPLETE established")
+    a.sendto(link3.cmpl, laddr)
+    wait_log(lp, llog, est, 5)
+    # a DCR for a KSI the responder has not: no SMC
+    other = rd.build_dcr(1, rd.CAPS, link.ksi ^ 0x40000000, os.urandom(16),
+                         "py-a", "c-b")
+    check(no_answer(a, other, laddr, 0.3), "DCR with an unknown KSI answered")
+    # records of link3 must now be accepted as usual
+    link3.send(b"after smcomplete")
     time.sleep(0.3)
     rc = lp.wait(25)
     lines = listener_lines(llog)
     check(rc == 0, "listener exit %d: %s" % (rc, open(llog).read()))
     check(lines == [("py-a", "hello from python"),
                     ("py-a", "\\xc3\\xbctf-8 and \\\\ and \\x01"),
-                    ("py-a", "no smcomplete"), ("py-a", "once")],
+                    ("py-a", "no smcomplete"), ("py-a", "once"),
+                    ("py-a", "after smcomplete")],
           "C listener printed %s" % lines)
     smc_seen = [d for d, k, _ in a.log if d == "rx" and k == rd.T_SMC]
-    check(len(smc_seen) == 2, "SMCs received %d (truncated DCR answered?)"
+    check(len(smc_seen) == 5, "SMCs received %d (truncated DCR answered?)"
           % len(smc_seen))
     print("ok: Python initiator -> C responder: records printed, lost "
           "SMCOMPLETE recovered by DATA; tampered, replayed, other-session "
-          "records and a truncated DCR refused")
+          "records, a truncated DCR, an unknown KSI and a "
+          "tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
+          "SMC, a replayed one a fresh SMC nobody can complete")
 
     # C initiator, Python responder: C sends, Python receives; then
     # Python sends back on the link the C device opened, to a C listener?
@@ -449,6 +484,83 @@ def links_option1(a, cb, keys):
     # direction is checked against the Python initiator instead: a Python
     # responder and a Python initiator on the C-made root key.
     return link
+
+
+# --- 4. option 2 ------------------------------------------------------------------
+
+def links_option2(keys):
+    # py-p (node-1) -> c-q (node-2): LINK_REQ, NODE_LINK_IND, LINK_IND x 2
+    p = rd.Device("py-p", keys["py-p"])
+    reg = p.register(node_addr("node-1"), "node-1")
+    check(reg.accept.mode == rd.MODE_POOL and len(reg.accept.keys) == 5 and
+          all(e.peer == "" for e in reg.accept.keys),
+          "pool accept: mode %d, %d keys" % (reg.accept.mode,
+                                              len(reg.accept.keys)))
+    cq = cdev_init("c-q", keys["c-q"], "node-2")
+    run("device", "register", "--dir", cq)
+    ck, text = cdev_keys(cq)
+    check(sorted(k for (k, _) in ck) == sorted(e.ksi for e in reg.accept.keys)
+          and all(ck[(e.ksi, "(pool)")] == e.key for e in reg.accept.keys),
+          "c-q's pool keys differ: %s" % text)
+    lp, llog, laddr = c_listen(cq, 1, 20, node=True)
+    ksi = p.wait_indication("c-q", rd.ROLE_INITIATOR, 3.0)
+    check(ksi not in {e.ksi for e in reg.accept.keys},
+          "the KSI names the allocation, not a pool key: 0x%08x" % ksi)
+    link = p.connect(laddr, "c-q", ksi=ksi)
+    link.send(b"option 2 from python")
+    rc = lp.wait(25)
+    check(rc == 0 and listener_lines(llog) == [("py-p",
+                                                "option 2 from python")],
+          "c-q listener (%d): %s" % (rc, open(llog).read()))
+    _, text = cdev_keys(cq)
+    check(re.search(r"ksi=0x%08x peer=py-p role=responder" % ksi, text),
+          "c-q has no indication for KSI 0x%08x: %s" % (ksi, text))
+    print("ok: option 2, Python initiator on node-1 -> C responder on "
+          "node-2: LINK_IND KSI 0x%08x to both, K_D by FC 0xEB, record "
+          "printed" % ksi)
+
+    # c-s (node-1) -> py-u (node-2): the C device asks, Python responds
+    u = rd.Device("py-u", keys["py-u"])
+    u.register(node_addr("node-2"), "node-2")
+    cs = cdev_init("c-s", keys["c-s"], "node-1")
+    run("device", "register", "--dir", cs)
+    sp = spawn_send(cs, "py-u", "option 2 from c", u.addr)
+    link = u.accept(timeout=20, expect_peer="c-s")
+    got = link.recv(10)
+    out, rc = finish(sp)
+    check(rc == 0 and got == b"option 2 from c",
+          "c-s -> py-u: %r, send (%d) %s" % (got, rc, out))
+    check(u.indications.get((link.ksi, "c-s"), (None,))[0] ==
+          rd.ROLE_RESPONDER, "py-u: no responder LINK_IND for 0x%08x: %s"
+          % (link.ksi, u.indications))
+    print("ok: option 2, C initiator on node-1 -> Python responder on "
+          "node-2: LINK_IND (responder) opened, DCR with its KSI answered, "
+          "record opened")
+
+    # a pair not allowed: LINK_REJ denied; the node channel replay window
+    try:
+        p.wait_indication("c-s", rd.ROLE_INITIATOR, 3.0, tries=1)
+        raise Fail("py-p -> c-s (not allowed) indicated")
+    except rd.Refused as e:
+        check("reason 1" in str(e), "LINK_REJ: %s" % e)
+    # a replayed LINK_REQ (same record) gets nothing; a fresh one does
+    p.indications.clear()
+    dg = p.link_request("c-q")
+    ksi2 = p.wait_indication("c-q", rd.ROLE_INITIATOR, 3.0, tries=1)
+    check(ksi2 == ksi, "the pair's KSI changed: 0x%08x 0x%08x" % (ksi, ksi2))
+    p.indications.clear()
+    p.drain(0.3)
+    check(no_answer(p, dg, node_addr("node-1")), "replayed LINK_REQ answered")
+    # a LINK_REQ with a byte after the peer id, or one naming itself
+    dg = p.reg.tx.seal(rd.T_LINK_REQ, rd.block8(b"c-q") + b"\0")
+    check(no_answer(p, dg, node_addr("node-1")), "LINK_REQ + 1 byte answered")
+    try:
+        p.wait_indication("py-p", rd.ROLE_INITIATOR, 3.0, tries=1)
+        raise Fail("a link to itself indicated")
+    except rd.Refused as e:
+        check("reason 1" in str(e), "LINK_REJ to itself: %s" % e)
+    print("ok: LINK_REJ denied for a pair not allowed; the pair keeps its KSI; "
+          "a replayed LINK_REQ unanswered")
 
 
 def spawn_send(d, peer, msg, to, new=True):
@@ -491,9 +603,15 @@ def main():
             keys[name] = add_device(name)
         kms("allow", "py-a", "c-b")
         kms("allow", "py-a", "c-c")
+        kms("pool", "create", "p", "5")
+        for name in ("py-p", "c-q", "c-s", "py-u"):
+            keys[name] = add_device(name, "--mode", "pool", "--pool", "p")
+        kms("allow", "py-p", "c-q")
+        kms("allow", "c-s", "py-u")
         start_network()
         a, cb = registration(keys)
         links_option1(a, cb, keys)
+        links_option2(keys)
         stop_all()
         print("ok: %d checks in %.1f s" % (CHECKS, time.monotonic() - t0))
         return 0
