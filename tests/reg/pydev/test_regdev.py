@@ -310,6 +310,27 @@ def registration(keys):
           "py-a/c-b root key differs between the devices: %s" % text)
     print("ok: c-b holds the same root key and KSI 0x%08x for the pair"
           % a.pair_ksi("c-b"))
+    # the master-key block (py-a and c-b in domain d1: current and next)
+    check(acc.domain_id == 1 and [m.mk_id for m in acc.master] == [1, 2],
+          "master-key block: domain %s keys %s" % (acc.domain_id, acc.master))
+    check(len(reg.accept_raw) == 28 + 16 + 1 + len(acc.temp_id) + 2 +
+          sum(4 + 32 + 1 + len(e.peer) for e in acc.keys) + 109,
+          "ACCEPT length %d" % len(reg.accept_raw))
+    out = run("device", "mk", "show", "--dir", cb, "--show-secrets").stdout
+    for m, state in zip(acc.master, ("current", "next")):
+        line = ("master domain_id=1 mk_id=%d not_before_ms=%d expiry_ms=%d "
+                "state=%s key=%s" % (m.mk_id, m.not_before, m.expiry, state,
+                                     m.key.hex()))
+        check(line in out, "c-b has not %r: %s" % (line, out))
+    # a 128-bit device key, no peers, no domain: the shortest ACCEPT
+    z = rd.Device("py-16", keys["py-16"])
+    acc16 = z.register(node, "node-1").accept
+    check(acc16.keys == [] and acc16.master is None and
+          len(z.reg.accept_raw) == 28 + 16 + 1 + len(acc16.temp_id) + 2,
+          "py-16 accept: %s" % acc16)
+    z.close()
+    print("ok: master-key block (current and next) equal to c-b's; a 128-bit "
+          "K with no peers gets a %d-byte ACCEPT" % len(z.reg.accept_raw))
 
     # lost CHALLENGE, lost ACCEPT: the retransmission gets the same bytes
     seen = []
@@ -385,7 +406,7 @@ def registration(keys):
 
 def links_option1(a, cb, keys):
     # Python initiator, C responder
-    lp, llog, laddr = c_listen(cb, 5, 20)
+    lp, llog, laddr = c_listen(cb, 6, 20)
     link = a.connect(laddr, "c-b")
     check(link.sid >> 8 == link.dcr[2], "sid MSB")
     link.send(b"hello from python")
@@ -435,6 +456,16 @@ def links_option1(a, cb, keys):
     other = rd.build_dcr(1, rd.CAPS, link.ksi ^ 0x40000000, os.urandom(16),
                          "py-a", "c-b")
     check(no_answer(a, other, laddr, 0.3), "DCR with an unknown KSI answered")
+    # caps: without the suite bit no SMC; unknown bits are echoed
+    for caps in (0x00, 0x02):
+        dcr = rd.build_dcr(7, caps, link.ksi, os.urandom(16), "py-a", "c-b")
+        check(no_answer(a, dcr, laddr, 0.3), "DCR caps 0x%02x answered" % caps)
+    link4 = a.connect(laddr, "c-b", caps=0x83)
+    check(link4.smc[4:6] == bytes([rd.SUITE, 0x83]), "caps 0x83: alg/caps %s"
+          % link4.smc[4:6].hex())
+    # DATA: a 1428-byte record is delivered, a 1429-byte one is not
+    a.sendto(link4.tx.seal(rd.T_DATA, b"y" * 1401), laddr)
+    link4.send(b"z" * 1400)
     # records of link3 must now be accepted as usual
     link3.send(b"after smcomplete")
     time.sleep(0.3)
@@ -444,15 +475,15 @@ def links_option1(a, cb, keys):
     check(lines == [("py-a", "hello from python"),
                     ("py-a", "\\xc3\\xbctf-8 and \\\\ and \\x01"),
                     ("py-a", "no smcomplete"), ("py-a", "once"),
-                    ("py-a", "after smcomplete")],
+                    ("py-a", "z" * 1400), ("py-a", "after smcomplete")],
           "C listener printed %s" % lines)
     smc_seen = [d for d, k, _ in a.log if d == "rx" and k == rd.T_SMC]
-    check(len(smc_seen) == 5, "SMCs received %d (truncated DCR answered?)"
+    check(len(smc_seen) == 6, "SMCs received %d (truncated DCR answered?)"
           % len(smc_seen))
     print("ok: Python initiator -> C responder: records printed, lost "
           "SMCOMPLETE recovered by DATA; tampered, replayed, other-session "
-          "records, a truncated DCR, an unknown KSI and a "
-          "tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
+          "records, a truncated DCR, an unknown KSI, caps without the suite bit, a "
+          "1429-byte DATA and a tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
           "SMC, a replayed one a fresh SMC nobody can complete")
 
     # C initiator, Python responder: C sends, Python receives; then
@@ -559,7 +590,8 @@ def links_option2(keys):
         raise Fail("a link to itself indicated")
     except rd.Refused as e:
         check("reason 1" in str(e), "LINK_REJ to itself: %s" % e)
-    print("ok: LINK_REJ denied for a pair not allowed; the pair keeps its KSI; "
+    print("ok: LINK_REJ denied for a pair not allowed and for itself, a LINK_REQ "
+          "with a byte too many unanswered; the pair keeps its KSI; "
           "a replayed LINK_REQ unanswered")
 
 
@@ -603,6 +635,12 @@ def main():
             keys[name] = add_device(name)
         kms("allow", "py-a", "c-b")
         kms("allow", "py-a", "c-c")
+        keys["py-16"] = os.urandom(16)
+        kms("device", "add", "py-16", "--device-key", keys["py-16"].hex())
+        kms("domain", "add", "d1")
+        kms("domain", "member", "add", "d1", "py-a", "c-b")
+        kms("master", "rotate", "d1")
+        kms("master", "rotate", "d1", "--at", "+1h")
         kms("pool", "create", "p", "5")
         for name in ("py-p", "c-q", "c-s", "py-u"):
             keys[name] = add_device(name, "--mode", "pool", "--pool", "p")
