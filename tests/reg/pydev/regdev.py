@@ -398,6 +398,7 @@ class Device:
         self.reg = None
         self.indications = {}  # (ksi, peer) -> (role, param)
         self.rejects = []
+        self.node_records = []  # (type, counter) of the node's records
         self.links = []
         self.log = []  # (direction, kind, bytes) of everything sent/seen
 
@@ -545,13 +546,15 @@ class Device:
                                 RecordTx(*up, sid), rx, challenge, accept_raw,
                                 sends)
         self.indications = {}
+        self.node_records = []
         return self.reg
 
     # option 2: LINK_REQ over the node channel, LINK_IND / LINK_REJ back
 
     def _node_record(self, dg):
         try:
-            t, _, pt = self.reg.rx.open(dg)
+            t, ctr, pt = self.reg.rx.open(dg)
+            self.node_records.append((t, ctr))
             r = Reader(pt)
             peer = r.ident()
             if t == T_LINK_IND:

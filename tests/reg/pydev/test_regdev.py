@@ -566,8 +566,14 @@ def links_option2(keys):
     check(sorted(k for (k, _) in ck) == sorted(e.ksi for e in reg.accept.keys)
           and all(ck[(e.ksi, "(pool)")] == e.key for e in reg.accept.keys),
           "c-q's pool keys differ: %s" % text)
+    # a second registration (new K_reg, the node may keep the context id):
+    # the channel's counters start again at 1 in both directions
+    reg = p.register(node_addr("node-1"), "node-1")
+    check(reg.tx.next == 1, "uplink counter")
     lp, llog, laddr = c_listen(cq, 1, 20, node=True)
     ksi = p.wait_indication("c-q", rd.ROLE_INITIATOR, 5.0)
+    check(p.node_records[:1] == [(rd.T_LINK_IND, 2)],
+          "the first node record after the ACCEPT: %s" % p.node_records)
     check(ksi not in {e.ksi for e in reg.accept.keys},
           "the KSI names the allocation, not a pool key: 0x%08x" % ksi)
     link = p.connect(laddr, "c-q", ksi=ksi)
