@@ -2,7 +2,8 @@
 """An independent registration (PC3) and direct-link (PC5) device for proxkey.
 
 Written from docs/protocol.md ("Key derivations", "Record layer",
-"Registration (PC3) and the direct link (PC5)"), README.md and
+"Registration (PC3) and the direct link (PC5)", "Master keys and
+individual keys"), README.md and
 docs/operators.md, device.md, node.md, kms.md only, without reading
 proxkey's C sources, to check that the document suffices to interoperate.
 
@@ -15,6 +16,8 @@ LINK_IND reaches it there, and it opens and accepts direct links on it):
     link.send(b"hello")
     link = d.accept()                                         # responder
     data = link.recv()
+    mk = MkClient(d)                       # the ACCEPT's master key
+    key = mk.authenticate(("127.0.0.1", port), "dev-b")       # or respond()
 
 Only Python 3 and the `cryptography` package (AES-GCM) are used; HMAC and
 SHA-256 come from the standard library.
@@ -777,6 +780,289 @@ class Link:
                 return False
             self.to = src  # answer where the last authentic record came from
             return pt
+
+        end = time.monotonic() + timeout
+        while True:
+            v = self.dev.wait(m, end - time.monotonic())
+            if v is None or v is not False:
+                return v
+
+
+# --- Master keys and individual keys (Toshiba method) -------------------------
+#
+# docs/protocol.md "Master keys and individual keys": START, PROC, END1, END2
+# under K_auth = KDF(MK, 0xE9, MK ID), the individual key IK from FC 0xE8,
+# records of type 0x20 under KDF(IK, 0xE6, dir), session id = key ID & 0xFFFF.
+
+FC_IK = 0xE8
+FC_KAUTH = 0xE9
+FC_KWRAP = 0xEA
+MK_VER = 1
+MK_BEACON, MK_START, MK_PROC, MK_END1, MK_END2 = 0x01, 0x02, 0x03, 0x04, 0x05
+MK_FLAG_WRAP = 0x01
+MK_BEACON_LEN = 205
+MK_MAC = 32
+T_MK_RECORD = 0x20
+
+
+def derive_kauth(mk, mk_id):
+    return kdf(mk, FC_KAUTH, struct.pack(">I", mk_id))
+
+
+def derive_ik(mk, mk_id, n_i, n_r, id_i, id_r):
+    a, b = check_id(id_i), check_id(id_r)
+    return last16(kdf(mk, FC_IK, min(n_i, n_r), max(n_i, n_r), min(a, b),
+                      max(a, b), struct.pack(">I", mk_id)))
+
+
+def derive_kwrap(mk, mk_id, n_r):
+    out = kdf(mk, FC_KWRAP, struct.pack(">I", mk_id), n_r)
+    return last16(out), out[:12]
+
+
+def mk_beacon(domain, mk_id, ident):
+    i = check_id(ident)
+    return (bytes([MK_VER, MK_BEACON]) + struct.pack(">II", domain, mk_id) +
+            bytes([len(i)]) + i + bytes(194 - len(i)))
+
+
+@dataclasses.dataclass
+class MkMsg:
+    type: int
+    flags: int
+    domain: int
+    mk_id: int
+    n_i: bytes
+    n_r: bytes
+    id_i: str
+    id_r: str
+    body: bytes
+    raw: bytes
+
+
+def mk_build(kauth, mtype, flags, domain, mk_id, n_i, n_r, id_i, id_r,
+             body=b""):
+    m = (bytes([MK_VER, mtype, flags]) + struct.pack(">II", domain, mk_id) +
+         n_i + n_r + block8(check_id(id_i)) + block8(check_id(id_r)) + body)
+    return m + hmac.new(kauth, m, hashlib.sha256).digest()
+
+
+def mk_body_len(mtype, flags):
+    if mtype in (MK_START, MK_PROC):
+        return 0
+    if mtype == MK_END1:
+        return 12 + (32 if flags & MK_FLAG_WRAP else 0)
+    if mtype == MK_END2:
+        return 12
+    raise Drop("mk type %d" % mtype)
+
+
+def mk_parse(dg, kauth):
+    """Parses an authentication message (exact length) and checks its MAC."""
+    r = Reader(dg)
+    if r.u8() != MK_VER:
+        raise Drop("mk version")
+    mtype, flags = r.u8(), r.u8()
+    if flags & ~MK_FLAG_WRAP:
+        raise Drop("mk flags")
+    domain, mk_id = r.u32(), r.u32()
+    n_i, n_r = r.take(16), r.take(16)
+    id_i, id_r = r.ident(), r.ident()
+    body = r.take(mk_body_len(mtype, flags))
+    mac = r.take(MK_MAC)
+    if r.left():
+        raise Drop("mk length")
+    if not hmac.compare_digest(mac, hmac.new(kauth, dg[:-MK_MAC],
+                                             hashlib.sha256).digest()):
+        raise Drop("mk MAC")
+    return MkMsg(mtype, flags, domain, mk_id, n_i, n_r, id_i, id_r, body,
+                 bytes(dg))
+
+
+@dataclasses.dataclass
+class IndividualKey:
+    key_id: int
+    ik: bytes
+    expiry: int
+    partner: str
+    role: int  # ROLE_INITIATOR: we transmit with direction 0x00
+    tx: RecordTx = None
+    rx: RecordRx = None
+
+    def __post_init__(self):
+        i2r = record_keys(self.ik, FC_LINKREC, 0x00)
+        r2i = record_keys(self.ik, FC_LINKREC, 0x01)
+        mine, theirs = (i2r, r2i) if self.role == ROLE_INITIATOR else (r2i,
+                                                                       i2r)
+        sid = self.key_id & 0xFFFF
+        self.tx = RecordTx(*mine, sid)
+        self.rx = RecordRx(*theirs, sid)
+
+    def seal(self, data):
+        return self.tx.seal(T_MK_RECORD, data)
+
+    def open(self, dg):
+        return self.rx.open(dg, T_MK_RECORD)[2]
+
+
+class MkClient:
+    """A master-key client on a Device's socket, with the MK of its ACCEPT."""
+
+    def __init__(self, dev, lifetime_ms=3600_000):
+        acc = dev.reg.accept
+        if not acc.master:
+            raise Refused("no master key")
+        self.dev = dev
+        self.domain = acc.domain_id
+        self.mk = acc.master[0]  # current
+        self.kauth = derive_kauth(self.mk.key, self.mk.mk_id)
+        self.lifetime_ms = lifetime_ms
+        self.keys = {}  # key_id -> IndividualKey
+
+    def _wait_mk(self, to, mtype, n_i, timeout):
+        def m(dg, src):
+            if src != to or len(dg) < 2 or dg[0] != MK_VER or dg[1] != mtype:
+                return None
+            try:
+                msg = mk_parse(dg, self.kauth)
+            except Drop:
+                return False
+            if msg.n_i != n_i:
+                return False
+            return msg
+
+        end = time.monotonic() + timeout
+        while True:
+            v = self.dev.wait(m, end - time.monotonic())
+            if v is None or v is not False:
+                return v
+
+    def authenticate(self, to, peer, flags=0, timeout=5.0, tamper_end1=False,
+                     expiry_ms=None, end2_timeout=None):
+        """Initiator: START, PROC, END1, END2. Returns the IndividualKey."""
+        me = self.dev.id
+        n_i = os.urandom(16)
+        z = bytes(16)
+        start = mk_build(self.kauth, MK_START, flags, self.domain,
+                         self.mk.mk_id, n_i, z, me, peer)
+        self.dev.sendto(start, to)
+        proc = self._wait_mk(to, MK_PROC, n_i, timeout)
+        if proc is None:
+            raise NoAnswer("no PROC")
+        if (proc.id_i, proc.id_r, proc.flags, proc.domain, proc.mk_id) != (
+                me, peer, flags, self.domain, self.mk.mk_id) or \
+                proc.n_r == n_i:
+            raise Refused("PROC fields")
+        n_r = proc.n_r
+        while True:
+            key_id = struct.unpack(">I", os.urandom(4))[0]
+            if key_id & 0xFFFF and all((k & 0xFFFF) != (key_id & 0xFFFF)
+                                       for k in self.keys):
+                break
+        now = int(time.time() * 1000)
+        offer = expiry_ms or min(now + self.lifetime_ms, self.mk.expiry)
+        body = struct.pack(">IQ", key_id, offer)
+        if flags & MK_FLAG_WRAP:
+            ik = os.urandom(16)
+            hdr = (bytes([MK_VER, MK_END1, flags]) +
+                   struct.pack(">II", self.domain, self.mk.mk_id) + n_i + n_r +
+                   block8(check_id(me)) + block8(check_id(peer)) + body)
+            kw, nonce = derive_kwrap(self.mk.key, self.mk.mk_id, n_r)
+            body += AESGCM(kw).encrypt(nonce, ik, hdr)
+        else:
+            ik = derive_ik(self.mk.key, self.mk.mk_id, n_i, n_r, me, peer)
+        end1 = mk_build(self.kauth, MK_END1, flags, self.domain,
+                        self.mk.mk_id, n_i, n_r, me, peer, body)
+        if tamper_end1:
+            bad = bytearray(end1)
+            bad[50] ^= 1
+            self.dev.sendto(bytes(bad), to)
+            return self._wait_mk(to, MK_END2, n_i, end2_timeout or timeout)
+        self.dev.sendto(end1, to)
+        end2 = self._wait_mk(to, MK_END2, n_i, timeout)
+        if end2 is None:
+            raise NoAnswer("no END2")
+        k2, exp2 = struct.unpack(">IQ", end2.body)
+        if end2.n_r != n_r or k2 != key_id or not now < exp2 <= offer:
+            raise Refused("END2 fields: key %08x expiry %d" % (k2, exp2))
+        key = IndividualKey(key_id, ik, exp2, peer, ROLE_INITIATOR)
+        self.keys[key_id] = key
+        return key
+
+    def respond(self, timeout=10.0, flags_seen=None):
+        """Responder: waits for a START to us, PROC, END1 (MAC, expiry, key
+        ID, [unwrap]), END2. Returns the IndividualKey."""
+        me = self.dev.id
+
+        def m(dg, src):
+            if len(dg) < 2 or dg[0] != MK_VER or dg[1] != MK_START:
+                return None
+            try:
+                msg = mk_parse(dg, self.kauth)
+            except Drop:
+                return False
+            if msg.id_r != me or msg.id_i == me or msg.domain != \
+                    self.domain or msg.mk_id != self.mk.mk_id or \
+                    msg.n_r != bytes(16):
+                return False
+            return msg, src
+
+        end = time.monotonic() + timeout
+        while True:
+            v = self.dev.wait(m, end - time.monotonic())
+            if v is None:
+                raise NoAnswer("no START")
+            if v is not False:
+                break
+        start, src = v
+        if flags_seen is not None:
+            flags_seen.append(start.flags)
+        n_i, peer, flags = start.n_i, start.id_i, start.flags
+        n_r = os.urandom(16)
+        proc = mk_build(self.kauth, MK_PROC, flags, self.domain,
+                        self.mk.mk_id, n_i, n_r, peer, me)
+        self.dev.sendto(proc, src)
+        end1 = self._wait_mk(src, MK_END1, n_i, max(end - time.monotonic(),
+                                                    0.1))
+        if end1 is None:
+            raise NoAnswer("no END1")
+        if end1.n_r != n_r or end1.flags != flags or end1.id_r != me:
+            raise Refused("END1 fields")
+        key_id, offer = struct.unpack(">IQ", end1.body[:12])
+        now = int(time.time() * 1000)
+        if not now < offer <= self.mk.expiry or not key_id & 0xFFFF:
+            raise Refused("END1 expiry/key id")
+        if flags & MK_FLAG_WRAP:
+            kw, nonce = derive_kwrap(self.mk.key, self.mk.mk_id, n_r)
+            hdr = end1.raw[:len(end1.raw) - MK_MAC - 32]
+            try:
+                ik = AESGCM(kw).decrypt(nonce, end1.body[12:44], hdr)
+            except Exception as e:
+                raise Refused("wrapped IK does not open") from e
+        else:
+            ik = derive_ik(self.mk.key, self.mk.mk_id, n_i, n_r, peer, me)
+        expiry = min(offer, now + self.lifetime_ms)
+        end2 = mk_build(self.kauth, MK_END2, flags, self.domain,
+                        self.mk.mk_id, n_i, n_r, peer, me,
+                        struct.pack(">IQ", key_id, expiry))
+        self.dev.sendto(end2, src)
+        key = IndividualKey(key_id, ik, expiry, peer, ROLE_RESPONDER)
+        self.keys[key_id] = key
+        return key
+
+    def recv(self, timeout=5.0):
+        """(key, plaintext) of the next record under one of our keys."""
+        def m(dg, src):
+            if len(dg) < REC_MIN or dg[0] != T_MK_RECORD:
+                return None
+            sid = struct.unpack(">H", dg[1:3])[0]
+            for k in self.keys.values():
+                if k.key_id & 0xFFFF == sid:
+                    try:
+                        return k, k.open(dg)
+                    except Drop:
+                        return False
+            return False
 
         end = time.monotonic() + timeout
         while True:

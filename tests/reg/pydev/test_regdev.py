@@ -21,7 +21,11 @@ daemon started here and stopped at the end:
      wrong-session records refused by the C listener;
   4. option 2: LINK_REQ -> LINK_IND through the nodes (Python device on
      node-1, C device on node-2 and the reverse), a link with the indicated
-     KSI; a pair not allowed gets LINK_REJ denied.
+     KSI; a pair not allowed gets LINK_REJ denied;
+  5. master keys (the ACCEPT's block): a beacon, START/PROC/END1/END2 with
+     `device mk run` in both roles (the C initiator with --wrap), the same
+     individual key in the C device's table, records both ways with
+     `mk run` / `mk send`; refused STARTs, END1 and records.
 """
 
 import ctypes
@@ -634,6 +638,109 @@ def links_option2(keys):
           "a replayed LINK_REQ unanswered")
 
 
+# --- 5. master keys: client-to-client authentication -------------------------------
+
+def mk_run(d, *extra):
+    p, log = spawn("mkrun-%d" % len(PROCS), "device", "mk", "run", "--dir", d,
+                   "--listen", "127.0.0.1:0", "--duration", "40", *extra)
+    m = wait_log(p, log, r"event=listening addr=127\.0\.0\.1:([0-9]+)")
+    return p, log, ("127.0.0.1", int(m.group(1)))
+
+
+def mk_messages(log):
+    return re.findall(r"event=message from=(\S+) key_id=([0-9]+) text=(.*)$",
+                      open(log).read(), re.M)
+
+
+def master_keys(a, cb, keys):
+    a.drain()
+    c = rd.MkClient(a)
+    p, log, to = mk_run(cb)
+    # a beacon (badly padded: nothing; well-formed: c-b starts with us)
+    b = bytearray(rd.mk_beacon(c.domain, c.mk.mk_id, "py-a"))
+    b[-1] = 1
+    check(no_answer(a, bytes(b), to, 0.5), "badly padded beacon answered")
+    a.sendto(rd.mk_beacon(c.domain, c.mk.mk_id, "py-a"), to)
+    kb = c.respond(timeout=5)
+    check(kb.partner == "c-b", "beacon: START from %s" % kb.partner)
+    wait_log(p, log, "event=key partner=py-a key_id=%d" % kb.key_id, 5)
+    check(no_answer(a, rd.mk_beacon(c.domain, c.mk.mk_id, "py-a"), to, 0.5),
+          "a beacon answered although c-b holds a fresh key with py-a")
+    # wrong MK ID, or a START with a bad MAC: no PROC
+    z = bytes(16)
+    st = rd.mk_build(c.kauth, rd.MK_START, 0, c.domain, c.mk.mk_id + 1,
+                     os.urandom(16), z, "py-a", "c-b")
+    check(no_answer(a, st, to, 0.3), "START with another MK ID answered")
+    st = bytearray(rd.mk_build(c.kauth, rd.MK_START, 0, c.domain,
+                               c.mk.mk_id, os.urandom(16), z, "py-a", "c-b"))
+    st[20] ^= 4
+    check(no_answer(a, bytes(st), to, 0.3), "START with a bad MAC answered")
+    # a tampered END1: no END2, no key
+    nkeys = open(log).read().count("event=key ")
+    check(c.authenticate(to, "c-b", tamper_end1=True, end2_timeout=0.5)
+          is None,
+          "END2 for a tampered END1")
+    check(open(log).read().count("event=key ") == nkeys,
+          "key from a tampered END1")
+    # Python initiator, C responder: the same IK at both ends
+    k = c.authenticate(to, "c-b")
+    shown = run("device", "mk", "show", "--dir", cb, "--show-secrets").stdout
+    check(re.search(r"individual key_id=%d key=%s expiry_ms=%d partner=py-a "
+                    r"mk_id=%d role=responder" % (k.key_id, k.ik.hex(),
+                                                  k.expiry, c.mk.mk_id),
+                    shown), "c-b's table: %s" % shown)
+    rec = k.seal(b"mk hello from python")
+    a.sendto(rec, to)
+    wait_log(p, log, "text=mk hello from python", 5)
+    a.sendto(rec, to)  # replayed: not printed again
+    bad = bytearray(k.seal(b"mk tampered"))
+    bad[-3] ^= 1
+    a.sendto(bytes(bad), to)
+    a.sendto(k.seal(b"mk second"), to)
+    wait_log(p, log, "text=mk second", 5)
+    check(mk_messages(log) == [("py-a", str(k.key_id),
+                                "mk hello from python"),
+                               ("py-a", str(k.key_id), "mk second")],
+          "c-b printed %s" % mk_messages(log))
+    # C -> Python under the same key (the responder's direction)
+    out = run("device", "mk", "send", "py-a", "mk hello from c", "--dir", cb,
+              "--to", "%s:%d" % a.addr).stdout
+    got = c.recv(5)
+    check(got is not None and got[0] is k and got[1] == b"mk hello from c",
+          "Python got %r (%s)" % (got, out))
+    print("ok: master keys: a beacon draws c-b's START (badly padded: "
+          "nothing); Python initiator -> C responder: START/PROC/"
+          "END1/END2, the same IK in c-b's table, records both ways; "
+          "another MK ID, a bad MAC, a tampered END1, a replayed and a "
+          "tampered record refused")
+
+    # C initiator (with --wrap: the IK made by c-d, wrapped under K_wrap),
+    # Python responder
+    cd = cdev_init("c-d", keys["c-d"], "node-1")
+    run("device", "register", "--dir", cd)
+    flags = []
+    p2, log2, to2 = mk_run(cd, "--peer", "py-a=%s:%d" % a.addr, "--wrap")
+    k2 = c.respond(timeout=10, flags_seen=flags)
+    check(flags == [rd.MK_FLAG_WRAP] and k2.partner == "c-d",
+          "c-d START flags %s partner %s" % (flags, k2.partner))
+    wait_log(p2, log2, "event=key partner=py-a key_id=%d" % k2.key_id, 5)
+    shown = run("device", "mk", "show", "--dir", cd, "--show-secrets").stdout
+    check(re.search(r"individual key_id=%d key=%s .*partner=py-a .*"
+                    r"role=initiator" % (k2.key_id, k2.ik.hex()), shown),
+          "c-d's table: %s" % shown)
+    run("device", "mk", "send", "py-a", "wrapped key", "--dir", cd, "--to",
+        "%s:%d" % a.addr)
+    got = c.recv(5)
+    check(got is not None and got[0] is k2 and got[1] == b"wrapped key",
+          "Python got %r" % (got,))
+    a.sendto(k2.seal(b"back to c-d"), to2)
+    wait_log(p2, log2, "from=py-a key_id=%d text=back to c-d" % k2.key_id, 5)
+    stop(p)
+    stop(p2)
+    print("ok: master keys, C initiator (--wrap) -> Python responder: the "
+          "wrapped IK opened, records both ways")
+
+
 def spawn_send(d, peer, msg, to, new=True):
     args = ["device", "send", peer, msg, "--dir", d, "--to", "%s:%d" % to]
     if new:
@@ -676,8 +783,9 @@ def main():
         kms("allow", "py-a", "c-c")
         keys["py-16"] = os.urandom(16)
         kms("device", "add", "py-16", "--device-key", keys["py-16"].hex())
+        keys["c-d"] = add_device("c-d")
         kms("domain", "add", "d1")
-        kms("domain", "member", "add", "d1", "py-a", "c-b")
+        kms("domain", "member", "add", "d1", "py-a", "c-b", "c-d")
         kms("master", "rotate", "d1")
         kms("master", "rotate", "d1", "--at", "+1h")
         kms("pool", "create", "p", "5")
@@ -689,6 +797,7 @@ def main():
         a, cb = registration(keys)
         links_option1(a, cb, keys)
         links_option2(keys)
+        master_keys(a, cb, keys)
         stop_all()
         print("ok: %d checks in %.1f s" % (CHECKS, time.monotonic() - t0))
         return 0
