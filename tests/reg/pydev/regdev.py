@@ -243,6 +243,43 @@ def build_response(nonce_d, dev_id, res):
     return bytes([T_RESPONSE, VER]) + nonce_d + block8(check_id(dev_id)) + res
 
 
+def build_challenge(nonce_d, rand, autn):
+    return bytes([T_CHALLENGE, VER]) + nonce_d + rand + autn
+
+
+def parse_request(dg):
+    """(nonce_d, device id) of a REQUEST, or raises Drop."""
+    if len(dg) != REQUEST_LEN or dg[0] != T_REQUEST or dg[1] != VER:
+        raise Drop("not a request")
+    n = dg[18]
+    if not 1 <= n <= 64 or any(dg[19 + n:]):
+        raise Drop("id length or padding")
+    try:
+        return bytes(dg[2:18]), check_id(dg[19:19 + n]).decode()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Drop("bad id") from e
+
+
+def parse_response(dg):
+    """(nonce_d, device id, RES) of a RESPONSE, or raises Drop."""
+    if not 36 <= len(dg) <= 99 or dg[0] != T_RESPONSE or dg[1] != VER:
+        raise Drop("not a response")
+    r = Reader(dg)
+    r.take(2)
+    nonce_d, dev_id, res = r.take(16), r.ident(), r.take(16)
+    if r.left():
+        raise Drop("bytes after RES")
+    return nonce_d, dev_id, res
+
+
+def accept_pt(nonce_d, temp_id, mode, keys, mkblock=b""):
+    """What a node seals into the ACCEPT (keys: [(ksi, key, peer)])."""
+    pt = nonce_d + block8(check_id(temp_id)) + bytes([mode, len(keys)])
+    for ksi, key, peer in keys:
+        pt += struct.pack(">I", ksi) + key + block8(peer.encode())
+    return pt + mkblock
+
+
 @dataclasses.dataclass
 class KeyEntry:
     ksi: int
@@ -669,7 +706,7 @@ class Device:
         self.links.append(link)
         return link
 
-    def accept(self, timeout=10.0, expect_peer=None):
+    def accept(self, timeout=10.0, expect_peer=None, smc_hook=None):
         """Responder: waits for a DCR to us, answers SMC, waits for the
         SMCOMPLETE (or an authentic DATA record, when it was lost)."""
         end = time.monotonic() + timeout
@@ -707,6 +744,8 @@ class Device:
                 _, pek, pik = derive_link(k_d, dcr.nonce1, nonce2, SUITE)
                 smc = build_smc(pik, dcr.raw, sid, SUITE, dcr.caps, dcr.ksi,
                                 nonce2)
+                if smc_hook:  # a hostile responder, for tests
+                    smc = smc_hook(smc, pik, dcr)
                 pending = (dcr, smc, sid, pek, pik, src)
                 self.sendto(smc, src)
                 continue

@@ -15,10 +15,14 @@ daemon started here and stopped at the end:
      (`device keys --show-secrets`); a lost CHALLENGE and a lost ACCEPT
      (same bytes again), a lost REQUEST (retransmission); a wrong key gets
      a CHALLENGE whose AUTN fails and sends nothing; wrong-size and badly
-     padded REQUESTs and an unknown device get no answer;
+     padded REQUESTs, a wrong RES and an unknown device get no answer; the
+     C device registers with a Python stand-in node (bad AUTN refused, our
+     ACCEPT opened and its key set stored);
   3. option 1 direct links with the C device (`device listen`/`send`) in
-     both roles, data both ways, a lost SMCOMPLETE; tampered, replayed and
-     wrong-session records refused by the C listener;
+     both roles, a lost SMCOMPLETE; tampered, replayed, reflected,
+     wrong-session, wrong-epoch and wrong-type records refused by the C
+     listener; a hostile Python responder (bad SMC MAC, other caps, other
+     KSI) makes the C initiator give up;
   4. option 2: LINK_REQ -> LINK_IND through the nodes (Python device on
      node-1, C device on node-2 and the reverse), a link with the indicated
      KSI; a pair not allowed gets LINK_REJ denied;
@@ -388,6 +392,10 @@ def registration(keys):
     check(no_answer(elsewhere, resp, node), "RESPONSE from another port "
           "answered")
     elsewhere.close()
+    # a wrong RES gets nothing and changes nothing: the right one still works
+    bad_res = resp[:-1] + bytes([resp[-1] ^ 0x01])
+    check(no_answer(a, bad_res, node), "RESPONSE with a wrong RES answered")
+    check(no_answer(a, resp[:-1], node), "RESPONSE one byte short answered")
     a.sendto(resp, node)
     acc_dg = a.wait(lambda dg, src: dg if src == node and dg[0] == rd.T_ACCEPT
                     else None, 3.0)
@@ -432,11 +440,91 @@ def registration(keys):
     check(not no_answer(probe, req, node), "the well-formed REQUEST "
           "(control) got no answer")
     probe.close()
-    print("ok: RESPONSE only from the REQUEST's address; wrong key and wrong "
+    print("ok: RESPONSE only from the REQUEST's address, a wrong RES or a "
+          "short RESPONSE unanswered (the right one accepted after); wrong key and wrong "
           "node id refused (AUTN, nothing sent); "
           "82/84-byte, badly padded, version 2, id_len 65 and unknown-device "
           "REQUESTs unanswered")
     return a, cb
+
+
+# --- 2b. the C device against a Python node ------------------------------------------
+
+def c_register_with_python_node(keys):
+    """A Python stand-in node (the kms's role too: it knows K) registers the
+    C device: the C side checks AUTN, sends RES, opens our ACCEPT."""
+    k = keys["c-e"]
+    node = rd.Device("node-9", os.urandom(16))  # just the socket
+    ce = os.path.join(DIR, "c-c-e")
+    run("device", "init", "--dir", ce, "--id", "c-e", "--key", k.hex(),
+        "--node", "%s:%d" % node.addr, "--node-id", "node-9")
+
+    def request():
+        got = node.wait(lambda dg, src: (dg, src) if dg[0] == rd.T_REQUEST
+                        else None, 10)
+        check(got is not None, "no REQUEST from the C device")
+        nonce_d, dev_id = rd.parse_request(got[0])
+        check(dev_id == "c-e", "REQUEST for %r" % dev_id)
+        return got[0], got[1], nonce_d
+
+    # a CHALLENGE whose AUTN is wrong: no RESPONSE, exit 1 saying so
+    p = subprocess.Popen([B, "device", "register", "--dir", ce, "--tries",
+                          "2", "--rto-ms", "300"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=DIR,
+                         preexec_fn=_die_with_parent)
+    req, src, nonce_d = request()
+    rand = os.urandom(16)
+    autn = rd.derive_autn(k, rand, nonce_d, "node-9")
+    node.sendto(rd.build_challenge(nonce_d, rand, bytes(16)), src)
+    node.sendto(rd.build_challenge(nonce_d, rand, autn[:15] +
+                                   bytes([autn[15] ^ 1])), src)
+    out, rc = finish(p)
+    rest = [dg for dg, _ in node.drain(0.2)]
+    check(rc == 1 and "failed authentication (AUTN)" in out,
+          "C device after a bad AUTN: %d %s" % (rc, out))
+    check(all(dg == req for dg in rest), "C device answered a bad AUTN: %s"
+          % [dg[:2].hex() for dg in rest])
+
+    # the full run: CHALLENGE, RESPONSE (RES checked), then an ACCEPT for
+    # another nonce_d and one with counter 2 (both ignored), then the right one
+    p = subprocess.Popen([B, "device", "register", "--dir", ce, "--rto-ms",
+                          "300"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=DIR,
+                         preexec_fn=_die_with_parent)
+    req, src, nonce_d = request()
+    rand = os.urandom(16)
+    node.sendto(rd.build_challenge(nonce_d, rand, rd.derive_autn(
+        k, rand, nonce_d, "node-9")), src)
+    got = node.wait(lambda dg, s: dg if dg[0] == rd.T_RESPONSE else None, 5)
+    check(got is not None, "no RESPONSE from the C device")
+    nd, dev_id, res = rd.parse_response(got)
+    check((nd, dev_id, res) == (nonce_d, "c-e",
+                                rd.derive_res(k, rand, nonce_d, "node-9")),
+          "RESPONSE fields")
+    k_reg = rd.derive_kreg(k, rand, nonce_d, "node-9", "c-e")
+    down = rd.record_keys(k_reg, rd.FC_REGMSG, rd.DIR_DOWN)
+    kd = os.urandom(32)
+    entries = [(0x1234, kd, "py-z"), (0x99, os.urandom(32), "py-y")]
+    tx = rd.RecordTx(*down, 0x0042)
+    wrong = rd.accept_pt(os.urandom(16), "t-1@node-9", rd.MODE_PAIRS, entries)
+    node.sendto(tx.seal(rd.T_ACCEPT, wrong, counter=1), src)
+    good = rd.accept_pt(nonce_d, "t-1@node-9", rd.MODE_PAIRS, entries)
+    node.sendto(tx.seal(rd.T_ACCEPT, good, counter=2), src)
+    time.sleep(0.2)
+    if p.poll() is not None:
+        raise Fail("the C device took a wrong ACCEPT: %s" % finish(p)[0])
+    node.sendto(tx.seal(rd.T_ACCEPT, good, counter=1), src)
+    out, rc = finish(p)
+    check(rc == 0 and "registered c-e with node-9" in out and
+          "temp_id=t-1@node-9 mode=pairs keys=2" in out,
+          "C device with the Python node: %d %s" % (rc, out))
+    ck, text = cdev_keys(ce)
+    check(ck == {(0x1234, "py-z"): kd, (0x99, "py-y"): entries[1][1]},
+          "C device's keys from our ACCEPT: %s" % text)
+    node.close()
+    print("ok: the C device registers with a Python node: bad AUTN refused "
+          "(nothing sent, exit 1), RES and K_reg as documented, ACCEPTs for "
+          "another nonce_d or with counter 2 ignored, our key set stored")
 
 
 # --- 3. option 1 direct links ------------------------------------------------------
@@ -463,6 +551,17 @@ def links_option1(a, cb, keys):
     bad[1] ^= 0xFF
     a.sendto(bytes(bad), laddr)
     a.sendto(link.dcr[:-1], laddr)  # truncated DCR: no SMC
+    # sealed correctly but wrong: epoch 1, counter 0 and 2^64-1, type
+    # 0x24, and a record in the responder's direction (reflection)
+    ep1 = rd.RecordTx(*rd.record_keys(link.pek, rd.FC_LINKREC, 0), link.sid,
+                      epoch=1)
+    a.sendto(ep1.seal(rd.T_DATA, b"epoch 1"), laddr)
+    i2r = rd.RecordTx(*rd.record_keys(link.pek, rd.FC_LINKREC, 0), link.sid)
+    a.sendto(i2r.seal(rd.T_DATA, b"counter 0", counter=0), laddr)
+    a.sendto(i2r.seal(rd.T_DATA, b"counter max", counter=2**64 - 1), laddr)
+    a.sendto(link.tx.seal(0x24, b"type 0x24"), laddr)
+    r2i = rd.RecordTx(*rd.record_keys(link.pek, rd.FC_LINKREC, 1), link.sid)
+    a.sendto(r2i.seal(rd.T_DATA, b"reflected"), laddr)
     # an established link's DCR again: the listener gives it a fresh
     # responder (an SMC with another session id that nobody can complete);
     # the established link is untouched (its next record is printed)
@@ -518,8 +617,8 @@ def links_option1(a, cb, keys):
     check(len(smc_seen) == 6, "SMCs received %d (truncated DCR answered?)"
           % len(smc_seen))
     print("ok: Python initiator -> C responder: records printed, lost "
-          "SMCOMPLETE recovered by DATA; tampered, replayed, other-session "
-          "records, a truncated DCR, another responder, an unknown KSI, caps without the suite bit, a "
+          "SMCOMPLETE recovered by DATA; tampered, replayed, other-session, "
+          "epoch-1, counter 0 and 2^64-1, type 0x24 and reflected records, a truncated DCR, another responder, an unknown KSI, caps without the suite bit, a "
           "1429-byte DATA and a tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
           "SMC, a replayed one a fresh SMC nobody can complete")
 
@@ -538,6 +637,39 @@ def links_option1(a, cb, keys):
     m = re.search(r"sid=0x([0-9a-f]{4}) ksi=0x([0-9a-f]{8})", out)
     check(m and int(m.group(1), 16) == link.sid and
           int(m.group(2), 16) == link.ksi, "sid/ksi: %s" % out)
+    # a hostile responder: a tampered SMC, or caps changed under a valid
+    # MAC (bidding down): the C initiator sends neither SMCOMPLETE nor data
+    def flip_mac(smc, pik, dcr):
+        return smc[:-1] + bytes([smc[-1] ^ 1])
+
+    def other_caps(smc, pik, dcr):
+        sid, _, _, ksi = struct.unpack(">HBBI", smc[2:10])
+        return rd.build_smc(pik, dcr.raw, sid, rd.SUITE, dcr.caps ^ 0x02, ksi,
+                            smc[10:26])
+
+    def other_ksi(smc, pik, dcr):
+        sid, _, _, ksi = struct.unpack(">HBBI", smc[2:10])
+        return rd.build_smc(pik, dcr.raw, sid, rd.SUITE, dcr.caps, ksi ^ 1,
+                            smc[10:26])
+
+    for hook in (flip_mac, other_caps, other_ksi):
+        a.drain()
+        sp = subprocess.Popen([B, "device", "send", "py-a", "never", "--dir",
+                               cb, "--to", "%s:%d" % a.addr, "--new",
+                               "--tries", "2", "--rto-ms", "200"],
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=DIR,
+                              preexec_fn=_die_with_parent)
+        try:
+            a.accept(timeout=1.5, expect_peer="c-b", smc_hook=hook)
+            raise Fail("%s: the C initiator completed" % hook.__name__)
+        except rd.NoAnswer:
+            pass
+        out, rc = finish(sp)
+        late = [dg[0] for dg, _ in a.drain(0.2)]
+        check(rc == 1 and rd.T_SMCOMPLETE not in late and
+              rd.T_DATA not in late, "%s: send %d %s, then %s" %
+              (hook.__name__, rc, out, late))
     # the stored link: a second send without a handshake
     p = spawn_send(cb, "py-a", "second on the stored link", a.addr, new=False)
     got2 = link.recv(10)
@@ -545,7 +677,8 @@ def links_option1(a, cb, keys):
     check(got2 == b"second on the stored link" and "stored link" in out,
           "stored link: %r %s" % (got2, out))
     print("ok: C initiator -> Python responder: DCR answered, SMCOMPLETE "
-          "verified, records opened (new and stored link)")
+          "verified, records opened (new and stored link); an SMC with a "
+          "bad MAC, other caps or another KSI makes the C initiator give up")
 
     # the Python responder's own records reach the C device's link state:
     # the C listener is the responder side only, so data in the responder's
@@ -784,6 +917,7 @@ def main():
         keys["py-16"] = os.urandom(16)
         kms("device", "add", "py-16", "--device-key", keys["py-16"].hex())
         keys["c-d"] = add_device("c-d")
+        keys["c-e"] = os.urandom(32)  # known only to the Python node
         kms("domain", "add", "d1")
         kms("domain", "member", "add", "d1", "py-a", "c-b", "c-d")
         kms("master", "rotate", "d1")
@@ -795,6 +929,7 @@ def main():
         kms("allow", "c-s", "py-u")
         start_network()
         a, cb = registration(keys)
+        c_register_with_python_node(keys)
         links_option1(a, cb, keys)
         links_option2(keys)
         master_keys(a, cb, keys)
