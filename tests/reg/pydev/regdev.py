@@ -658,11 +658,13 @@ class Device:
     # direct links
 
     def connect(self, to, peer, ksi=None, tries=5, rto=0.3, skip_complete=False,
-                caps=CAPS, sid_msb=None, on_smc=None):
-        """Initiator: DCR until an SMC verifies, then SMCOMPLETE."""
+                caps=CAPS, sid_msb=None, on_smc=None, k_d=None):
+        """Initiator: DCR until an SMC verifies, then SMCOMPLETE. k_d: the
+        root key, when not from this device's registration."""
         if ksi is None:
             ksi = self.pair_ksi(peer)
-        k_d = self.lookup(ksi, peer, self.id, peer)
+        if k_d is None:
+            k_d = self.lookup(ksi, peer, self.id, peer)
         if k_d is None:
             raise Refused("no root key for KSI 0x%08x and %s" % (ksi, peer))
         nonce1 = os.urandom(16)

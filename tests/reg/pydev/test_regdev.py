@@ -402,6 +402,25 @@ def registration(keys):
     check(acc_dg is not None, "no ACCEPT for the RESPONSE from the REQUEST's "
           "port")
     a.register(node, "node-1")  # the test's registration state again
+    # DONE: the same REQUEST again draws nothing
+    check(no_answer(a, rd.build_request(a.reg.accept.nonce_d, "py-a"), node),
+          "a finished run's REQUEST answered")
+    # a new nonce_d restarts the run: the old run's RESPONSE is dropped,
+    # the new one's accepted
+    runs = []
+    for _ in range(2):
+        nd = os.urandom(16)
+        ch = answers(a, rd.build_request(nd, "py-a"), node)
+        check(len(ch) == 1 and ch[0][0][0] == rd.T_CHALLENGE, "restart: %s"
+              % ch)
+        rand = rd.parse_challenge(ch[0][0])[1]
+        runs.append(rd.build_response(nd, "py-a", rd.derive_res(
+            keys["py-a"], rand, nd, "node-1")))
+    check(no_answer(a, runs[0], node), "the replaced run's RESPONSE answered")
+    got = answers(a, runs[1], node)
+    check(len(got) == 1 and got[0][0][0] == rd.T_ACCEPT,
+          "the new run's RESPONSE: %s" % got)
+    a.register(node, "node-1")
 
     # wrong key: the CHALLENGE comes, its AUTN fails, nothing is sent
     bad = rd.Device("c-c", os.urandom(32))
@@ -441,7 +460,8 @@ def registration(keys):
           "(control) got no answer")
     probe.close()
     print("ok: RESPONSE only from the REQUEST's address, a wrong RES or a "
-          "short RESPONSE unanswered (the right one accepted after); wrong key and wrong "
+          "short RESPONSE unanswered (the right one accepted after); a "
+          "finished run's REQUEST unanswered, a new nonce_d replaces a run; wrong key and wrong "
           "node id refused (AUTN, nothing sent); "
           "82/84-byte, badly padded, version 2, id_len 65 and unknown-device "
           "REQUESTs unanswered")
@@ -525,6 +545,91 @@ def c_register_with_python_node(keys):
     print("ok: the C device registers with a Python node: bad AUTN refused "
           "(nothing sent, exit 1), RES and K_reg as documented, ACCEPTs for "
           "another nonce_d or with counter 2 ignored, our key set stored")
+
+
+def py_node_register(node, cdir, k, dev_id, node_id, plaintext):
+    """Runs `device register` on cdir against the Python node socket `node`;
+    plaintext(nonce_d) is the ACCEPT's. Returns (device address, downlink
+    RecordTx after the ACCEPT, the register output)."""
+    p = subprocess.Popen([B, "device", "register", "--dir", cdir, "--rto-ms",
+                          "300"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=DIR,
+                         preexec_fn=_die_with_parent)
+    got = node.wait(lambda dg, src: (dg, src) if dg[0] == rd.T_REQUEST
+                    else None, 10)
+    check(got is not None, "no REQUEST from %s" % dev_id)
+    src = got[1]
+    nonce_d, _ = rd.parse_request(got[0])
+    rand = os.urandom(16)
+    node.sendto(rd.build_challenge(nonce_d, rand, rd.derive_autn(
+        k, rand, nonce_d, node_id)), src)
+    got = node.wait(lambda dg, s: dg if dg[0] == rd.T_RESPONSE else None, 5)
+    check(got is not None, "no RESPONSE from %s" % dev_id)
+    k_reg = rd.derive_kreg(k, rand, nonce_d, node_id, dev_id)
+    tx = rd.RecordTx(*rd.record_keys(k_reg, rd.FC_REGMSG, rd.DIR_DOWN), 0x77)
+    node.sendto(tx.seal(rd.T_ACCEPT, plaintext(nonce_d)), src)
+    out, rc = finish(p)
+    check(rc == 0, "register %s with the Python node: %s" % (dev_id, out))
+    return src, tx, out
+
+
+def c_pool_with_python_node():
+    """The C device in pool mode, registered by the Python node with pool
+    keys listed out of KSI order; the node's LINK_IND to `listen --node`;
+    a Python initiator with the K_D the document says (pool key number
+    KSI mod n in ascending KSI order)."""
+    k = os.urandom(16)
+    node = rd.Device("node-8", os.urandom(16))
+    cf = os.path.join(DIR, "c-c-f")
+    run("device", "init", "--dir", cf, "--id", "c-f", "--key", k.hex(),
+        "--node", "%s:%d" % node.addr, "--node-id", "node-8")
+    pool = {30: os.urandom(32), 10: os.urandom(32), 20: os.urandom(32)}
+    entries = [(ksi, key, "") for ksi, key in pool.items()]  # 30, 10, 20
+    src, tx, out = py_node_register(
+        node, cf, k, "c-f", "node-8",
+        lambda nd: rd.accept_pt(nd, "t-f@node-8", rd.MODE_POOL, entries))
+    check("mode=pool keys=3" in out, "c-f register: %s" % out)
+    lp, llog, laddr = c_listen(cf, 1, 20, node=True)
+    ksi, param = 0x1003, os.urandom(16)  # 4099 mod 3 = 1: KSI 20's key
+    ind = rd.block8(b"py-z") + bytes([rd.ROLE_RESPONDER]) + \
+        struct.pack(">I", ksi) + param
+    rec = tx.seal(rd.T_LINK_IND, ind)
+    node.sendto(rec, src)
+    wait_log(lp, llog, "indication from node: peer=py-z", 5)
+    node.sendto(rec, src)  # a replayed LINK_IND: refused, changes nothing
+    # a LINK_IND under the ACCEPT's counter (1), or tampered: not stored
+    ind_q = rd.block8(b"py-q") + bytes([rd.ROLE_RESPONDER]) + \
+        struct.pack(">I", 0x2000) + os.urandom(16)
+    node.sendto(tx.seal(rd.T_LINK_IND, ind_q, counter=1), src)
+    bad = bytearray(tx.seal(rd.T_LINK_IND, ind_q))
+    bad[14] ^= 1
+    node.sendto(bytes(bad), src)
+    z = rd.Device("py-z", os.urandom(16))
+    # a DCR for this KSI from a device that is not the indicated peer
+    other = rd.build_dcr(1, rd.CAPS, ksi, os.urandom(16), "py-w", "c-f")
+    check(no_answer(z, other, laddr, 0.3), "DCR from py-w answered")
+    # the KSI's pool key in the ACCEPT's order (10 at index 1) is wrong
+    try:
+        z.connect(laddr, "c-f", ksi=ksi, tries=1, rto=0.5,
+                  k_d=rd.derive_pool_kd(pool[10], param, "py-z", "c-f"))
+        raise Fail("c-f took the pool key in ACCEPT order")
+    except rd.NoAnswer:
+        pass  # the SMC's MAC did not verify under that key
+    k_d = rd.derive_pool_kd(pool[20], param, "py-z", "c-f")
+    link = z.connect(laddr, "c-f", ksi=ksi, k_d=k_d)
+    link.send(b"pool key KSI mod n")
+    rc = lp.wait(25)
+    check(rc == 0 and listener_lines(llog) == [("py-z", "pool key KSI mod n")],
+          "c-f listener (%d): %s" % (rc, open(llog).read()))
+    _, text = cdev_keys(cf)
+    check(re.search(r"ksi=0x%08x peer=py-z role=responder" % ksi, text) and
+          "py-q" not in text, "c-f indications: %s" % text)
+    z.close()
+    node.close()
+    print("ok: the C device in pool mode with a Python node: pool keys "
+          "listed 30, 10, 20; KSI 0x1003 selects KSI 20's key (ascending "
+          "order, mod 3); LINK_IND stored (replayed, counter-1 and tampered ones not), a link "
+          "from the indicated peer only")
 
 
 # --- 3. option 1 direct links ------------------------------------------------------
@@ -705,8 +810,12 @@ def links_option2(keys):
           "c-q's pool keys differ: %s" % text)
     # a second registration (new K_reg, the node may keep the context id):
     # the channel's counters start again at 1 in both directions
+    old_tx = reg.tx
     reg = p.register(node_addr("node-1"), "node-1")
     check(reg.tx.next == 1, "uplink counter")
+    check(no_answer(p, old_tx.seal(rd.T_LINK_REQ, rd.block8(b"c-q")),
+                    node_addr("node-1")),
+          "a LINK_REQ under the previous registration's K_reg answered")
     lp, llog, laddr = c_listen(cq, 1, 20, node=True)
     ksi = p.wait_indication("c-q", rd.ROLE_INITIATOR, 5.0)
     check(p.node_records[:1] == [(rd.T_LINK_IND, 2)],
@@ -758,6 +867,12 @@ def links_option2(keys):
     p.indications.clear()
     p.drain(0.3)
     check(no_answer(p, dg, node_addr("node-1")), "replayed LINK_REQ answered")
+    # a pool device of the pair never registered: LINK_REJ unknown (2)
+    try:
+        p.wait_indication("c-r", rd.ROLE_INITIATOR, 5.0, tries=1)
+        raise Fail("py-p -> c-r (not registered) indicated")
+    except rd.Refused as e:
+        check("reason 2" in str(e), "LINK_REJ for c-r: %s" % e)
     # a LINK_REQ with a byte after the peer id, or one naming itself
     dg = p.reg.tx.seal(rd.T_LINK_REQ, rd.block8(b"c-q") + b"\0")
     check(no_answer(p, dg, node_addr("node-1")), "LINK_REQ + 1 byte answered")
@@ -766,7 +881,8 @@ def links_option2(keys):
         raise Fail("a link to itself indicated")
     except rd.Refused as e:
         check("reason 1" in str(e), "LINK_REJ to itself: %s" % e)
-    print("ok: LINK_REJ denied for a pair not allowed and for itself, a LINK_REQ "
+    print("ok: LINK_REJ denied for a pair not allowed and for itself, unknown "
+          "for a peer never registered; a LINK_REQ under the old K_reg or "
           "with a byte too many unanswered; the pair keeps its KSI; "
           "a replayed LINK_REQ unanswered")
 
@@ -923,13 +1039,15 @@ def main():
         kms("master", "rotate", "d1")
         kms("master", "rotate", "d1", "--at", "+1h")
         kms("pool", "create", "p", "5")
-        for name in ("py-p", "c-q", "c-s", "py-u"):
+        for name in ("py-p", "c-q", "c-s", "py-u", "c-r"):
             keys[name] = add_device(name, "--mode", "pool", "--pool", "p")
         kms("allow", "py-p", "c-q")
+        kms("allow", "py-p", "c-r")
         kms("allow", "c-s", "py-u")
         start_network()
         a, cb = registration(keys)
         c_register_with_python_node(keys)
+        c_pool_with_python_node()
         links_option1(a, cb, keys)
         links_option2(keys)
         master_keys(a, cb, keys)
