@@ -112,7 +112,7 @@ REC_TAG = 16
 REC_MIN = REC_HDR + REC_TAG
 REC_MAX = 65535
 CTR_MAX = 2**64 - 2
-WINDOW = 960  # accepted out of order this far below the highest
+WINDOW = 960  # accepted out of order iff top - WINDOW < counter <= top
 
 
 class Drop(Exception):
@@ -159,7 +159,7 @@ class RecordRx:
             raise Drop("no context for sid 0x%04x epoch %d" % (sid, epoch))
         if rtype is not None and t != rtype:
             raise Drop("record type 0x%02x" % t)
-        if ctr <= self.top and (ctr + WINDOW < self.top or ctr in self.seen):
+        if ctr <= self.top and (ctr + WINDOW <= self.top or ctr in self.seen):
             raise Drop("replay of counter %d" % ctr)
         nonce = self.salt + struct.pack(">Q", ctr)
         try:
@@ -170,7 +170,7 @@ class RecordRx:
         self.seen.add(ctr)
         if ctr > self.top:
             self.top = ctr
-            self.seen = {c for c in self.seen if c + WINDOW >= self.top}
+            self.seen = {c for c in self.seen if c + WINDOW > self.top}
         return t, ctr, pt
 
 

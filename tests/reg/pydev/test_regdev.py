@@ -281,9 +281,9 @@ def offline_checks():
         bad[i] ^= 0x80
         refused(rx2, bytes(bad), "record bit flipped in byte %d" % i)
     rx2.open(rec)
-    refused(rx2, tx.seal(0x17, b"", counter=5000 - 961), "below the window")
-    rx2.open(tx.seal(0x17, b"", counter=5000 - 960))
-    refused(rx2, tx.seal(0x17, b"", counter=5000 - 960), "window replay")
+    refused(rx2, tx.seal(0x17, b"", counter=5000 - 960), "below the window")
+    rx2.open(tx.seal(0x17, b"", counter=5000 - 959))
+    refused(rx2, tx.seal(0x17, b"", counter=5000 - 959), "window replay")
     # message sizes of "2. Registration messages" and "5. Direct link"
     n = os.urandom(16)
     check(len(rd.build_request(n, "a")) == 83 ==
@@ -636,7 +636,7 @@ def c_pool_with_python_node():
 
 def links_option1(a, cb, keys):
     # Python initiator, C responder
-    lp, llog, laddr = c_listen(cb, 6, 20)
+    lp, llog, laddr = c_listen(cb, 8, 20)
     link = a.connect(laddr, "c-b")
     check(link.sid >> 8 == link.dcr[2], "sid MSB")
     link.send(b"hello from python")
@@ -707,6 +707,10 @@ def links_option1(a, cb, keys):
     # DATA: a 1428-byte record is delivered, a 1429-byte one is not
     a.sendto(link4.tx.seal(rd.T_DATA, b"y" * 1401), laddr)
     link4.send(b"z" * 1400)
+    # the replay window's edge (docs/protocol.md "Receiver", step 4): after
+    # counter 2000, 1041 (959 below) is taken once, 1040 (960 below) is not
+    for ctr in (2000, 1040, 1041, 1041):
+        a.sendto(link4.tx.seal(rd.T_DATA, b"ctr %d" % ctr, counter=ctr), laddr)
     # records of link3 must now be accepted as usual
     link3.send(b"after smcomplete")
     time.sleep(0.3)
@@ -716,7 +720,8 @@ def links_option1(a, cb, keys):
     check(lines == [("py-a", "hello from python"),
                     ("py-a", "\\xc3\\xbctf-8 and \\\\ and \\x01"),
                     ("py-a", "no smcomplete"), ("py-a", "once"),
-                    ("py-a", "z" * 1400), ("py-a", "after smcomplete")],
+                    ("py-a", "z" * 1400), ("py-a", "ctr 2000"),
+                    ("py-a", "ctr 1041"), ("py-a", "after smcomplete")],
           "C listener printed %s" % lines)
     smc_seen = [d for d, k, _ in a.log if d == "rx" and k == rd.T_SMC]
     check(len(smc_seen) == 6, "SMCs received %d (truncated DCR answered?)"
