@@ -530,6 +530,49 @@ def c_register_with_python_node(keys):
     node.sendto(tx.seal(rd.T_ACCEPT, wrong, counter=1), src)
     good = rd.accept_pt(nonce_d, "t-1@node-9", rd.MODE_PAIRS, entries)
     node.sendto(tx.seal(rd.T_ACCEPT, good, counter=2), src)
+    # authentic ACCEPTs whose plaintext breaks a rule of the document
+    tid = rd.block8(b"t-1@node-9")
+
+    def ent(ksi, peer):
+        return struct.pack(">I", ksi) + os.urandom(32) + rd.block8(peer)
+
+    def mk(n, ids, nb=(1, 2), ex=(10, 20)):
+        b = bytes([n]) + struct.pack(">I", 1)
+        for i in range(len(ids)):
+            b += struct.pack(">IQQ", ids[i], nb[i], ex[i]) + os.urandom(32)
+        return b
+
+    e1 = ent(1, b"py-z")
+    bad = {
+        "temp id with NUL": rd.block8(b"t\0x") + b"\1\1" + e1,
+        "empty temp id": rd.block8(b"") + b"\1\1" + e1,
+        "overlong UTF-8 temp id": rd.block8(b"t\xc0\xaf") + b"\1\1" + e1,
+        "surrogate in the peer id": tid + b"\1\1" + ent(1, b"\xed\xa0\x80"),
+        "mode 3": tid + b"\3\1" + e1,
+        "33 keys": tid + b"\1\x21" + b"".join(
+            ent(i, b"p%d" % i) for i in range(1, 34)),
+        "empty peer in mode 1": tid + b"\1\1" + ent(1, b""),
+        "a peer in mode 2": tid + b"\2\1" + ent(1, b"py-z"),
+        "a KSI twice": tid + b"\1\2" + ent(7, b"a") + ent(7, b"b"),
+        "count 2, one entry": tid + b"\1\2" + e1,
+        "one byte after the key set": tid + b"\1\1" + e1 + b"\0",
+        "master-key block n=0": tid + b"\1\1" + e1 + mk(0, []) + bytes(52),
+        "master-key block, MK ID 0": tid + b"\1\1" + e1 + mk(1, [0]),
+        "master-key block, not_before = expiry": tid + b"\1\1" + e1 +
+        mk(1, [1], nb=(5,), ex=(5,)),
+        "master-key block, same MK IDs": tid + b"\1\1" + e1 +
+        mk(2, [3, 3]),
+        "master-key block, next not after current": tid + b"\1\1" + e1 +
+        mk(2, [3, 4], nb=(2, 2)),
+        "master-key block n=2 with one key": tid + b"\1\1" + e1 +
+        mk(2, [3]),
+    }
+    for what, pt in bad.items():
+        node.sendto(tx.seal(rd.T_ACCEPT, nonce_d + pt, counter=1), src)
+        time.sleep(0.05)
+        if p.poll() is not None:
+            raise Fail("the C device took an ACCEPT with %s: %s"
+                       % (what, finish(p)[0]))
     time.sleep(0.2)
     if p.poll() is not None:
         raise Fail("the C device took a wrong ACCEPT: %s" % finish(p)[0])
@@ -544,7 +587,8 @@ def c_register_with_python_node(keys):
     node.close()
     print("ok: the C device registers with a Python node: bad AUTN refused "
           "(nothing sent, exit 1), RES and K_reg as documented, ACCEPTs for "
-          "another nonce_d or with counter 2 ignored, our key set stored")
+          "another nonce_d, with counter 2 or breaking a layout rule (%d "
+          "kinds) ignored, our key set stored" % len(bad))
 
 
 def py_node_register(node, cdir, k, dev_id, node_id, plaintext):
