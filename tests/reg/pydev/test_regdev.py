@@ -648,6 +648,11 @@ def c_pool_with_python_node():
     bad = bytearray(tx.seal(rd.T_LINK_IND, ind_q))
     bad[14] ^= 1
     node.sendto(bytes(bad), src)
+    # authentic but malformed: role 2, a byte too many, an empty peer id
+    for pt in (rd.block8(b"py-q") + b"\2" + ind_q[6:],
+               ind_q + b"\0",
+               rd.block8(b"") + ind_q[5:]):
+        node.sendto(tx.seal(rd.T_LINK_IND, pt), src)
     z = rd.Device("py-z", os.urandom(16))
     # a DCR for this KSI from a device that is not the indicated peer
     other = rd.build_dcr(1, rd.CAPS, ksi, os.urandom(16), "py-w", "c-f")
@@ -666,13 +671,17 @@ def c_pool_with_python_node():
     check(rc == 0 and listener_lines(llog) == [("py-z", "pool key KSI mod n")],
           "c-f listener (%d): %s" % (rc, open(llog).read()))
     _, text = cdev_keys(cf)
-    check(re.search(r"ksi=0x%08x peer=py-z role=responder" % ksi, text) and
-          "py-q" not in text, "c-f indications: %s" % text)
+    check(re.findall(r"^indication .*$", text, re.M) ==
+          [l for l in text.splitlines() if l.startswith(
+              "indication ksi=0x%08x peer=py-z role=responder " % ksi)] and
+          len(re.findall(r"^indication ", text, re.M)) == 1,
+          "c-f indications: %s" % text)
     z.close()
     node.close()
     print("ok: the C device in pool mode with a Python node: pool keys "
           "listed 30, 10, 20; KSI 0x1003 selects KSI 20's key (ascending "
-          "order, mod 3); LINK_IND stored (replayed, counter-1 and tampered ones not), a link "
+          "order, mod 3); LINK_IND stored (replayed, counter-1, tampered and malformed ones "
+          "not), a link "
           "from the indicated peer only")
 
 
@@ -734,6 +743,16 @@ def links_option1(a, cb, keys):
     check(est not in open(llog).read(), "tampered SMCOMPLETE established")
     a.sendto(link3.cmpl, laddr)
     wait_log(lp, llog, est, 5)
+    # malformed DCRs: a byte too many, version 2, a NUL in the responder
+    # id, an id length past the end: no SMC
+    good = rd.build_dcr(1, rd.CAPS, link.ksi, os.urandom(16), "py-a", "c-b")
+    v2 = bytearray(good)
+    v2[1] = 2
+    for dg in (good + b"\0", bytes(v2),
+               good[:-4] + rd.block8(b"c-b\0"),
+               good[:-4] + b"\x09" + good[-3:]):
+        check(no_answer(a, dg, laddr, 0.2), "malformed DCR answered: %s"
+              % dg.hex())
     # a DCR naming another responder: no SMC
     other = rd.build_dcr(1, rd.CAPS, link.ksi, os.urandom(16), "py-a", "c-x")
     check(no_answer(a, other, laddr, 0.3), "DCR for c-x answered by c-b")
@@ -772,7 +791,8 @@ def links_option1(a, cb, keys):
           % len(smc_seen))
     print("ok: Python initiator -> C responder: records printed, lost "
           "SMCOMPLETE recovered by DATA; tampered, replayed, other-session, "
-          "epoch-1, counter 0 and 2^64-1, type 0x24 and reflected records, a truncated DCR, another responder, an unknown KSI, caps without the suite bit, a "
+          "epoch-1, counter 0 and 2^64-1, type 0x24 and reflected records, a truncated DCR, malformed DCRs (long, version 2, NUL in an id, an "
+          "id past the end), another responder, an unknown KSI, caps without the suite bit, a "
           "1429-byte DATA and a tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
           "SMC, a replayed one a fresh SMC nobody can complete")
 
