@@ -87,7 +87,8 @@ def derive_kreg(k, rand, nonce_d, node_id, dev_id):
 
 
 def record_keys(base, fc, direction):
-    """(AES-128 key = bytes 16..31, salt = bytes 0..3) of KDF(base, fc, dir)."""
+    """(AES-128 key = bytes 16..31, salt = bytes 0..3) of KDF(base, fc,
+    dir)."""
     out = kdf(base, fc, bytes([direction]))
     return out[16:32], out[0:4]
 
@@ -121,7 +122,8 @@ class Drop(Exception):
 
 class RecordTx:
     def __init__(self, key, salt, sid, epoch=0, counter=1):
-        self.aead, self.salt, self.sid, self.epoch = AESGCM(key), salt, sid, epoch
+        self.aead, self.salt = AESGCM(key), salt
+        self.sid, self.epoch = sid, epoch
         self.next = counter
 
     def seal(self, rtype, pt, counter=None):
@@ -149,7 +151,8 @@ class RecordRx:
     """Receiver checks of docs/protocol.md "Record layer", "Receiver"."""
 
     def __init__(self, key, salt, sid, epoch=0):
-        self.aead, self.salt, self.sid, self.epoch = AESGCM(key), salt, sid, epoch
+        self.aead, self.salt = AESGCM(key), salt
+        self.sid, self.epoch = sid, epoch
         self.top = 0
         self.seen = set()  # accepted counters within the window
 
@@ -343,7 +346,8 @@ def parse_accept_pt(pt):
         ids = [m.mk_id for m in acc.master]
         if 0 in ids or len(set(ids)) != n or any(
                 m.not_before >= m.expiry for m in acc.master) or (
-                n == 2 and acc.master[1].not_before <= acc.master[0].not_before):
+                n == 2 and
+                acc.master[1].not_before <= acc.master[0].not_before):
             raise Drop("master-key block rules")
     return acc
 
@@ -402,7 +406,7 @@ def build_smcomplete(pik, dcr_raw, smc_raw, sid):
     return body + mac16(pik, dcr_raw + smc_raw + body)
 
 
-# --- The device: one socket ---------------------------------------------------
+# --- The device: one socket --------------------------------------------------
 
 
 class NoAnswer(Exception):
@@ -630,7 +634,8 @@ class Device:
                 for p, reason in self.rejects:
                     if p == peer:
                         raise Refused("LINK_REJ %s reason %d" % (p, reason))
-                self.wait(lambda dg, src: None, min(0.05, end - time.monotonic()))
+                self.wait(lambda dg, src: None,
+                          min(0.05, end - time.monotonic()))
         raise NoAnswer("no LINK_IND for %s" % peer)
 
     # the key lookup of the direct link: (KSI, peer id, initiator, responder)
@@ -657,8 +662,9 @@ class Device:
 
     # direct links
 
-    def connect(self, to, peer, ksi=None, tries=5, rto=0.3, skip_complete=False,
-                caps=CAPS, sid_msb=None, on_smc=None, k_d=None):
+    def connect(self, to, peer, ksi=None, tries=5, rto=0.3,
+                skip_complete=False, caps=CAPS, sid_msb=None, on_smc=None,
+                k_d=None):
         """Initiator: DCR until an SMC verifies, then SMCOMPLETE. k_d: the
         root key, when not from this device's registration."""
         if ksi is None:
@@ -829,7 +835,7 @@ class Link:
                 return v
 
 
-# --- Master keys and individual keys (Toshiba method) -------------------------
+# --- Master keys and individual keys (Toshiba method) ------------------------
 #
 # docs/protocol.md "Master keys and individual keys": START, PROC, END1, END2
 # under K_auth = KDF(MK, 0xE9, MK ID), the individual key IK from FC 0xE8,

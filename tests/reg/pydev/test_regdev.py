@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -182,7 +181,7 @@ def add_device(name, *extra):
     return bytes.fromhex(m.group(1))
 
 
-# --- the C device --------------------------------------------------------------
+# --- the C device ------------------------------------------------------------
 
 def cdev_init(name, k, nid):
     d = os.path.join(DIR, "c-" + name)
@@ -238,7 +237,7 @@ def no_answer(dev, dg, to, wait=0.5):
     return not dev.drain(wait)
 
 
-# --- 0. offline ----------------------------------------------------------------
+# --- 0. offline --------------------------------------------------------------
 
 def offline_checks():
     # docs/protocol.md "The KDF", worked example
@@ -299,7 +298,7 @@ def offline_checks():
           % CHECKS)
 
 
-# --- 2. registration -----------------------------------------------------------
+# --- 2. registration ---------------------------------------------------------
 
 def registration(keys):
     node = node_addr("node-1")
@@ -461,14 +460,14 @@ def registration(keys):
     probe.close()
     print("ok: RESPONSE only from the REQUEST's address, a wrong RES or a "
           "short RESPONSE unanswered (the right one accepted after); a "
-          "finished run's REQUEST unanswered, a new nonce_d replaces a run; wrong key and wrong "
-          "node id refused (AUTN, nothing sent); "
-          "82/84-byte, badly padded, version 2, id_len 65 and unknown-device "
-          "REQUESTs unanswered")
+          "finished run's REQUEST unanswered, a new nonce_d replaces a run; "
+          "wrong key and wrong node id refused (AUTN, nothing sent); "
+          "82/84-byte, badly padded, version 2, id_len 65 and "
+          "unknown-device REQUESTs unanswered")
     return a, cb
 
 
-# --- 2b. the C device against a Python node ------------------------------------------
+# --- 2b. the C device against a Python node ----------------------------------
 
 def c_register_with_python_node(keys):
     """A Python stand-in node (the kms's role too: it knows K) registers the
@@ -680,12 +679,11 @@ def c_pool_with_python_node():
     node.close()
     print("ok: the C device in pool mode with a Python node: pool keys "
           "listed 30, 10, 20; KSI 0x1003 selects KSI 20's key (ascending "
-          "order, mod 3); LINK_IND stored (replayed, counter-1, tampered and malformed ones "
-          "not), a link "
-          "from the indicated peer only")
+          "order, mod 3); LINK_IND stored (replayed, counter-1, tampered "
+          "and malformed ones not), a link from the indicated peer only")
 
 
-# --- 3. option 1 direct links ------------------------------------------------------
+# --- 3. option 1 direct links ------------------------------------------------
 
 def links_option1(a, cb, keys):
     # Python initiator, C responder
@@ -791,10 +789,13 @@ def links_option1(a, cb, keys):
           % len(smc_seen))
     print("ok: Python initiator -> C responder: records printed, lost "
           "SMCOMPLETE recovered by DATA; tampered, replayed, other-session, "
-          "epoch-1, counter 0 and 2^64-1, type 0x24 and reflected records, a truncated DCR, malformed DCRs (long, version 2, NUL in an id, an "
-          "id past the end), another responder, an unknown KSI, caps without the suite bit, a "
-          "1429-byte DATA and a tampered SMCOMPLETE refused; a retransmitted DCR gets the same "
-          "SMC, a replayed one a fresh SMC nobody can complete")
+          "epoch-1, counter 0 and 2^64-1, type 0x24 and reflected records, "
+          "a truncated DCR, malformed DCRs (long, version 2, NUL in an id, "
+          "an id past the end), another responder, an unknown KSI, caps "
+          "without the suite bit, a 1429-byte DATA, a counter 960 below "
+          "the top and a tampered SMCOMPLETE refused (959 below taken "
+          "once); a retransmitted DCR gets the same SMC, a replayed one a "
+          "fresh SMC nobody can complete")
 
     # C initiator, Python responder: C sends, Python receives; then
     # Python sends back on the link the C device opened, to a C listener?
@@ -861,7 +862,7 @@ def links_option1(a, cb, keys):
     return link
 
 
-# --- 4. option 2 ------------------------------------------------------------------
+# --- 4. option 2 -------------------------------------------------------------
 
 def links_option2(keys):
     # py-p (node-1) -> c-q (node-2): LINK_REQ, NODE_LINK_IND, LINK_IND x 2
@@ -956,7 +957,7 @@ def links_option2(keys):
           "a replayed LINK_REQ unanswered")
 
 
-# --- 5. master keys: client-to-client authentication -------------------------------
+# --- 5. master keys: client-to-client authentication -------------------------
 
 def mk_run(d, *extra):
     p, log = spawn("mkrun-%d" % len(PROCS), "device", "mk", "run", "--dir", d,
