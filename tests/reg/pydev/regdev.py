@@ -182,6 +182,7 @@ class RecordRx:
 VER = 1
 T_REQUEST, T_CHALLENGE, T_RESPONSE, T_ACCEPT = 0x01, 0x02, 0x03, 0x04
 T_LINK_REQ, T_LINK_IND, T_LINK_REJ = 0x10, 0x11, 0x12
+T_MK_REFRESH, T_MK_UPDATE = 0x13, 0x14
 REQUEST_LEN = 83
 CHALLENGE_LEN = 50
 DIR_UP, DIR_DOWN = 0x00, 0x01
@@ -613,6 +614,26 @@ class Device:
                 self.rejects.append((peer, reason))
         except Drop as e:
             self.log.append(("drop", dg[0], str(e)))
+
+    def mk_refresh(self, held_mk_id=None, timeout=5.0):
+        """MK_REFRESH (0x13) on the node channel; returns the MK_UPDATE's
+        plaintext (b"" or a master-key block), None without an answer."""
+        pt = b"" if held_mk_id is None else struct.pack(">I", held_mk_id)
+        self.sendto(self.reg.tx.seal(T_MK_REFRESH, pt), self.reg.node)
+
+        def m(dg, src):
+            if src != self.reg.node or not dg or dg[0] != T_MK_UPDATE:
+                return None
+            try:
+                return self.reg.rx.open(dg, T_MK_UPDATE)[2]
+            except Drop:
+                return False
+
+        end = time.monotonic() + timeout
+        while True:
+            v = self.wait(m, end - time.monotonic())
+            if v is None or v is not False:
+                return v
 
     def link_request(self, peer):
         pt = block8(check_id(peer))

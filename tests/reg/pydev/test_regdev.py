@@ -26,7 +26,7 @@ daemon started here and stopped at the end:
   4. option 2: LINK_REQ -> LINK_IND through the nodes (Python device on
      node-1, C device on node-2 and the reverse), a link with the indicated
      KSI; a pair not allowed gets LINK_REJ denied;
-  5. master keys (the ACCEPT's block): a beacon, START/PROC/END1/END2 with
+  5. master keys (the ACCEPT's block, MK_REFRESH/MK_UPDATE): a beacon, START/PROC/END1/END2 with
      `device mk run` in both roles (the C initiator with --wrap), the same
      individual key in the C device's table, records both ways with
      `mk run` / `mk send`; refused STARTs, END1 and records.
@@ -300,6 +300,14 @@ def offline_checks():
 
 # --- 2. registration ---------------------------------------------------------
 
+def mk_block_bytes(acc):
+    """The master-key block of an Accept, encoded again."""
+    b = bytes([len(acc.master)]) + struct.pack(">I", acc.domain_id)
+    for m in acc.master:
+        b += struct.pack(">IQQ", m.mk_id, m.not_before, m.expiry) + m.key
+    return b
+
+
 def registration(keys):
     node = node_addr("node-1")
     a = rd.Device("py-a", keys["py-a"])
@@ -338,6 +346,16 @@ def registration(keys):
                 "state=%s key=%s" % (m.mk_id, m.not_before, m.expiry, state,
                                      m.key.hex()))
         check(line in out, "c-b has not %r: %s" % (line, out))
+    # MK_REFRESH over the channel: MK_UPDATE with the same block
+    want = mk_block_bytes(acc)
+    for held in (1, None):
+        got = a.mk_refresh(held)
+        check(got == want, "MK_UPDATE for held %s: %s" % (held, got and
+                                                          got.hex()))
+    check(no_answer(a, a.reg.tx.seal(rd.T_MK_REFRESH, bytes(4)), node),
+          "MK_REFRESH with an explicit held MK ID 0 answered")
+    check(no_answer(a, a.reg.tx.seal(rd.T_MK_REFRESH, b"\0\0\1"), node),
+          "MK_REFRESH of 3 bytes answered")
     # a 128-bit device key, no peers, no domain: the shortest ACCEPT
     z = rd.Device("py-16", keys["py-16"])
     acc16 = z.register(node, "node-1").accept
@@ -345,6 +363,8 @@ def registration(keys):
           len(z.reg.accept_raw) == 28 + 16 + 1 + len(acc16.temp_id) + 2,
           "py-16 accept: %s" % acc16)
     z.close()
+    print("ok: MK_REFRESH (held 1, none) answered by MK_UPDATE with that "
+          "block; held 0 and a 3-byte plaintext unanswered")
     print("ok: master-key block (current and next) equal to c-b's; a 128-bit "
           "K with no peers gets a %d-byte ACCEPT" % len(z.reg.accept_raw))
 
