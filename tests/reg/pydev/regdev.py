@@ -1047,7 +1047,7 @@ class MkClient:
             self.dev.sendto(bytes(bad), to)
             return self._wait_mk(to, MK_END2, n_i, end2_timeout or timeout)
         self.dev.sendto(end1, to)
-        end2 = self._wait_mk(to, MK_END2, n_i, timeout)
+        end2 = self._wait_mk(to, MK_END2, n_i, end2_timeout or timeout)
         if end2 is None:
             raise NoAnswer("no END2")
         k2, exp2 = struct.unpack(">IQ", end2.body)

@@ -532,6 +532,13 @@ def c_register_with_python_node(keys):
                          stderr=subprocess.STDOUT, text=True, cwd=DIR,
                          preexec_fn=_die_with_parent)
     req, src, nonce_d = request()
+    # a valid CHALLENGE from another address than the node's: ignored
+    imp = rd.Device("node-9", os.urandom(16))
+    rand = os.urandom(16)
+    imp.sendto(rd.build_challenge(nonce_d, rand, rd.derive_autn(
+        k, rand, nonce_d, "node-9")), src)
+    check(not imp.drain(0.5), "the C device answered another address")
+    imp.close()
     rand = os.urandom(16)
     node.sendto(rd.build_challenge(nonce_d, rand, rd.derive_autn(
         k, rand, nonce_d, "node-9")), src)
@@ -605,7 +612,8 @@ def c_register_with_python_node(keys):
     check(ck == {(0x1234, "py-z"): kd, (0x99, "py-y"): entries[1][1]},
           "C device's keys from our ACCEPT: %s" % text)
     node.close()
-    print("ok: the C device registers with a Python node: bad AUTN refused "
+    print("ok: the C device registers with a Python node: a CHALLENGE from "
+          "another address ignored, bad AUTN refused "
           "(nothing sent, exit 1), RES and K_reg as documented, ACCEPTs for "
           "another nonce_d, with counter 2 or breaking a layout rule (%d "
           "kinds) ignored, our key set stored" % len(bad))
@@ -1022,6 +1030,19 @@ def master_keys(a, cb, keys):
           "END2 for a tampered END1")
     check(open(log).read().count("event=key ") == nkeys,
           "key from a tampered END1")
+    # END1 offering an expiry past the MK's, or in the past: no END2
+    for offer in (c.mk.expiry + 1, int(time.time() * 1000) - 1000):
+        try:
+            c.authenticate(to, "c-b", expiry_ms=offer, end2_timeout=0.5)
+            raise Fail("END2 for an END1 with expiry %d" % offer)
+        except rd.NoAnswer:
+            pass
+    # a START for another responder, and a START replayed: no PROC
+    st = rd.mk_build(c.kauth, rd.MK_START, 0, c.domain, c.mk.mk_id,
+                     os.urandom(16), z, "py-a", "c-x")
+    check(no_answer(a, st, to, 0.3), "START for c-x answered by c-b")
+    starts = [dg for d, t, dg in a.log if d == "tx" and dg[:2] == b"\1\2"]
+    check(no_answer(a, starts[-1], to, 0.3), "replayed START answered")
     # Python initiator, C responder: the same IK at both ends
     k = c.authenticate(to, "c-b")
     shown = run("device", "mk", "show", "--dir", cb, "--show-secrets").stdout
@@ -1051,8 +1072,9 @@ def master_keys(a, cb, keys):
     print("ok: master keys: a beacon draws c-b's START (badly padded: "
           "nothing); Python initiator -> C responder: START/PROC/"
           "END1/END2, the same IK in c-b's table, records both ways; "
-          "another MK ID, a bad MAC, a tampered END1, a replayed and a "
-          "tampered record refused")
+          "another MK ID, a bad MAC, another responder, a replayed START, "
+          "a tampered END1, an expiry past the MK's or past, a replayed "
+          "and a tampered record refused")
 
     # C initiator (with --wrap: the IK made by c-d, wrapped under K_wrap),
     # Python responder
