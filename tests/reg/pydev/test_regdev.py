@@ -865,7 +865,7 @@ def links_option1(a, cb, keys):
                               stderr=subprocess.STDOUT, text=True, cwd=DIR,
                               preexec_fn=_die_with_parent)
         try:
-            a.accept(timeout=3.0, expect_peer="c-b", smc_hook=hook)
+            a.accept(timeout=2.0, expect_peer="c-b", smc_hook=hook)
             raise Fail("%s: the C initiator completed" % hook.__name__)
         except rd.NoAnswer:
             pass
