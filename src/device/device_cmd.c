@@ -182,7 +182,7 @@ static const pk_conf_key_t init_keys[] = {
     {"key", "HEX   the device key K, 32 or 64 hex digits", NULL, 0},
     {"key-file", "FILE  read K (hex) from FILE instead", NULL, 0},
     {"node", "ADDR  the node to register with (host:port)", NULL, 0},
-    {"node-id", "ID    the node's identity (default node-1)", "node-1", 0},
+    {"node-id", "ID    the node's identity", "node-1", 0},
     {"force",
      "replace an existing identity (drops the registration; with another ID also the stored "
      "links, individual keys and their receive windows)",

@@ -4,11 +4,13 @@
 set -u
 pk=$1
 pass=0 fail=0
-t() { # t NAME EXPECTED_RC CMD... ; checks exit status
+t() { # t NAME EXPECTED_RC CMD... ; checks exit status (and that no help line says its default twice)
     local name=$1 want=$2; shift 2
     "$@" >/tmp/pkcli.out 2>/tmp/pkcli.err; local rc=$?
     if [ "$rc" -eq "$want" ]; then pass=$((pass + 1)); else
         fail=$((fail + 1)); echo "FAIL $name: exit $rc, want $want"; cat /tmp/pkcli.err; fi
+    if grep -E '\(default [^)]*\).*\(default ' /tmp/pkcli.out; then
+        fail=$((fail + 1)); echo "FAIL $name: a default given twice"; fi
 }
 lines() { # lines NAME FILE MAX: FILE has between 1 and MAX lines
     local n; n=$(wc -l <"$2")
