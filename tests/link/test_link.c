@@ -253,6 +253,83 @@ static void test_kat_handshake(void)
     pk_link_clear(&p.b);
 }
 
+/* The DCR is not authenticated: it is padded so that it is never smaller
+ * than the SMC it draws, whatever the id lengths, and the responder takes it
+ * only at exactly max(42, fields) bytes with zero padding. */
+static int any_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t plen,
+                      uint8_t kd[PK_LINK_KD_LEN])
+{
+    (void)ctx;
+    (void)ksi;
+    (void)peer;
+    (void)plen;
+    memset(kd, 7, PK_LINK_KD_LEN);
+    return PK_OK;
+}
+
+static void test_dcr_padding(void)
+{
+    static uint8_t ida[64], idb[64], ar[4096], br[4096], dcr[PK_LINK_DCR_MAX + 1];
+    memset(ida, 'a', sizeof ida);
+    memset(idb, 'b', sizeof idb);
+    int smaller = 0, answered = 0;
+    for (size_t la = 1; la <= 64; la += 7) {
+        for (size_t lb = 1; lb <= 64; lb += 5) {
+            pk_link_t a, b;
+            pk_out_t oa, ob;
+            pk_link_cfg_t ca = {ida, la, any_lookup, NULL, 500, 3};
+            pk_link_cfg_t cb = {idb, lb, any_lookup, NULL, 500, 3};
+            CHECK_EQ_INT(pk_link_init(&a, &ca, PK_LINK_INITIATOR), PK_OK);
+            CHECK_EQ_INT(pk_link_init(&b, &cb, PK_LINK_RESPONDER), PK_OK);
+            pk_out_init(&oa, ar, sizeof ar);
+            pk_out_init(&ob, br, sizeof br);
+            CHECK_EQ_INT(pk_link_connect(&a, idb, lb, 5, &pk_rng_system, 0, &oa), PK_OK);
+            size_t len = oa.act[0].len, fields = PK_LINK_DCR_FIELDS + la + lb;
+            CHECK_EQ_INT(len, fields < 42 ? 42 : fields);
+            memcpy(dcr, oa.act[0].data, len);
+            for (size_t i = fields; i < len; i++)
+                CHECK_EQ_INT(dcr[i], 0);
+            CHECK_EQ_INT(pk_link_input(&b, dcr, len, &pk_rng_system, 1, &ob), PK_OK);
+            answered++;
+            for (unsigned i = 0; i < ob.n; i++)
+                if (ob.act[i].kind == PK_ACT_SEND && ob.act[i].len > len)
+                    smaller++; /* an answer larger than the request */
+            pk_link_clear(&a);
+            pk_link_clear(&b);
+        }
+    }
+    CHECK_EQ_INT(smaller, 0);
+    CHECK(answered > 50);
+
+    /* short ids: unpadded, padded with a non-zero byte, or one byte longer */
+    t_pair_t *p = calloc(1, sizeof *p);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    t_table();
+    t_pair_init(p, t_lookup, NULL, t_lookup, NULL);
+    CHECK_EQ_INT(
+        pk_link_connect(&p->a, (const uint8_t *)"dev-b", 5, 0x11, &pk_rng_system, 0, &p->oa),
+        PK_OK);
+    size_t len = p->oa.act[0].len, fields = PK_LINK_DCR_FIELDS + 5 + 5;
+    CHECK_EQ_INT(len, 42);
+    memcpy(dcr, p->oa.act[0].data, len);
+    pk_out_reset(&p->ob);
+    CHECK_EQ_INT(pk_link_input(&p->b, dcr, fields, &pk_rng_system, 1, &p->ob), PK_ERR_MALFORMED);
+    dcr[41] = 1;
+    CHECK_EQ_INT(pk_link_input(&p->b, dcr, len, &pk_rng_system, 1, &p->ob), PK_ERR_MALFORMED);
+    dcr[41] = 0;
+    dcr[42] = 0;
+    CHECK_EQ_INT(pk_link_input(&p->b, dcr, len + 1, &pk_rng_system, 1, &p->ob), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(p->ob.n, 0);
+    CHECK_EQ_INT(pk_link_state(&p->b), PK_LINK_S_IDLE);
+    CHECK_EQ_INT(pk_link_input(&p->b, dcr, len, &pk_rng_system, 1, &p->ob), PK_OK);
+    CHECK_EQ_INT(pk_link_state(&p->b), PK_LINK_S_WAIT_COMPLETE);
+    pk_link_clear(&p->a);
+    pk_link_clear(&p->b);
+    free(p);
+}
+
 static void test_handshake_and_records(void)
 {
     static t_pair_t p;
@@ -449,7 +526,7 @@ static void test_unknown_ksi_and_states(void)
     bad[7] ^= 0x40; /* KSI */
     CHECK_EQ_INT(pk_link_input(&p.b, bad, p.dcrlen, &rb, 1, &p.ob), PK_ERR_NOTFOUND);
     memcpy(bad, p.dcr, p.dcrlen);
-    bad[p.dcrlen - 1] = 'c'; /* responder id dev-c */
+    bad[PK_LINK_DCR_FIELDS + 5 + 5 - 1] = 'c'; /* responder id dev-c (padding follows) */
     CHECK_EQ_INT(pk_link_input(&p.b, bad, p.dcrlen, &rb, 1, &p.ob), PK_ERR_NOTFOUND);
     memcpy(bad, p.dcr, p.dcrlen);
     bad[3] = 0x02; /* caps without our suite */
@@ -700,6 +777,7 @@ int main(void)
         return 1;
     RUN(test_kat_derive);
     RUN(test_kat_handshake);
+    RUN(test_dcr_padding);
     RUN(test_handshake_and_records);
     RUN(test_replays);
     RUN(test_tamper);

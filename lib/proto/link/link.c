@@ -192,6 +192,8 @@ int pk_link_connect(pk_link_t *l, const uint8_t *peer, size_t peer_len, uint32_t
     pk_wr_bytes(&w, l->nonce1, PK_LINK_NONCE_LEN);
     pk_wr_block8(&w, l->self_id, l->self_len);
     pk_wr_block8(&w, l->peer_id, l->peer_len);
+    while (w.len < PK_LINK_DCR_MIN) /* short ids: zero padding up to the SMC's size */
+        pk_wr_u8(&w, 0);
     if (pk_wr_ok(&w) != PK_OK) /* cannot happen: sizes are bounded above */
         return PK_ERR_INVAL;
     l->dcrlen = w.len;
@@ -235,6 +237,14 @@ static int on_dcr(pk_link_t *l, const uint8_t *msg, size_t len, const pk_rng_t *
     const uint8_t *n1 = pk_rd_borrow(&r, PK_LINK_NONCE_LEN);
     pk_rd_t ini = pk_rd_block8(&r, PK_LINK_ID_MAX);
     pk_rd_t rsp = pk_rd_block8(&r, PK_LINK_ID_MAX);
+    /* exactly max(42, fields): padding only up to 42, and all zero */
+    size_t fields = PK_LINK_DCR_FIELDS + ini.left + rsp.left;
+    if (r.err || len != (fields < PK_LINK_DCR_MIN ? PK_LINK_DCR_MIN : fields))
+        return PK_ERR_MALFORMED;
+    const uint8_t *pad = pk_rd_borrow(&r, len - fields);
+    for (size_t i = 0; pad && i < len - fields; i++)
+        if (pad[i] != 0)
+            return PK_ERR_MALFORMED;
     if (pk_rd_done(&r) != PK_OK || !id_ok(ini.p, ini.left) || !id_ok(rsp.p, rsp.left))
         return PK_ERR_MALFORMED;
     if (ver != PK_LINK_VERSION)

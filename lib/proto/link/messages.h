@@ -6,9 +6,13 @@
  * byte is the type; each type is accepted only at its exact size or within
  * its [MIN, MAX] bound.
  *
- *   DCR  Direct Communication Request (0x20, 28..154 bytes; initiator -> responder)
+ *   DCR  Direct Communication Request (0x20, 42..154 bytes; initiator -> responder)
  *     type(1) ver(1)=1 sid_msb(1) caps(1) KSI(4) Nonce_1(16)
  *     init_len(1) initiator id  resp_len(1) responder id
+ *     [zero bytes up to 42 when the fields above are shorter: the DCR is not
+ *     authenticated, and it must never be smaller than the 42-byte SMC it
+ *     draws (no amplification towards a spoofed source); exact size
+ *     max(42, 26 + init_len + resp_len), padding all zero]
  *   SMC  Security Mode Command (0x21, exactly 42 bytes; responder -> initiator)
  *     type(1) ver(1) sid(2) alg(1) caps(1, echo of the DCR's) KSI(4) Nonce_2(16)
  *     MAC(16) = first 16 of HMAC-SHA-256(PIK, DCR || SMC[0..26))
@@ -47,11 +51,12 @@ enum pk_link_type {
 #define PK_LINK_ALG_AES128GCM_HMAC 0x01
 #define PK_LINK_CAP_AES128GCM_HMAC 0x01 /* bit in caps */
 
-#define PK_LINK_DCR_MIN        (8 + PK_LINK_NONCE_LEN + 1 + 1 + 1 + 1)            /* 28 */
+#define PK_LINK_DCR_FIELDS     (8 + PK_LINK_NONCE_LEN + 2)                        /* 26 + ids */
 #define PK_LINK_DCR_MAX        (8 + PK_LINK_NONCE_LEN + 2 * (1 + PK_LINK_ID_MAX)) /* 154 */
 #define PK_LINK_SMC_BODY       (10 + PK_LINK_NONCE_LEN)                           /* 26 */
 #define PK_LINK_SMC_LEN        (PK_LINK_SMC_BODY + PK_LINK_MAC_LEN)               /* 42 */
-#define PK_LINK_SMCOMPLETE_LEN (4 + PK_LINK_MAC_LEN)                              /* 20 */
+#define PK_LINK_DCR_MIN        PK_LINK_SMC_LEN       /* padded: never smaller than its answer */
+#define PK_LINK_SMCOMPLETE_LEN (4 + PK_LINK_MAC_LEN) /* 20 */
 #define PK_LINK_DATA_MAX       PK_RECORD_MAX_LEN
 #define PK_LINK_DATA_PT_MAX    1400 /* plaintext per record (one datagram on a radio) */
 

@@ -364,9 +364,18 @@ DATA_MAX = 1428
 ROLE_INITIATOR, ROLE_RESPONDER = 0, 1
 
 
+DCR_MIN = SMC_LEN  # padded: an unauthenticated DCR is never smaller than its SMC
+
+
+def pad_dcr(fields):
+    """Zero bytes up to DCR_MIN (protocol.md: exactly max(42, fields))."""
+    return fields + bytes(max(0, DCR_MIN - len(fields)))
+
+
 def build_dcr(sid_msb, caps, ksi, nonce1, initiator, responder):
-    return (bytes([T_DCR, VER, sid_msb, caps]) + struct.pack(">I", ksi) +
-            nonce1 + block8(check_id(initiator)) + block8(check_id(responder)))
+    return pad_dcr(bytes([T_DCR, VER, sid_msb, caps]) + struct.pack(">I", ksi) +
+                   nonce1 + block8(check_id(initiator)) +
+                   block8(check_id(responder)))
 
 
 @dataclasses.dataclass
@@ -381,14 +390,15 @@ class Dcr:
 
 
 def parse_dcr(dg):
-    if not 28 <= len(dg) <= 154 or dg[0] != T_DCR or dg[1] != VER:
+    if not DCR_MIN <= len(dg) <= 154 or dg[0] != T_DCR or dg[1] != VER:
         raise Drop("not a DCR")
     r = Reader(dg)
     r.take(2)
     sid_msb, caps, ksi, nonce1 = r.u8(), r.u8(), r.u32(), r.take(16)
     ini, resp = r.ident(), r.ident()
-    if r.left():
-        raise Drop("bytes after the DCR")
+    fields = len(dg) - r.left()
+    if len(dg) != max(DCR_MIN, fields) or any(r.take(r.left())):
+        raise Drop("bytes after the DCR, or padding not zero")
     return Dcr(sid_msb, caps, ksi, nonce1, ini, resp, bytes(dg))
 
 

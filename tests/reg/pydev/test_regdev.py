@@ -289,9 +289,12 @@ def offline_checks():
           len(rd.build_request(n, "x" * 64)), "REQUEST 83")
     check(len(rd.build_response(n, "a", n)) == 36 and
           len(rd.build_response(n, "x" * 64, n)) == 99, "RESPONSE 36..99")
-    check(len(rd.build_dcr(0, 1, 0, n, "a", "b")) == 28 and
+    check(len(rd.build_dcr(0, 1, 0, n, "a", "b")) == 42 and
+          rd.build_dcr(0, 1, 0, n, "a", "b")[28:] == bytes(14) and
+          len(rd.build_dcr(0, 1, 0, n, "x" * 8, "y" * 8)) == 42 and
+          len(rd.build_dcr(0, 1, 0, n, "x" * 8, "y" * 9)) == 43 and
           len(rd.build_dcr(0, 1, 0, n, "x" * 64, "y" * 64)) == 154,
-          "DCR 28..154")
+          "DCR 42..154 (zero padding up to the SMC's 42)")
     check(len(rd.build_smc(n, b"", 0, 1, 1, 0, n)) == 42, "SMC 42")
     check(len(rd.build_smcomplete(n, b"", b"", 0)) == 20, "SMCOMPLETE 20")
     print("ok: offline (KDF and record vectors, refusals, sizes: %d checks)"
@@ -771,13 +774,18 @@ def links_option1(a, cb, keys):
     a.sendto(link3.cmpl, laddr)
     wait_log(lp, llog, est, 5)
     # malformed DCRs: a byte too many, version 2, a NUL in the responder
-    # id, an id length past the end: no SMC
-    good = rd.build_dcr(1, rd.CAPS, link.ksi, os.urandom(16), "py-a", "c-b")
+    # id, an id length past the end; unpadded (smaller than the SMC it
+    # would draw), padding that is not zero: no SMC
+    head = bytes([rd.T_DCR, rd.VER, 1, rd.CAPS]) + struct.pack(
+        ">I", link.ksi) + os.urandom(16) + rd.block8(b"py-a")
+    fields = head + rd.block8(b"c-b")
+    good = rd.pad_dcr(fields)
     v2 = bytearray(good)
     v2[1] = 2
     for dg in (good + b"\0", bytes(v2),
-               good[:-4] + rd.block8(b"c-b\0"),
-               good[:-4] + b"\x09" + good[-3:]):
+               rd.pad_dcr(head + rd.block8(b"c-b\0")),
+               rd.pad_dcr(head + b"\x30" + b"c-b"),
+               fields, good[:-1] + b"\x01"):
         check(no_answer(a, dg, laddr, 0.2), "malformed DCR answered: %s"
               % dg.hex())
     # a DCR naming another responder: no SMC
