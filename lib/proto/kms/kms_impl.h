@@ -46,7 +46,7 @@ struct kms_intent {
     pk_reg_id_t dev, node;
     uint64_t now_ms;
     uint8_t set_dir; /* the directory does not name node yet */
-    unsigned n;      /* candidates, <= PK_REG_MAX_KEYS */
+    unsigned n;      /* candidates, <= PK_REG_PEERS_MAX */
     struct kms_cand c[];
 };
 
