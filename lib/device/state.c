@@ -199,7 +199,8 @@ static int rd_keys(pk_rd_t *r, uint8_t ver, pk_reg_dev_t *d)
                 r->err = PK_ERR_MALFORMED;
     }
     unsigned missing = pk_rd_u16(r);
-    if (r->err == PK_OK && missing > PK_REG_PEERS_MAX)
+    /* one encoding per state: what version 1 can say is never version 2 */
+    if (r->err == PK_OK && (missing > PK_REG_PEERS_MAX || (n <= PK_REG_MAX_KEYS && missing == 0)))
         r->err = PK_ERR_MALFORMED;
     d->keys_missing = missing;
     return PK_OK;

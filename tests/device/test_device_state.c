@@ -245,15 +245,18 @@ static void test_v2_table(void)
     /* one encoding per state: out of order, a repeated KSI, more than
      * PK_REG_PEERS_MAX keys or missing, version 3 */
     size_t bad[4];
-    bad[0] = blob_pairs(b, sizeof b, 2, 10, 0, 1, 0);
+    bad[0] = blob_pairs(b, sizeof b, 2, 40, 0, 1, 0);
     memset(&d, 0, sizeof d);
     CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, bad[0]), PK_ERR_MALFORMED);
     CHECK(all_zero(&d, sizeof d) && all_zero(store, sizeof store));
-    bad[1] = blob_pairs(b, sizeof b, 2, 10, 0, 0, 1);
+    bad[1] = blob_pairs(b, sizeof b, 2, 40, 0, 0, 1);
     memset(&d, 0, sizeof d);
     CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, bad[1]), PK_ERR_MALFORMED);
     CHECK(all_zero(store, sizeof store));
     bad[2] = blob_pairs(b, sizeof b, 2, 10, PK_REG_PEERS_MAX + 1, 0, 0);
+    memset(&d, 0, sizeof d);
+    CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, bad[2]), PK_ERR_MALFORMED);
+    bad[2] = blob_pairs(b, sizeof b, 2, 32, 0, 0, 0); /* version 1 says it: not version 2 */
     memset(&d, 0, sizeof d);
     CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, bad[2]), PK_ERR_MALFORMED);
     static pk_reg_key_t huge[PK_REG_PEERS_MAX + 2];
