@@ -742,6 +742,14 @@ static void test_group_paging(void)
         CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
         CHECK(memcmp(p.tag, tag2, PK_REG_TAG_LEN) != 0);
         CHECK_EQ_INT(p.total, 100);
+        /* and back: the same peers, but the pair's key is a new one (a new
+         * KSI) - another tag again, though the peer list is the old one */
+        uint8_t tag3[PK_REG_TAG_LEN];
+        memcpy(tag3, p.tag, sizeof tag3);
+        CHECK_EQ_INT(pk_kms_group_add(e.k, grp, b, now), PK_OK);
+        CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+        CHECK_EQ_INT(p.total, 101);
+        CHECK(memcmp(p.tag, tag2, PK_REG_TAG_LEN) != 0 && memcmp(p.tag, tag3, PK_REG_TAG_LEN) != 0);
         (void)pk_kms_flush(e.k);
         env_close(&e);
     }
