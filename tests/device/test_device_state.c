@@ -310,11 +310,20 @@ static void test_v1_still(void)
             pk_reg_dev_clear(&d);
         }
     }
-    /* a version-1 keyset holding the paging flag is not a state */
+    /* a version-1 keyset holding the paging flag and a well-formed paging
+     * block (total 3, no more, a tag) is not a state */
     n = blob_pairs(b, sizeof b, 1, 3, 0, 0, 0);
-    b[4 + 1 + 6 + 7 + PK_REG_KREG_LEN + 2 + 8 + 8 + 8 * PK_RECORD_WINDOW_WORDS + 6] |=
-        PK_REG_MODE_PAGED;
+    const size_t mode_at =
+        4 + 1 + 6 + 7 + PK_REG_KREG_LEN + 2 + 8 + 8 + 8 * PK_RECORD_WINDOW_WORDS + 6;
+    CHECK_EQ_INT(b[mode_at], PK_REG_MODE_PAIRS);
+    b[mode_at] |= PK_REG_MODE_PAGED;
+    const uint8_t page[PK_REG_PAGE_LEN] = {0, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+    memmove(b + n - 2 + sizeof page, b + n - 2, 2); /* n_ind, ind_next after the block */
+    memcpy(b + n - 2, page, sizeof page);
+    n += sizeof page;
     memset(&d, 0, sizeof d);
+    CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, n), PK_ERR_MALFORMED);
+    b[mode_at] = PK_REG_MODE_PAIRS; /* the block without the flag: trailing garbage */
     CHECK_EQ_INT(pk_device_reg_import(&d, &cfg, b, n), PK_ERR_MALFORMED);
 }
 

@@ -696,7 +696,7 @@ static void test_group_paging(void)
         /* the pages: ascending, each key once, one tag */
         unsigned n = 0, pages = 1;
         p = first;
-        for (;;) {
+        for (int guard = 0; guard < 16; guard++) { /* 4 pages; a repeating page ends here */
             for (unsigned i = 0; i < p.n && n < 128; i++) {
                 if (n > 0)
                     CHECK(pk_reg_id_cmp(&seen[n - 1], &p.k[i].peer) < 0);

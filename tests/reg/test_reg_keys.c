@@ -441,6 +441,20 @@ static void test_one_page(void)
     world_clear();
 }
 
+/* A paged accept that says it is the last page must hold the whole set. */
+static void test_accept_total(void)
+{
+    static uint8_t a[8192];
+    pk_out_t od;
+    pk_out_init(&od, a, sizeof a);
+    world_init(40, store, SETMAX);
+    w.kms.keys[di].more = 0; /* 32 of 40 keys, "no more" */
+    CHECK_EQ_INT(to_accept(&od, 100), PK_ERR_MALFORMED);
+    CHECK_EQ_INT(d.state, PK_REG_D_WAIT_ACCEPT); /* unchanged: it retransmits, then fails */
+    CHECK_EQ_INT(store[0].ksi, 0);
+    world_clear();
+}
+
 /* Lost KEYS_REQs and KEYS records, duplicates: the device's timer asks
  * again (a new record each time) and every key arrives exactly once. */
 static void test_loss(void)
@@ -666,6 +680,7 @@ int main(void)
     RUN(test_pages_100);
     RUN(test_pages_300);
     RUN(test_one_page);
+    RUN(test_accept_total);
     RUN(test_loss);
     RUN(test_small_store);
     RUN(test_set_change);
