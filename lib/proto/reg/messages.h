@@ -29,9 +29,15 @@
  *   ACCEPT    (0x04, node -> device; record of 84..PK_REG_ACCEPT_MAX bytes)
  *     plaintext: nonce_d(16) tid_len(1) temp_id(tid_len) mode(1) count(1)
  *                count x { KSI(4) key(32) peer_len(1) peer(peer_len) }
+ *                [ total(2) more(1) tag(8) ]     iff mode & 0x80 (paged)
  *                [ master-key block ]
  *     mode 1 = root keys per pair (option 1, peer_len >= 1),
  *     mode 2 = pool (option 2, peer_len = 0); count <= PK_REG_MAX_KEYS.
+ *     Paged (mode | PK_REG_MODE_PAGED, sent only when more = 1): the first
+ *     page of a set of `total` keys (<= PK_REG_PEERS_MAX); entries strictly
+ *     ascending by peer (pk_reg_id_cmp); more = 1: KEYS_REQ/KEYS follow; tag
+ *     names the set (the same on every page of one set). A set that fits
+ *     is sent unpaged, byte-identical to the format before paging.
  *     nonce_d inside binds the accept to this registration run.
  *     The optional master-key block (Toshiba, DESIGN 3.6; present iff bytes
  *     remain after the key entries) carries the master keys of the device's
@@ -57,14 +63,29 @@
  *                                                       [0, 57 or 109 bytes]
  *     Record counters give replay protection; the device also refuses a block
  *     of its own domain whose newest MK ID is lower than the one it holds.
+ *   KEYS_REQ   (0x15, device -> node; the next page of a paged key set)
+ *     plaintext: after_len(1) after(after_len)          [1..65 bytes]
+ *     the cursor: the peer of the last key the device holds, 0..64 bytes
+ *     (0: from the start, after a change of the set). Retransmitted sealed
+ *     anew (a new counter) every rto_ms x 2^try until max_tries.
+ *   KEYS       (0x16, node -> device; the answer)
+ *     plaintext: after_len(1) after(after_len)  (the cursor it answers)
+ *                mode(1)=0x81 count(1) entries total(2) more(1) tag(8)
+ *                                                     [14..3310 bytes]
+ *     every entry's peer sorts after the cursor. The device takes a page
+ *     only for its current cursor and its set's tag; another tag restarts
+ *     the paging from the start (PK_REG_KEYS_RESTARTS times at most).
  *
  * ---- node <-> kms and node <-> node (mutual-TLS frames) ---------------------
  *
  *   KMS_VEC_REQ    (0x40) type node_id(block8) device_id(block8) nonce_d(16)
  *   KMS_VEC_RESP   (0x41) type status(1) RAND(16) AUTN(16) XRES(16) K_reg(32)  [exactly 82]
- *   KMS_KEYS_REQ   (0x42) type device_id(block8)
+ *   KMS_KEYS_REQ   (0x42) type device_id(block8) [after_len(1) after]
+ *                         with the cursor: a paged answer (the page after
+ *                         it); without: the first 32 keys unpaged (old nodes)
  *   KMS_KEYS_RESP  (0x43) type status(1) mode(1) count(1) entries
- *                         [master-key block]          (both as in ACCEPT)
+ *                         [paging block] [master-key block] (as in ACCEPT;
+ *                         the master keys with the first page only)
  *   KMS_ALLOC_REQ  (0x44) type initiator(block8) peer(block8)
  *   KMS_ALLOC_RESP (0x45) type status(1) KSI(4) param(16)                       [exactly 22]
  *   NODE_LINK_IND  (0x50) type initiator(block8) target(block8) KSI(4) param(16)

@@ -17,6 +17,11 @@
  *     |                            |<------------KMS_KEYS_RESP(keys)--|
  *     |  ACCEPT{temp ID, keys}     | pk_reg_node_accept()             |
  *     |<===========================|  (record under K_reg downlink)   |
+ *     | [a paged set: per further page]                               |
+ *     | KEYS_REQ{cursor}           |                                  |
+ *     |===========================>| ---KMS_KEYS_REQ(cursor)--------->|
+ *     |  KEYS{cursor, page}        |<------------KMS_KEYS_RESP(page)--|
+ *     |<===========================|  (the node core, proto/node)     |
  *
  * Derivations (TS 33.220 KDF, core/kdf_fc.h), K the device key (16 or 32
  * bytes), ids as UTF-8 bytes:
