@@ -326,9 +326,11 @@ int pk_kms_new(const pk_kms_cfg_t *cfg, pk_kms_t **out)
     k->q = malloc(k->qmax * PK_KMS_AUDIT_MAX);
     k->qlen = malloc(k->qmax * sizeof *k->qlen);
     k->peers = malloc(PEERS_MAX * sizeof *k->peers);
+    k->miss = malloc(PK_REG_PEERS_MAX * sizeof *k->miss);
+    k->tagbuf = malloc(TAGBUF_MAX);
     k->iq = calloc(k->imax, sizeof *k->iq);
     int rc = PK_ERR_NOMEM;
-    if (!k->cache || !k->q || !k->qlen || !k->peers || !k->iq)
+    if (!k->cache || !k->q || !k->qlen || !k->peers || !k->miss || !k->tagbuf || !k->iq)
         goto fail;
     if ((rc = pk_wrap_ctx_init(&k->wrap, cfg->kek)) != PK_OK)
         goto fail;
@@ -365,6 +367,8 @@ void pk_kms_free(pk_kms_t *k)
     free(k->q);
     free(k->qlen);
     free(k->peers);
+    free(k->miss);
+    free(k->tagbuf);
     if (k->iq) {
         intents_free(k->iq, k->in);
         free(k->iq);
@@ -448,13 +452,13 @@ struct keys_ctx {
      * directory must name this node */
     unsigned nmiss;
     int set_dir;
-    pk_reg_id_t miss[PK_REG_PEERS_MAX];
+    pk_reg_id_t *miss; /* k->miss: PK_REG_PEERS_MAX, no secrets */
     /* paging (a KMS_KEYS_REQ with a cursor): the page holds the set's
      * entries after `after`; the tag is over the whole set (kms.h) */
     int paged;
     const pk_reg_id_t *after;
     size_t taglen;
-    uint8_t tagbuf[PK_REG_PEERS_MAX * (BLK_MAX + 4)];
+    uint8_t *tagbuf; /* k->tagbuf: TAGBUF_MAX, public (peer ids and KSIs) */
 };
 
 /* The set's tag: the first PK_REG_TAG_LEN bytes of SHA-256 over blk(peer) ||
@@ -702,6 +706,8 @@ static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, 
     c->node = node;
     c->now_ms = now_ms;
     c->collect = k->group;
+    c->miss = k->miss;
+    c->tagbuf = k->tagbuf;
     c->paged = m->paged;
     c->after = &m->after;
     rc = pk_store_run_read(k->st, keys_fn, c, STORE_TRIES);
