@@ -688,8 +688,15 @@ static void test_group_paging(void)
                          PK_OK);
             CHECK_EQ_INT(pk_kms_group_add(e.k, grp, b, now), PK_OK);
         }
+        /* in a domain with a master key: the block comes with the first page */
+        char dom[64];
+        snprintf(dom, sizeof dom, "%s-dom%d", B.tag, group);
+        CHECK_EQ_INT(pk_kms_domain_add(e.k, dom, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_domain_member_add(e.k, dom, dev, now), PK_OK);
+        CHECK_EQ_INT(pk_kms_master_rotate(e.k, dom, now, 3600000, now, NULL), PK_OK);
         uint64_t r0 = roots(&e);
         CHECK_EQ_INT(page(&e, "n1", dev, NULL, &first), PK_OK);
+        CHECK_EQ_INT(first.mk.n, 1);
         CHECK_EQ_INT(roots(&e), r0 + 100); /* every pair's key, at once */
         CHECK(first.paged && first.more && first.total == 100 && first.n == 32);
         CHECK(first.mode == PK_REG_MODE_PAIRS);
