@@ -73,6 +73,15 @@ A=$(sed -n 's/^\(ksi=0x[0-9a-f]*\) peer=peer-37 mode=pairs expiry=registration k
 B=$(sed -n 's/^\(ksi=0x[0-9a-f]*\) peer=dev-big mode=pairs expiry=registration key=\([0-9a-f]*\)$/\1 \2/p' keys-37.log)
 [ -n "$A" ] && [ "$A" = "$B" ] || fail "dev-big's key for peer-37 ($A) is not peer-37's ($B)"
 
+# the node counted the pages it fetched and sealed (its stats line on
+# SIGTERM): 70 keys = the accept's 32 + 32 + 6, two pages for each of the two
+# devices (the group allows every pair of its members: peer-37 has 70 peers
+# too)
+kill -TERM "${PIDS[-1]}"
+wait "${PIDS[-1]}" 2>/dev/null
+grep -q "key_pages_asked=4 key_pages_sent=4" n1.log || fail "node page counters"
+grep -q "mode=pairs keys=$N\$" reg-37.log || fail "peer-37: not $N keys"
+
 # the registration survives in the state file: a second read shows the same
 $P device keys --dir big --show-secrets >keys-big2.log || fail "device keys again"
 cmp -s keys-big.log keys-big2.log || fail "state file does not hold the same keys"
