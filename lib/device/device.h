@@ -8,7 +8,10 @@
  *   registration  proto/reg/reg.h      pk_reg_dev_*: REQUEST -> CHALLENGE (AUTN
  *                                      checked in constant time before any
  *                                      answer) -> RESPONSE -> ACCEPT (temp ID +
- *                                      key set); option-2 LINK_REQ and the
+ *                                      key set; a set of more than 32 keys
+ *                                      follows in KEYS pages, into the key
+ *                                      store the caller gives pk_reg_dev_init:
+ *                                      cfg.keys, cfg.nkeys); option-2 LINK_REQ and the
  *                                      node's KSI indications; pk_reg_dev_lookup
  *                                      is the root-key lookup for the link.
  *   direct link   proto/link/link.h    pk_link_*: DCR -> SMC -> SMCOMPLETE
