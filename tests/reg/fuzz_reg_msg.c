@@ -17,6 +17,7 @@
 static h_world_t w;
 static pk_reg_dev_t d_ch, d_acc, d_reg, d_keys;
 static pk_reg_key_t kstore[64], kstore_snap[64]; /* d_keys's key store */
+static pk_record_t node_keys_chan;               /* the node's side of d_keys's channel */
 static pk_reg_half_t half_snap[H_HALF];
 static pk_reg_bucket_t bucket_snap[4];
 static pk_reg_node_t node_snap;
@@ -122,6 +123,7 @@ static void setup(void)
     }
     if (d_keys.state != PK_REG_D_WAIT_KEYS)
         abort();
+    node_keys_chan = w.node_chan[ic];
     memcpy(kstore_snap, kstore, sizeof kstore);
     memcpy(half_snap, w.half, sizeof half_snap);
     memcpy(bucket_snap, w.bucket, sizeof bucket_snap);
@@ -146,6 +148,11 @@ static void setup(void)
         if (pk_reg_chan_seal_keys(&nc, &after, &pg, kr, sizeof kr, &kl) != PK_OK)
             abort();
         dump(dir, "keys", 5, kr, kl);
+        /* the device's KEYS_REQ, as the node receives it */
+        pk_record_t dc = d_keys.chan;
+        if (pk_reg_chan_seal_keys_req(&dc, &after, kr, sizeof kr, &kl) != PK_OK)
+            abort();
+        dump(dir, "keys_req", 6, kr, kl);
         pk_reg_keys_pt_encode(&after, &pg, pt, sizeof pt, &pl);
         dump(dir, "keys_pt", 4, pt, pl);
         pk_reg_keys_req_pt_encode(&after, pt, sizeof pt, &pl);
@@ -222,7 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     if (size < 1)
         return 0;
-    uint8_t sel = data[0] % 6;
+    uint8_t sel = data[0] % 7;
     data++;
     size--;
     pk_out_init(&o, ar, sizeof ar);
@@ -267,6 +274,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         memcpy(kstore, kstore_snap, sizeof kstore); /* d's channel is d_keys's: not cleared */
         break;
+    case 6: { /* a KEYS_REQ at the node: refused leaves the channel as it was */
+        static pk_record_t c;
+        pk_reg_id_t after;
+        c = node_keys_chan;
+        rc = pk_reg_chan_open_keys_req(&c, data, size, &after);
+        if (rc != PK_OK && memcmp(&c, &node_keys_chan, sizeof c) != 0)
+            abort();
+        if (rc == PK_OK &&
+            (after.len > PK_REG_ID_MAX || (after.len > 0 && !pk_reg_id_valid(after.b, after.len))))
+            abort();
+        break;
+    }
     case 4: { /* the KEYS_REQ / KEYS plaintexts: what decodes re-encodes to the same bytes */
         static pk_reg_keyset_t pg;
         static uint8_t b[PK_REG_KEYS_PT_MAX];
