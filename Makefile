@@ -34,6 +34,7 @@ bench: build
 	$(REL_DIR)/src/proxkey bench
 	$(REL_DIR)/src/proxkey bench gts
 	$(REL_DIR)/src/proxkey bench reg
+	$(REL_DIR)/src/proxkey bench alloc
 	$(REL_DIR)/src/proxkey bench sim
 
 $(CHECK_DIR)/CMakeCache.txt:

@@ -18,6 +18,9 @@ int pk_bench_suite_sim(int argc, char **argv);
 #if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE)
 int pk_bench_suite_reg(int argc, char **argv);
 #endif
+#ifdef PK_HAVE_KMS
+int pk_bench_suite_alloc(int argc, char **argv);
+#endif
 
 static const pk_cmd_t systems[] = {
 #ifdef PK_HAVE_GTS
@@ -28,6 +31,10 @@ static const pk_cmd_t systems[] = {
 #endif
 #if defined(PK_HAVE_KMS) && defined(PK_HAVE_NODE)
     {"reg", pk_bench_suite_reg, "registrations/s through real kms and node daemons on loopback"},
+#endif
+#ifdef PK_HAVE_KMS
+    {"alloc", pk_bench_suite_alloc,
+     "option-2 allocations/s through kms serve, group commit vs each committed alone"},
 #endif
     {NULL, NULL, NULL},
 };

@@ -36,6 +36,36 @@ typedef struct gts_db {
 
 #define GTS_NAME_MAX 64
 
+/* The serving instance's lease (gts_owner.c): one gts serves a store at a
+ * time. */
+#define GTS_OWNER_HOST_MAX 64
+typedef struct gts_owner {
+    uint8_t id[16];    /* random per start */
+    uint64_t until_ms; /* the lease's end, holder's wall clock */
+    uint64_t gen;      /* the journal generation it writes */
+    uint32_t pid;
+    uint64_t start;       /* the process's start time (/proc/PID/stat), 0: unknown */
+    uint8_t host_key[16]; /* hash of hostname, boot id, pid namespace; 0: unknown */
+    char host[GTS_OWNER_HOST_MAX + 1];
+} gts_owner_t;
+/* This process: a fresh id, pid, host name and key (until_ms, gen 0). */
+void gts_owner_self(gts_owner_t *me);
+/* 1 when a and b ran on one host (same non-zero host key): pids compare. */
+int gts_owner_same_host(const gts_owner_t *a, const gts_owner_t *b);
+/* Takes the store for me until now_ms + lease_ms. PK_OK: ours (*had_prev: a
+ * previous owner was there, crashed or its lease over, in *prev);
+ * PK_ERR_BUSY: *prev still holds it (nothing written). */
+int gts_owner_claim(gts_db_t *db, gts_owner_t *me, uint64_t now_ms, uint64_t lease_ms,
+                    gts_owner_t *prev, int *had_prev);
+/* Inside a transaction: PK_OK while me owns the store (extend: and writes
+ * me with until_ms = now_ms + lease_ms, me->gen as set), PK_ERR_DENIED when
+ * it was released or taken over. */
+int gts_owner_fence(pk_txn_t *txn, gts_owner_t *me, uint64_t now_ms, uint64_t lease_ms, int extend);
+/* Deletes the lease if it is still me's (a clean stop). */
+int gts_owner_release(gts_db_t *db, gts_owner_t *me);
+/* The current owner: 1 (in *o), 0 none, < 0 error. */
+int gts_owner_get(gts_db_t *db, gts_owner_t *o);
+
 /* Opens the store and its KEK (kek_path NULL: "<sqlite path>.kek", or an
  * ephemeral random KEK for memory:). create: generate the KEK file if absent. */
 int gts_db_open(gts_db_t *db, const char *uri, const char *kek_path, int create);
@@ -101,6 +131,9 @@ int gts_rec_open(gts_db_t *db, const uint8_t *key, const uint8_t *val, size_t vl
  * PK_ERR_INVAL for PostgreSQL without opt (the journal is a local file). */
 int gts_db_journal_base(const char *uri, const char *opt, char *out, size_t n);
 
+/* The newest journal generation folded into the store (0: none). */
+int gts_db_folded(gts_db_t *db, uint64_t *gen);
+
 /* At start: folds the journals newer than the store's checkpoint into the
  * store (one transaction), removes them; *gen = the newest generation seen. */
 int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen);
@@ -108,9 +141,12 @@ int gts_db_recover(gts_db_t *db, const char *base, uint64_t *gen);
 /* Checkpoint: writes the records recs[i] (PK_TRIG_REC_LEN bytes each) of
  * devs[i], i < ndev, sealed under w, and deletes the delivered commands
  * deliv[2*i] (dev_no), deliv[2*i+1] (seq), i < ndeliv, in one transaction
- * that also records journal generation gen as folded. */
+ * that also records journal generation gen as folded. me (NULL: no lease,
+ * memory:) must still own the store (else PK_ERR_DENIED, nothing written);
+ * its lease is extended by lease_ms and its generation recorded as gen + 1. */
 int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, const uint32_t *devs, const uint8_t *recs,
-                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen);
+                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen,
+                      gts_owner_t *me, uint64_t lease_ms);
 
 /* The journal's newest state over a store snapshot, for readers (CLI). */
 typedef struct gts_overlay gts_overlay_t;
@@ -154,7 +190,19 @@ typedef struct gts_serve_opts {
     uint64_t ckpt_records; /* checkpoint after this many journal records (0: 1048576) */
     uint64_t ckpt_ms;      /* ... or this long with anything unfolded (0: 60000) */
     int signals;           /* SIGINT/SIGTERM stop the server cleanly (for the CLI) */
+    /* Answers to retransmissions per source address (IPv4 address or IPv6
+     * /64; the core's retransmission gate, srv.h): retx_rate per second
+     * (0: GTS_RETX_RATE) after a burst of retx_burst (0: twice the rate);
+     * retx_unlimited: no limit. */
+    uint32_t retx_rate, retx_burst;
+    int retx_unlimited;
+    /* The store's lease (gts_owner_t): lease_ms (0: GTS_LEASE_MS); take over
+     * from a server of another host even though its journal is not here. */
+    uint64_t lease_ms;
+    int force_takeover;
 } gts_serve_opts_t;
+#define GTS_LEASE_MS  30000
+#define GTS_RETX_RATE 16
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o);
 int gts_server_run(gts_server_t *s);   /* until stopped */
 void gts_server_stop(gts_server_t *s); /* any thread */

@@ -78,8 +78,20 @@ static int cmd_serve(int argc, char **argv)
                    "  --quiet       no per-delivery log lines\n"
                    "  --checkpoint-records N  fold the journal into the store every N records\n"
                    "                (default 1048576) ...\n"
-                   "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n",
-                   common_help);
+                   "  --checkpoint-ms MS      ... or every MS ms with changes (default 60000)\n"
+                   "  --retx-rate N  answers to retransmitted polls per second per source\n"
+                   "                address (IPv4, or IPv6 /64), default %u; a copy of a\n"
+                   "                device's poll sent from a spoofed address is answered\n"
+                   "                at most this often there\n"
+                   "  --retx-burst N ... after a burst of N (default twice the rate)\n"
+                   "  --no-retx-limit  answer every retransmission\n"
+                   "  --lease-s S   one gts serves a store: it holds a lease there, renewed\n"
+                   "                while it runs (default %u s). Another gts takes over when\n"
+                   "                this one stopped cleanly, crashed on the same host, or\n"
+                   "                let its lease run out (host down, process stopped)\n"
+                   "  --force-takeover  take over from a gts of another host even though\n"
+                   "                its unfolded journal is not here\n",
+                   common_help, GTS_RETX_RATE, GTS_LEASE_MS / 1000);
             return 0;
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             o.listen = argv[++i];
@@ -94,6 +106,22 @@ static int cmd_serve(int argc, char **argv)
         } else if (strcmp(argv[i], "--checkpoint-ms") == 0 && i + 1 < argc &&
                    pk_cli_parse_u64(argv[++i], 1, 86400000, &v) == 0) {
             o.ckpt_ms = v;
+        } else if (strcmp(argv[i], "--retx-rate") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--retx-rate wants 1..1000000");
+            o.retx_rate = (uint32_t)v;
+        } else if (strcmp(argv[i], "--retx-burst") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 1, 1000000, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--retx-burst wants 1..1000000");
+            o.retx_burst = (uint32_t)v;
+        } else if (strcmp(argv[i], "--no-retx-limit") == 0) {
+            o.retx_unlimited = 1;
+        } else if (strcmp(argv[i], "--lease-s") == 0 && i + 1 < argc) {
+            if (pk_cli_parse_u64(argv[++i], 2, 3600, &v) != 0)
+                return pk_cli_usage_error("gts serve", "--lease-s wants 2..3600");
+            o.lease_ms = v * 1000;
+        } else if (strcmp(argv[i], "--force-takeover") == 0) {
+            o.force_takeover = 1;
         } else {
             return pk_cli_usage_error("gts serve", "unknown argument '%s'", argv[i]);
         }
@@ -753,12 +781,24 @@ static int cmd_status(int argc, char **argv)
     if (rc == PK_OK)
         rc = pk_store_run_read(db.st, status_fn, &s, 5);
     gts_overlay_free(s.ov);
+    gts_owner_t own;
+    int have = rc == PK_OK ? gts_owner_get(&db, &own) : 0;
     gts_db_close(&db);
     if (rc != PK_OK) {
         fprintf(stderr, "proxkey gts status: %s: %s\n", argv[1],
                 rc == PK_ERR_NOTFOUND ? "no such device" : pk_strerror(rc));
         return 1;
     }
+    uint64_t now = pk_now_realtime_ms();
+    if (have == 1 && own.until_ms > now)
+        printf("  served by gts pid %u on %s (lease %llu s more)\n", own.pid, own.host,
+               (unsigned long long)((own.until_ms - now + 999) / 1000));
+    else if (have == 1)
+        printf("  no gts serves the store now (the last, pid %u on %s, stopped without a "
+               "clean stop)\n",
+               own.pid, own.host);
+    else if (have == 0)
+        printf("  no gts serves the store now\n");
     return 0;
 }
 

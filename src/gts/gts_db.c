@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "gts.h"
 #include "gts_journal.h"
+#include "net/loop.h"
 
 void gts_hex(const uint8_t *b, size_t n, char *out)
 {
@@ -794,6 +795,16 @@ static int put_ckpt(pk_txn_t *txn, uint64_t gen)
     return pk_txn_put(txn, "gts_meta", meta_ckpt_key, sizeof meta_ckpt_key - 1, v, sizeof v);
 }
 
+static int folded_fn(pk_txn_t *txn, void *ctx)
+{
+    return get_ckpt(txn, ctx);
+}
+
+int gts_db_folded(gts_db_t *db, uint64_t *gen)
+{
+    return pk_store_run(db->st, folded_fn, gen, 5);
+}
+
 int gts_cmd_interval(const uint8_t *val, size_t vlen, uint32_t *interval_s)
 {
     if (vlen != 5 || (val[0] != PK_TRIG_CMD_POLL_FASTER && val[0] != PK_TRIG_CMD_POLL_SLOWER))
@@ -906,12 +917,18 @@ typedef struct ckpt_ctx {
     const uint64_t *deliv;
     size_t ndeliv;
     uint64_t gen;
+    gts_owner_t *me;
+    uint64_t lease_ms;
 } ckpt_ctx_t;
 
 static int ckpt_fn(pk_txn_t *txn, void *ctx)
 {
     ckpt_ctx_t *c = ctx;
     int rc = PK_OK;
+    if (c->me) { /* fencing: a server that lost the store writes nothing */
+        c->me->gen = c->gen + 1;
+        rc = gts_owner_fence(txn, c->me, pk_now_realtime_ms(), c->lease_ms, 1);
+    }
     for (size_t i = 0; rc == PK_OK && i < c->ndeliv; i++)
         rc = store_rec(txn, c->w, (uint32_t)c->deliv[2 * i], c->deliv[2 * i + 1], NULL);
     for (size_t i = 0; rc == PK_OK && i < c->ndev; i++) {
@@ -928,9 +945,10 @@ static int ckpt_fn(pk_txn_t *txn, void *ctx)
 }
 
 int gts_db_checkpoint(gts_db_t *db, pk_wrap_ctx_t *w, const uint32_t *devs, const uint8_t *recs,
-                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen)
+                      size_t ndev, const uint64_t *deliv, size_t ndeliv, uint64_t gen,
+                      gts_owner_t *me, uint64_t lease_ms)
 {
-    ckpt_ctx_t c = {w, devs, recs, ndev, deliv, ndeliv, gen};
+    ckpt_ctx_t c = {w, devs, recs, ndev, deliv, ndeliv, gen, me, lease_ms};
     return pk_store_run(db->st, ckpt_fn, &c, 20);
 }
 

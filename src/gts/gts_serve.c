@@ -36,6 +36,7 @@
 #include "gts.h"
 #include "gts_journal.h"
 #include "net/loop.h"
+#include "net/ratelimit.h"
 #include "net/udp.h"
 
 #define PREFETCH_AHEAD 4 /* polls between a slot prefetch and its use */
@@ -44,8 +45,9 @@
 #define CKPT_TICK_MS   1000
 #define GROUP_MAX      65536 /* responses held in G_b before the loop waits for G_f */
 
-enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_SPACE, DROP_N };
-static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "no_space"};
+enum { DROP_TRUNC, DROP_MALFORMED, DROP_UNKNOWN, DROP_RETX, DROP_SPACE, DROP_N };
+static const char *const drop_names[] = {"oversized", "malformed", "unknown_uid", "retx_limited",
+                                         "no_space"};
 
 typedef struct held {
     pk_addr_t peer;
@@ -76,6 +78,10 @@ struct gts_server {
     pk_udp_t *udp;
     pk_udp_batch_t batch;
     pk_drops_t drops;
+    /* answers to retransmissions, per source address (the core's gate) */
+    pk_ratelimit_t *retx_rl;
+    const pk_addr_t *cur_src; /* the datagram the core is handling */
+    uint64_t cur_now;
     uint8_t *arena; /* one output slot */
     pk_out_t out;
     int fatal, quiet;
@@ -109,6 +115,11 @@ struct gts_server {
     size_t ck_nd, ck_capd;
     uint64_t ck_gen, ck_t0;
     gts_server_stats_t st;
+    /* the store's lease (gts_owner.c); none with memory: */
+    gts_owner_t me;
+    gts_owner_t ck_me; /* the checkpoint thread's copy while it folds */
+    int leased;
+    uint64_t lease_ms;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -165,6 +176,31 @@ static void fatal(gts_server_t *s, const char *what, int rc)
     pk_loop_stop(s->loop);
 }
 
+/* Another server holds the store now (this one was stopped or cut off for
+ * longer than its lease): stop at once, sending nothing more. */
+static void lease_lost(gts_server_t *s)
+{
+    pk_error("gts_lease_lost", "action=stop why=\"another gts serves the store now\"");
+    s->leased = 0; /* nothing more is written to the store */
+    s->fatal = 1;
+    pk_loop_stop(s->loop);
+}
+
+/* Responses leave only while a sixth of the lease is left to run: a server
+ * that was paused past its lease may have been replaced, and must not
+ * answer from a state the new one does not know. */
+static int lease_ok(gts_server_t *s)
+{
+    if (!s->leased)
+        return !s->fatal;
+    if (pk_now_realtime_ms() + s->lease_ms / 6 < s->me.until_ms) /* 5 s of 30 */
+        return 1;
+    pk_error("gts_lease_expiring", "action=stop why=\"the lease could not be renewed in time\"");
+    s->fatal = 1;
+    pk_loop_stop(s->loop);
+    return 0;
+}
+
 static int mark_dirty(gts_server_t *s, uint32_t dev)
 {
     size_t byte = dev / 8;
@@ -192,6 +228,8 @@ static int mark_dirty(gts_server_t *s, uint32_t dev)
 /* Sends a group's held responses and clears it (its records are durable). */
 static void release(gts_server_t *s, group_t *g)
 {
+    if (g->nheld && !lease_ok(s))
+        return; /* stopping: nothing of the group is sent */
     for (size_t i = 0; i < g->nrec; i++)
         pk_trig_srv_persisted(s->core, g->devs[i]);
     /* a sendmmsg per PK_UDP_BATCH_MAX responses, so the send queue stays a
@@ -254,8 +292,9 @@ static void *ck_main(void *arg)
         if (!s->ck_req)
             break;
         pthread_mutex_unlock(&s->ck_mu);
-        int rc = gts_db_checkpoint(&s->db, &s->ck_wrap, s->ck_devs, s->ck_recs, s->ck_n,
-                                   s->ck_deliv, s->ck_nd, s->ck_gen);
+        int rc =
+            gts_db_checkpoint(&s->db, &s->ck_wrap, s->ck_devs, s->ck_recs, s->ck_n, s->ck_deliv,
+                              s->ck_nd, s->ck_gen, s->leased ? &s->ck_me : NULL, s->lease_ms);
         if (rc == PK_OK && s->jbase[0])
             rc = gts_jnl_remove_upto(s->jbase, s->ck_gen);
         pk_wipe(s->ck_recs, s->ck_n * PK_TRIG_REC_LEN);
@@ -316,6 +355,7 @@ static void checkpoint(gts_server_t *s)
     s->ndirty = s->ndeliv = 0;
     s->since_ckpt = 0;
     s->ck_busy = 1;
+    s->ck_me = s->me;
     s->ck_t0 = pk_now_mono_ms();
     pthread_mutex_lock(&s->ck_mu);
     s->ck_req = 1;
@@ -336,7 +376,11 @@ static void ck_done(gts_server_t *s)
     s->last_ckpt_ms = pk_now_mono_ms();
     s->st.checkpoints++;
     s->st.ckpt_us += (s->last_ckpt_ms - s->ck_t0) * 1000;
-    if (rc != PK_OK)
+    if (rc == PK_OK && s->leased)
+        s->me = s->ck_me; /* extended by the checkpoint, with the new generation */
+    if (rc == PK_ERR_DENIED)
+        lease_lost(s); /* fenced: the checkpoint wrote nothing */
+    else if (rc != PK_OK)
         fatal(s, "gts_checkpoint_failed", rc); /* the journal still holds everything */
 }
 
@@ -465,6 +509,13 @@ static int take(gts_server_t *s, const pk_addr_t *peer)
     return rc;
 }
 
+/* The core's retransmission gate: one token of the source's bucket. */
+static int retx_gate(void *ctx)
+{
+    gts_server_t *s = ctx;
+    return s->cur_src && pk_ratelimit_allow(s->retx_rl, s->cur_src, s->cur_now);
+}
+
 static void handle_batch(gts_server_t *s)
 {
     pk_udp_batch_t *b = &s->batch;
@@ -486,11 +537,15 @@ static void handle_batch(gts_server_t *s)
             pk_drop(&s->drops, DROP_TRUNC, now, NULL);
             continue;
         }
+        s->cur_src = &b->dg[i].peer;
+        s->cur_now = now;
         int rc = pk_trig_srv_input(s->core, b->dg[i].data, b->dg[i].len, wall, o);
+        s->cur_src = NULL;
         if (rc != PK_OK) {
             char src[PK_ADDR_STRLEN];
             unsigned r = rc == PK_ERR_DENIED      ? DROP_UNKNOWN
                          : rc == PK_ERR_MALFORMED ? DROP_MALFORMED
+                         : rc == PK_ERR_LIMIT     ? DROP_RETX
                                                   : DROP_SPACE;
             pk_drop(&s->drops, r, now, pk_addr_format(&b->dg[i].peer, src));
             continue;
@@ -609,6 +664,23 @@ static int inbox_fn(pk_txn_t *txn, void *ctx)
     return rc;
 }
 
+/* The lease, in the inbox's transaction: still ours (else the server stops:
+ * another one serves the store now), extended once a third of it is used. */
+static int lease_fn(pk_txn_t *txn, void *ctx)
+{
+    gts_server_t *s = ctx;
+    uint64_t now = pk_now_realtime_ms();
+    int extend = now + s->lease_ms * 2 / 3 >= s->me.until_ms;
+    return gts_owner_fence(txn, &s->me, now, s->lease_ms, extend);
+}
+
+static int inbox_lease_fn(pk_txn_t *txn, void *ctx)
+{
+    inbox_ctx_t *c = ctx;
+    int rc = c->s->leased ? lease_fn(txn, c->s) : PK_OK;
+    return rc == PK_OK ? inbox_fn(txn, c) : rc;
+}
+
 static void inbox_timer(pk_loop_t *loop, uint64_t id, void *ctx)
 {
     gts_server_t *s = ctx;
@@ -616,15 +688,79 @@ static void inbox_timer(pk_loop_t *loop, uint64_t id, void *ctx)
     inbox_ctx_t *c = s->ck_busy ? NULL : calloc(1, sizeof *c); /* the store is busy: later */
     if (c) {
         c->s = s;
-        int rc = pk_store_run(s->db.st, inbox_fn, c, 5);
+        int rc = pk_store_run(s->db.st, inbox_lease_fn, c, 5);
+        free(c);
+        if (rc == PK_ERR_DENIED) {
+            lease_lost(s);
+            return;
+        }
         if (rc != PK_OK)
             pk_warn("gts_inbox", "err=%s", pk_strerror(rc));
-        free(c);
     }
     pk_loop_timer_add(loop, pk_loop_now_ms(loop) + INBOX_MS, inbox_timer, s);
 }
 
 /* ---- lifecycle ---- */
+
+static int lease_renew_fn(pk_txn_t *txn, void *ctx)
+{
+    gts_server_t *s = ctx;
+    return gts_owner_fence(txn, &s->me, pk_now_realtime_ms(), s->lease_ms, 1);
+}
+
+/*
+ * Takes the store's lease before anything else touches the store (gts.h,
+ * gts_owner.c). Refused while another server holds it, and when the last
+ * one ran on another host and left a journal generation that is neither
+ * folded into the store nor here (the devices it answered would not be
+ * recognised); --force-takeover accepts that loss.
+ */
+static int claim(gts_server_t *s, const gts_serve_opts_t *o)
+{
+    gts_owner_t prev;
+    uint64_t now = pk_now_realtime_ms(), folded = 0;
+    int had = 0, rc;
+    char f[GTS_JNL_PATH_MAX + 20];
+    gts_owner_self(&s->me);
+    rc = gts_owner_get(&s->db, &prev);
+    /* (a holder whose lease runs is refused below, by the claim) */
+    if (rc == 1 && prev.until_ms <= now && !gts_owner_same_host(&prev, &s->me) && prev.gen &&
+        !o->force_takeover && (rc = gts_db_folded(&s->db, &folded)) == PK_OK && prev.gen > folded) {
+        snprintf(f, sizeof f, "%s.%016llx", s->jbase, (unsigned long long)prev.gen);
+        if (access(f, F_OK) != 0) {
+            fprintf(stderr,
+                    "proxkey gts serve: %s was last served by pid %u on %s, whose journal "
+                    "generation %llu is not folded into the store and not here (%s); start "
+                    "there, or point --journal at its files (--force-takeover: devices it "
+                    "answered since its last checkpoint will not be recognised)\n",
+                    o->store, prev.pid, prev.host, (unsigned long long)prev.gen, f);
+            return PK_ERR_BUSY;
+        }
+    }
+    if (rc < 0) {
+        fprintf(stderr, "proxkey gts serve: reading the lease: %s\n", pk_strerror(rc));
+        return rc;
+    }
+    rc = gts_owner_claim(&s->db, &s->me, now, s->lease_ms, &prev, &had);
+    if (rc == PK_ERR_BUSY) {
+        fprintf(stderr,
+                "proxkey gts serve: %s is served by another gts (pid %u on %s, lease for %llu s "
+                "more); stop it first\n",
+                o->store, prev.pid, prev.host,
+                (unsigned long long)((prev.until_ms - now + 999) / 1000));
+        return rc;
+    }
+    if (rc != PK_OK) {
+        fprintf(stderr, "proxkey gts serve: taking the lease: %s\n", pk_strerror(rc));
+        return rc;
+    }
+    s->leased = 1;
+    if (had)
+        pk_warn("gts_takeover", "prev_pid=%u prev_host=%s prev_gen=%llu reason=%s", prev.pid,
+                prev.host, (unsigned long long)prev.gen,
+                prev.until_ms <= now ? "lease_over" : "gone_from_this_host");
+    return PK_OK;
+}
 
 int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
 {
@@ -652,6 +788,20 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     rc = pk_trig_srv_new(&s->core, &s->rng, o->reserve);
     if (rc != PK_OK)
         goto fail;
+    if (!o->retx_unlimited) {
+        uint8_t k[PK_RATELIMIT_KEY_LEN];
+        uint32_t rate = o->retx_rate ? o->retx_rate : GTS_RETX_RATE;
+        pk_ratelimit_cfg_t rl = {rate, o->retx_burst ? o->retx_burst : 2 * rate, 65536};
+        rc = pk_random(k, sizeof k);
+        if (rc == PK_OK)
+            rc = pk_ratelimit_new(&s->retx_rl, &rl, k);
+        pk_wipe(k, sizeof k);
+        if (rc != PK_OK) {
+            fprintf(stderr, "proxkey gts serve: rate limiter: %s\n", pk_strerror(rc));
+            goto fail;
+        }
+        pk_trig_srv_set_retx_gate(s->core, retx_gate, s);
+    }
     s->gb = &s->g[0];
     s->gf = &s->g[1];
     s->ckpt_records = o->ckpt_records ? o->ckpt_records : 1048576;
@@ -659,6 +809,11 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     s->last_ckpt_ms = pk_now_mono_ms();
     uint64_t gen = 0;
     rc = gts_db_journal_base(o->store, o->journal, s->jbase, sizeof s->jbase);
+    if (rc == PK_OK && strncmp(o->store, "memory:", 7) != 0) {
+        s->lease_ms = o->lease_ms ? o->lease_ms : GTS_LEASE_MS;
+        if ((rc = claim(s, o)) != PK_OK)
+            goto fail;
+    }
     if (rc == PK_OK)
         rc = gts_db_recover(&s->db, s->jbase, &gen);
     if (rc != PK_OK) {
@@ -696,6 +851,14 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
         fprintf(stderr, "proxkey gts serve: cannot create the journal %s: %s\n", s->jbase,
                 pk_strerror(rc));
         goto fail;
+    }
+    if (s->leased) { /* the generation this server writes, in its lease */
+        s->me.gen = gen + 1;
+        rc = pk_store_run(s->db.st, lease_renew_fn, s, 5);
+        if (rc != PK_OK) {
+            fprintf(stderr, "proxkey gts serve: writing the lease: %s\n", pk_strerror(rc));
+            goto fail;
+        }
     }
     rc = gts_db_load(&s->db, s->core, &max_seq);
     if (rc != PK_OK) {
@@ -765,6 +928,9 @@ void gts_server_free(gts_server_t *s)
             checkpoint(s);
             wait_ck(s);
         }
+        /* everything folded: the next server needs no journal of ours */
+        if (!s->fatal && s->leased && gts_owner_release(&s->db, &s->me) == PK_OK)
+            s->leased = 0;
     }
     if (s->ck_started) {
         pthread_mutex_lock(&s->ck_mu);
@@ -801,6 +967,7 @@ void gts_server_free(gts_server_t *s)
     pk_udp_batch_free(&s->batch);
     pk_loop_free(s->loop);
     pk_trig_srv_free(s->core);
+    pk_ratelimit_free(s->retx_rl);
     pk_wrap_ctx_clear(&s->wrap);
     if (s->db.st)
         gts_db_close(&s->db);

@@ -94,6 +94,10 @@ static const pk_conf_key_t keys_serve[] = {
     {"port-file", "write the bound port to this file once listening", NULL, 0},
     {"cache-ttl-ms", "how long an unwrapped device key stays cached (ms)", "5000", 0},
     {"max-conns", "most node connections at once", "1024", 0},
+    {"group-writes",
+     "on: first registrations' and allocations' writes join the audit group commit; off: each "
+     "commits alone before its answer",
+     "on", 0},
 };
 static const pk_conf_key_t keys_dev_add[] = {
     COMMON_KEYS,
@@ -298,6 +302,9 @@ static int cmd_serve(int argc, char **argv)
         return usage_err("serve", "--cache-ttl-ms must be 1..86400000");
     if (parse_u64(pk_conf_get(&e.conf, "max-conns"), 1, 100000, &mc))
         return usage_err("serve", "--max-conns must be 1..100000");
+    const char *gw = pk_conf_get(&e.conf, "group-writes");
+    if (strcmp(gw, "on") != 0 && strcmp(gw, "off") != 0)
+        return usage_err("serve", "--group-writes must be on or off");
     kms_serve_opts_t o = {.db = pk_conf_get(&e.conf, "db"),
                           .kek = pk_conf_get(&e.conf, "kek"),
                           .listen = pk_conf_get(&e.conf, "listen"),
@@ -306,7 +313,8 @@ static int cmd_serve(int argc, char **argv)
                           .key = pk_conf_get(&e.conf, "key"),
                           .port_file = pk_conf_get(&e.conf, "port-file"),
                           .cache_ttl_ms = ttl,
-                          .max_conns = (unsigned)mc};
+                          .max_conns = (unsigned)mc,
+                          .no_group_writes = strcmp(gw, "off") == 0};
     return kms_serve(&o);
 }
 

@@ -9,14 +9,17 @@
  * in the next batch, so under load one commit carries everything that
  * arrived during the previous one. When a batch fails to commit, its held
  * responses are replaced by KMS_ERR(BUSY): no key leaves without a durable
- * audit record. Responses that need no record (refusals, allocations, which
- * commit their own record, directory lookups) still wait behind earlier ones
- * on their connection, so each connection answers in request order.
+ * audit record. Responses that need no record (refusals, directory lookups;
+ * with --group-writes off, allocations, which then commit their own record)
+ * still wait behind earlier ones on their connection, so each connection
+ * answers in request order.
  *
- * First registrations (the core's group_writes, kms.h "Durability"). A
- * KEYS_REQ that needs a root key or directory entry written is deferred: the
- * core queues its writes as an intent in the open batch, and the request
- * itself (not an answer) waits in its place in the connection's queue. When
+ * First registrations and allocations (the core's group_writes, kms.h
+ * "Durability"; on unless --group-writes off). A KEYS_REQ that needs a root
+ * key or directory entry written, or an ALLOC_REQ whose pair has no KSI yet,
+ * is deferred: the core queues its writes as an intent in the open batch,
+ * and the request itself (not an answer) waits in its place in the
+ * connection's queue. When
  * that batch is done - committed or failed - the request is handed to the
  * core again and answered from what is now in the store, its audit records
  * going into the next batch (so it leaves after two commits); a failed batch
@@ -216,14 +219,28 @@ static void *committer(void *arg)
     return NULL;
 }
 
-/* Hands the queued records to the committer when it is idle. */
+static void on_kick_timer(pk_loop_t *loop, uint64_t id, void *ctx);
+
+/* Hands the queued records to the committer when it is idle. If the batch
+ * cannot be taken (no memory for its copy), everything stays queued and
+ * this is tried again in KICK_RETRY_MS: held answers must not wait for the
+ * next frame to arrive, which may never come. */
+#define KICK_RETRY_MS 10
 static void kick(server_t *s)
 {
     if (s->busy || pk_kms_pending(s->kms) == 0)
         return;
     pk_kms_batch_t *b = NULL;
-    if (pk_kms_batch_take(s->kms, &b) != PK_OK || !b)
+    int rc = pk_kms_batch_take(s->kms, &b);
+    if (rc != PK_OK || !b) {
+        if (rc != PK_OK && !s->timer) {
+            pk_warn("audit_batch_take_failed", "err=%s retry_ms=%d", pk_strerror(rc),
+                    KICK_RETRY_MS);
+            s->timer = pk_loop_timer_add(s->loop, pk_loop_now_ms(s->loop) + KICK_RETRY_MS,
+                                         on_kick_timer, s);
+        }
         return;
+    }
     pthread_mutex_lock(&s->mu);
     s->todo = b;
     s->busy = 1;
@@ -314,7 +331,7 @@ static void on_frame(pk_tls_conn_t *c, const uint8_t *p, size_t n, void *ud)
     size_t before = pk_kms_pending(s->kms);
     uint64_t gen = pk_kms_batch_gen(s->kms);
     int rc = pk_kms_handle(s->kms, k->cn, p, n, pk_now_realtime_ms(), resp, sizeof resp, &rl);
-    if (rc == PK_KMS_DEFER) { /* a first registration: its writes go into batch gen */
+    if (rc == PK_KMS_DEFER) { /* a first registration or allocation: writes in batch gen */
         held_t *h = malloc(sizeof *h + PK_KMS_RESP_MAX);
         if (!h || n > PK_KMS_RESP_MAX) {
             free(h);
@@ -436,7 +453,7 @@ int kms_serve(const kms_serve_opts_t *o)
                         .rng = &s.rng,
                         .cache_ttl_ms = o->cache_ttl_ms,
                         .audit_max = o->audit_max,
-                        .group_writes = 1}; /* the committer applies them */
+                        .group_writes = !o->no_group_writes}; /* the committer applies them */
     rc = pk_kms_new(&cfg, &s.kms);
     pk_wipe(kek, sizeof kek);
     if (rc != PK_OK) {
@@ -482,7 +499,8 @@ int kms_serve(const kms_serve_opts_t *o)
             goto out;
         }
     }
-    pk_info("listening", "addr=%s db=%s backend=%s", abuf, o->db, pk_store_backend(s.st));
+    pk_info("listening", "addr=%s db=%s backend=%s group_writes=%s", abuf, o->db,
+            pk_store_backend(s.st), o->no_group_writes ? "off" : "on");
     rc = pk_loop_run(s.loop);
     status = rc == PK_OK ? 0 : 1;
 out:

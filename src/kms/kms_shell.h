@@ -20,6 +20,8 @@ typedef struct kms_serve_opts {
     uint64_t cache_ttl_ms; /* 0: core default */
     unsigned max_conns;    /* 0: transport default */
     size_t audit_max;      /* 0: core default */
+    int no_group_writes;   /* 1: first registrations and allocations commit their
+                            * writes on the event loop (the core without group_writes) */
 } kms_serve_opts_t;
 
 /* Runs the server until SIGINT/SIGTERM. Returns the exit status (0, 1). */

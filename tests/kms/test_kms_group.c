@@ -334,13 +334,407 @@ static void test_group_overlap(void)
     env_close(&e);
 }
 
+/* ---- option-2 allocations in the group commit ---- */
+
+/* One ALLOC_REQ (initiator a, peer b) from node: PK_OK with *ksi (and the
+ * param in param, may be NULL), PK_KMS_DEFER (nothing answered) or a
+ * refusal (a KMS_ERR frame). */
+static int alloc_req(env_t *e, const char *node, const char *a, const char *b, uint32_t *ksi,
+                     uint8_t param[PK_REG_PARAM_LEN])
+{
+    uint8_t req[PK_REG_NET_MAX], resp[PK_KMS_RESP_MAX];
+    size_t qlen = 0, rlen = 0;
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_ALLOC_REQ}, r;
+    set_id(&q.a, a);
+    set_id(&q.b, b);
+    CHECK_EQ_INT(pk_reg_net_encode(&q, req, sizeof req, &qlen), PK_OK);
+    *ksi = 0;
+    int rc = pk_kms_handle(e->k, node, req, qlen, now, resp, sizeof resp, &rlen);
+    if (rc == PK_KMS_DEFER) {
+        CHECK_EQ_INT(rlen, 0);
+    } else if (rc == PK_OK) {
+        CHECK_EQ_INT(pk_reg_net_decode(resp, rlen, &r), PK_OK);
+        CHECK_EQ_INT(r.type, PK_REG_T_KMS_ALLOC_RESP);
+        CHECK(r.ksi != 0);
+        *ksi = r.ksi;
+        if (param)
+            memcpy(param, r.param, PK_REG_PARAM_LEN);
+        pk_wipe(&r, sizeof r);
+    } else {
+        CHECK(rlen == PK_KMS_ERR_LEN && resp[0] == PK_KMS_T_ERR);
+    }
+    pk_wipe(resp, sizeof resp);
+    return rc;
+}
+
+struct allocq {
+    const char *a, *b;
+    uint32_t ksi;    /* kms_pairalloc (0: none) */
+    unsigned claims; /* kms_alloc rows naming the pair */
+    uint8_t last[4]; /* scan paging */
+    size_t lastl, seen;
+    uint8_t pk[2 * (1 + PK_REG_ID_MAX)];
+    size_t pl;
+};
+
+static size_t blk_pair(uint8_t *out, const char *a, const char *b)
+{
+    uint8_t x[1 + PK_REG_ID_MAX], y[1 + PK_REG_ID_MAX];
+    size_t xl = strlen(a) + 1, yl = strlen(b) + 1, m = xl < yl ? xl : yl;
+    x[0] = (uint8_t)(xl - 1);
+    memcpy(x + 1, a, xl - 1);
+    y[0] = (uint8_t)(yl - 1);
+    memcpy(y + 1, b, yl - 1);
+    int c = memcmp(x, y, m);
+    int swap = c > 0 || (c == 0 && xl > yl);
+    memcpy(out, swap ? y : x, swap ? yl : xl);
+    memcpy(out + (swap ? yl : xl), swap ? x : y, swap ? xl : yl);
+    return xl + yl;
+}
+
+static int claims_cb(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    struct allocq *q = ctx;
+    if (klen != 4 || vlen < 8)
+        return PK_ERR_MALFORMED;
+    memcpy(q->last, key, 4);
+    q->lastl = 4;
+    q->seen++;
+    q->claims += vlen == q->pl + 8 && memcmp(val, q->pk, q->pl) == 0;
+    return 0;
+}
+
+static int allocq_fn(pk_txn_t *txn, void *ctx)
+{
+    struct allocq *q = ctx;
+    uint8_t v[8];
+    size_t vl = 0;
+    q->ksi = q->claims = 0;
+    q->lastl = 0;
+    q->pl = blk_pair(q->pk, q->a, q->b);
+    int rc = pk_txn_get(txn, "kms_pairalloc", q->pk, q->pl, v, sizeof v, &vl);
+    if (rc == PK_OK && vl == 4)
+        q->ksi = pk_get_u32(v);
+    else if (rc != PK_ERR_NOTFOUND)
+        return rc == PK_OK ? PK_ERR_MALFORMED : rc;
+    for (int page = 0; page < 10000; page++) { /* every claim (pg: other runs' too) */
+        q->seen = 0;
+        rc = pk_txn_scan(txn, "kms_alloc", NULL, 0, q->lastl ? q->last : NULL, q->lastl,
+                         PK_STORE_SCAN_MAX, claims_cb, q);
+        if (rc != PK_OK || q->seen < PK_STORE_SCAN_MAX)
+            return rc;
+    }
+    return PK_OK;
+}
+
+/* The pair's stored KSI (0: none); *claims: its rows in kms_alloc. */
+static uint32_t pair_ksi(env_t *e, const char *a, const char *b, unsigned *claims)
+{
+    struct allocq q = {.a = a, .b = b};
+    CHECK_EQ_INT(pk_store_run_read(e->st, allocq_fn, &q, 4), PK_OK);
+    if (claims)
+        *claims = q.claims;
+    return q.ksi;
+}
+
+struct paudit {
+    const char *a, *b;
+    unsigned n;
+    uint64_t last, seen;
+};
+
+static int paudit_cb(void *ctx, const pk_kms_audit_t *r)
+{
+    struct paudit *c = ctx;
+    c->last = r->seqno;
+    c->seen++;
+    if (r->what != PK_KMS_A_POOL_ALLOC)
+        return 0;
+    int ab = r->device.len == strlen(c->a) && !memcmp(r->device.b, c->a, r->device.len) &&
+             r->peer.len == strlen(c->b) && !memcmp(r->peer.b, c->b, r->peer.len);
+    int ba = r->device.len == strlen(c->b) && !memcmp(r->device.b, c->b, r->device.len) &&
+             r->peer.len == strlen(c->a) && !memcmp(r->peer.b, c->a, r->peer.len);
+    c->n += ab || ba;
+    return 0;
+}
+
+/* POOL_ALLOC audit records of the pair (a, b), either way round. */
+static unsigned alloc_records(env_t *e, const char *a, const char *b)
+{
+    struct paudit c = {.a = a, .b = b};
+    for (int page = 0; page < 10000; page++) {
+        c.seen = 0;
+        CHECK_EQ_INT(pk_kms_audit_list(e->k, c.last + 1, PK_STORE_SCAN_MAX, paudit_cb, &c), PK_OK);
+        if (c.seen < PK_STORE_SCAN_MAX)
+            break;
+    }
+    return c.n;
+}
+
+/*
+ * An ALLOC_REQ whose pair has no KSI is deferred: its intent is committed
+ * with the batch (allocation and audit record in one transaction), and the
+ * request handed in again is answered from the stored row, its own record
+ * queued. Requests for one pair in one batch share one intent; in two
+ * batches (the second read before the first committed) the second intent
+ * finds the KSI and claims none. A pair with its KSI is answered at once.
+ */
+static void test_group_alloc(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e, 1, 0), PK_OK);
+    const char *pool = nm("gp"), *a = nm("pa"), *b = nm("pb"), *c = nm("pc"), *d = nm("pd");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 4, now, NULL), PK_OK);
+    const char *all[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_INT(pk_kms_device_add(e.k, all[i], NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
+                     PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, c, d, now), PK_OK);
+    uint32_t k1 = 0, k2 = 0, k3 = 0, k4 = 0;
+    uint8_t p1[PK_REG_PARAM_LEN], p2[PK_REG_PARAM_LEN];
+    unsigned claims = 9;
+
+    /* deferred: nothing answered, nothing written; the reverse request in
+     * the same batch joins the intent */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k1, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(alloc_req(&e, "n2", b, a, &k2, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 1);
+    CHECK_EQ_INT(pk_kms_stats(e.k)->intents, 1);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, &claims), 0);
+    CHECK_EQ_INT(claims, 0);
+    /* a lost batch (taken, never committed): still nothing; deferred again */
+    pk_kms_batch_t *lost = NULL;
+    CHECK_EQ_INT(pk_kms_batch_take(e.k, &lost), PK_OK);
+    CHECK(lost != NULL);
+    pk_kms_batch_free(lost);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k1, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(alloc_req(&e, "n2", b, a, &k2, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), 0);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    uint32_t stored = pair_ksi(&e, a, b, &claims);
+    CHECK(stored != 0);
+    CHECK_EQ_INT(claims, 1);
+    CHECK_EQ_INT(alloc_records(&e, a, b), 1); /* the allocation's, with it */
+
+    /* handed in again: answered from the store, records queued */
+    uint64_t gen = pk_kms_batch_gen(e.k);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k1, p1), PK_OK);
+    CHECK_EQ_INT(alloc_req(&e, "n2", b, a, &k2, p2), PK_OK);
+    CHECK_EQ_INT(k1, stored);
+    CHECK_EQ_INT(k2, stored);
+    CHECK(memcmp(p1, p2, sizeof p1) != 0); /* a fresh param each time */
+    CHECK_EQ_INT(pk_kms_pending(e.k), 2);  /* the answers wait for batch gen */
+    CHECK_EQ_INT(pk_kms_batch_gen(e.k), gen);
+    CHECK_EQ_INT(alloc_records(&e, a, b), 1);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK_EQ_INT(alloc_records(&e, a, b), 3);
+    CHECK_EQ_INT(pk_kms_stats(e.k)->allocs, 2);
+
+    /* two batches: c's request is read while the batch holding d's intent
+     * commits, so it queues a second intent for the pair; that one must
+     * find d's KSI and claim nothing */
+    CHECK_EQ_INT(alloc_req(&e, "n1", d, c, &k3, NULL), PK_KMS_DEFER);
+    pk_kms_batch_t *b1 = NULL;
+    CHECK_EQ_INT(pk_kms_batch_take(e.k, &b1), PK_OK);
+    CHECK_EQ_INT(alloc_req(&e, "n2", c, d, &k4, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 1);
+    CHECK_EQ_INT(pk_kms_batch_commit(e.cst, b1), PK_OK);
+    pk_kms_batch_free(b1);
+    CHECK_EQ_INT(alloc_req(&e, "n1", d, c, &k3, NULL), PK_OK); /* d's answer: its record */
+    CHECK_EQ_INT(commit_open(&e), PK_OK);                      /* with c's intent */
+    CHECK_EQ_INT(alloc_req(&e, "n2", c, d, &k4, NULL), PK_OK);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK(k3 != 0 && k3 == k4 && k3 != stored);
+    CHECK_EQ_INT(pair_ksi(&e, c, d, &claims), k3);
+    CHECK_EQ_INT(claims, 1);
+    CHECK_EQ_INT(alloc_records(&e, c, d), 3); /* the claim and two answers */
+    CHECK_EQ_INT(pair_ksi(&e, a, b, &claims), stored);
+    CHECK_EQ_INT(claims, 1);
+    env_close(&e);
+}
+
+/*
+ * Refusals at the request (no intent), and everything the committer must
+ * check again: a pair denied, a device removed, a device now in mode pairs
+ * or in another pool between the deferral and the commit gets no KSI, and
+ * the request handed in again is refused.
+ */
+static void test_group_alloc_recheck(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e, 1, 0), PK_OK);
+    const char *pool = nm("rp"), *other = nm("rq"), *a = nm("ra"), *b = nm("rb"), *c = nm("rc"),
+               *d = nm("rd"), *f = nm("rf"), *g = nm("rg"), *x = nm("rx"), *y = nm("ry"),
+               *u = nm("ru");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 4, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, other, 4, now, NULL), PK_OK);
+    const char *pooled[6] = {a, b, c, d, f, g};
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ_INT(pk_kms_device_add(e.k, pooled[i], NULL, 0, PK_REG_MODE_POOL, pool, now, NULL),
+                     PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, x, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, y, NULL, 0, PK_REG_MODE_POOL, other, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, nm("rgrp"), c, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_group_add(e.k, nm("rgrp"), d, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, x, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, y, now), PK_OK);
+    uint32_t k = 0;
+
+    /* refused at once, no intent */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, a, &k, NULL), PK_ERR_DENIED);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, c, &k, NULL), PK_ERR_DENIED); /* not allowed */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, x, &k, NULL), PK_ERR_DENIED); /* x in mode pairs */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, y, &k, NULL), PK_ERR_DENIED); /* another pool */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, u, &k, NULL), PK_ERR_NOTFOUND);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 0);
+    CHECK_EQ_INT(pk_kms_stats(e.k)->intents, 0);
+
+    /* deferred, then changed before the commit */
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(alloc_req(&e, "n1", c, d, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 3);
+    CHECK_EQ_INT(pk_kms_deny(e.k, a, b, now, NULL), PK_OK);            /* explicit allow */
+    CHECK_EQ_INT(pk_kms_group_remove(e.k, nm("rgrp"), d, now), PK_OK); /* through a group */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, g, now), PK_OK);            /* a device gone, */
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK); /* its pair allowed again (allowed) */
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), 0);
+    CHECK_EQ_INT(pair_ksi(&e, c, d, NULL), 0);
+    CHECK_EQ_INT(pair_ksi(&e, f, g, NULL), 0);
+    CHECK_EQ_INT(alloc_records(&e, a, b) + alloc_records(&e, c, d) + alloc_records(&e, f, g), 0);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_ERR_DENIED);
+    CHECK_EQ_INT(alloc_req(&e, "n1", c, d, &k, NULL), PK_ERR_DENIED);
+    CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_ERR_NOTFOUND);
+
+    /* deferred again; then g and f in mode pairs (allowed again), b in
+     * another pool: still no KSI */
+    CHECK_EQ_INT(pk_kms_device_add(e.k, g, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, g, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, g, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, b, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, other, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    /* f too: both in mode pairs now (their pools alike: none) */
+    CHECK_EQ_INT(pk_kms_device_remove(e.k, f, now), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, f, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, f, g, now), PK_OK);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK_EQ_INT(pair_ksi(&e, f, g, NULL), 0);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), 0);
+    CHECK_EQ_INT(alloc_req(&e, "n1", f, g, &k, NULL), PK_ERR_DENIED);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_ERR_DENIED);
+    /* (the checks can pass: a pair still allowed is allocated) */
+    CHECK_EQ_INT(pk_kms_group_add(e.k, nm("rgrp"), d, now), PK_OK);
+    CHECK_EQ_INT(alloc_req(&e, "n1", c, d, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK(pair_ksi(&e, c, d, NULL) != 0);
+    CHECK_EQ_INT(alloc_req(&e, "n1", c, d, &k, NULL), PK_OK);
+    CHECK_EQ_INT(k, pair_ksi(&e, c, d, NULL));
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    env_close(&e);
+}
+
+static int take_ksi_fn(pk_txn_t *txn, void *ctx)
+{
+    return pk_txn_next_id(txn, "kms_ksi", ctx);
+}
+
+/* The row of another pair, claiming KSI *ctx + 1 (what the next allocation
+ * would take): a damaged sequence, for the test. */
+static const uint8_t squat_val[] = {1, 'x', 1, 'y', 0, 0, 0, 0, 0, 0, 0, 9};
+
+static int squat_fn(pk_txn_t *txn, void *ctx)
+{
+    uint8_t k[4];
+    pk_put_u32(k, (uint32_t)(*(uint64_t *)ctx + 1));
+    return pk_txn_put(txn, "kms_alloc", k, 4, squat_val, sizeof squat_val);
+}
+
+static int squat_get_fn(pk_txn_t *txn, void *ctx)
+{
+    uint64_t *v = ctx;
+    uint8_t k[4], val[64];
+    size_t vl = 0;
+    pk_put_u32(k, (uint32_t)(v[0] + 1));
+    int rc = pk_txn_get(txn, "kms_alloc", k, 4, val, sizeof val, &vl);
+    v[1] = rc == PK_OK && vl == sizeof squat_val && memcmp(val, squat_val, vl) == 0;
+    return rc;
+}
+
+/* No KSI is claimed twice: a KSI the sequence hands out that kms_alloc
+ * already holds (never, unless the sequence was damaged) is skipped by the
+ * committer, and the row that holds it stays as it was. */
+static void test_group_alloc_claimed(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e, 1, 0), PK_OK);
+    const char *pool = nm("cp"), *a = nm("ca"), *b = nm("cb");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 2, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, a, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    uint64_t v[2] = {0, 0};
+    uint32_t k = 0;
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_KMS_DEFER);
+    CHECK_EQ_INT(pk_store_run(e.st, take_ksi_fn, &v[0], 4), PK_OK);
+    CHECK_EQ_INT(pk_store_run(e.st, squat_fn, &v[0], 4), PK_OK);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k, NULL), PK_OK);
+    CHECK_EQ_INT(commit_open(&e), PK_OK);
+    CHECK_EQ_INT(k, v[0] + 2);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, NULL), v[0] + 2);
+    CHECK_EQ_INT(pk_store_run_read(e.st, squat_get_fn, v, 4), PK_OK);
+    CHECK_EQ_INT(v[1], 1);
+    env_close(&e);
+}
+
+/* Without group_writes an allocation commits before it is answered, as it
+ * always did: nothing deferred, nothing queued. */
+static void test_alloc_direct(void)
+{
+    env_t e;
+    fresh_db();
+    CHECK_EQ_INT(env_open(&e, 0, 0), PK_OK);
+    const char *pool = nm("dp"), *a = nm("da"), *b = nm("db");
+    CHECK_EQ_INT(pk_kms_pool_create(e.k, pool, 4, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, a, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    uint32_t k1 = 0, k2 = 0;
+    unsigned claims = 0;
+    CHECK_EQ_INT(alloc_req(&e, "n1", a, b, &k1, NULL), PK_OK);
+    CHECK_EQ_INT(pk_kms_pending(e.k), 0);
+    CHECK_EQ_INT(pair_ksi(&e, a, b, &claims), k1);
+    CHECK_EQ_INT(claims, 1);
+    CHECK_EQ_INT(alloc_records(&e, a, b), 1);
+    CHECK_EQ_INT(alloc_req(&e, "n2", b, a, &k2, NULL), PK_OK);
+    CHECK_EQ_INT(k2, k1);
+    CHECK_EQ_INT(alloc_records(&e, a, b), 2);
+    CHECK_EQ_INT(pk_kms_stats(e.k)->deferred, 0);
+    env_close(&e);
+}
+
 /* ---- two kms instances, first registrations of shared pairs at once ---- */
 
 #define RACE_PROCS  2
 #define RACE_SHARED 48 /* pairs: side p registered by instance p */
 #define RACE_OWN    16 /* pairs per instance, both sides its own */
 #define RACE_CHUNK  6  /* new requests per emulated batch */
-#define RACE_POOLP  8  /* pool pairs per instance, allocating between batches */
+#define RACE_POOLP  8  /* pool pairs per instance, allocated through the group commit */
+#define RACE_POOLS  24 /* pool pairs both instances allocate at once (a and b sides) */
+#define RACE_NA     (RACE_POOLS + RACE_POOLP)
+#define RACE_ALLOC  0x80000000u /* struct rec: pair = RACE_ALLOC | pool pair */
 
 struct rec {
     uint32_t pair; /* shared 0.., then own pairs of instance 0, then of 1 */
@@ -367,13 +761,53 @@ struct want {
     pk_reg_key_t key;
 };
 
+/* The allocations of one instance: shared pool pairs (instance 0 asks for
+ * (a, b), instance 1 for (b, a)), then its own. */
+struct awant {
+    char a[80], b[80];
+    uint32_t pair;
+    uint64_t gen;
+    int state; /* as struct want */
+    unsigned tries;
+    uint32_t ksi;
+};
+
+/* Hands allocation x in (again) and moves it on: deferred, answered (held
+ * for batch gen), or settled as refused (bad). */
+static void race_alloc(env_t *e, int p, struct awant *x, unsigned *bad, size_t *sent)
+{
+    uint64_t gen = pk_kms_batch_gen(e->k);
+    uint32_t ksi = 0;
+    int rc = alloc_req(e, p ? "ny" : "nx", x->a, x->b, &ksi, NULL);
+    if (rc == PK_OK) {
+        x->state = 2;
+        x->ksi = ksi;
+    } else if (rc == PK_KMS_DEFER && ++x->tries < PK_KMS_DEFER_TRIES) {
+        x->state = 1;
+    } else {
+        fprintf(stderr, "  proc %d alloc %s %s: rc %d\n", p, x->a, x->b, rc);
+        (*bad)++;
+        x->state = 3;
+        (*sent)++;
+    }
+    x->gen = gen;
+}
+
 static int race_child(int p, int fd, int go)
 {
     env_t e;
-    int bad = 0;
+    unsigned bad = 0;
     enum { NW = RACE_SHARED + 2 * RACE_OWN };
     static struct want w[NW];
+    static struct awant aw[RACE_NA];
     memset(w, 0, sizeof w);
+    memset(aw, 0, sizeof aw);
+    for (int j = 0; j < RACE_NA; j++) {
+        int own = j >= RACE_POOLS, i = own ? j - RACE_POOLS : j;
+        rname(aw[j].a, sizeof aw[j].a, "q", own ? p : 9, i, p && !own ? 'b' : 'a');
+        rname(aw[j].b, sizeof aw[j].b, "q", own ? p : 9, i, p && !own ? 'a' : 'b');
+        aw[j].pair = RACE_ALLOC | (uint32_t)(own ? RACE_POOLS + p * RACE_POOLP + i : j);
+    }
     if (env_open(&e, 1, 8) != PK_OK)
         return 1;
     char c0;
@@ -393,9 +827,8 @@ static int race_child(int p, int fd, int go)
                 rname(w[n].dev, sizeof w[n].dev, "o", p, i, s ? 'b' : 'a');
                 w[n].pair = (uint32_t)(RACE_SHARED + p * RACE_OWN + i);
             }
-    size_t next = 0, sent = 0;
-    unsigned allocs = 0;
-    for (unsigned round = 0; round < 400 && (sent < NW || allocs < RACE_POOLP); round++) {
+    size_t next = 0, sent = 0, anext = 0, asent = 0;
+    for (unsigned round = 0; round < 400 && (sent < NW || asent < RACE_NA); round++) {
         pk_kms_batch_t *b = NULL;
         if (pk_kms_batch_take(e.k, &b) != PK_OK)
             bad++;
@@ -419,30 +852,8 @@ static int race_child(int p, int fd, int go)
             }
             pk_wipe(&ks, sizeof ks);
         }
-        if (round % 2 == 0 && allocs < RACE_POOLP) { /* pool KSIs from the same sequence */
-            uint8_t req[PK_REG_NET_MAX], resp[PK_KMS_RESP_MAX];
-            size_t ql = 0, rl = 0;
-            pk_reg_net_t q = {.type = PK_REG_T_KMS_ALLOC_REQ}, r;
-            char x[80], y[80];
-            rname(x, sizeof x, "q", p, (int)allocs, 'a');
-            rname(y, sizeof y, "q", p, (int)allocs, 'b');
-            set_id(&q.a, x);
-            set_id(&q.b, y);
-            (void)pk_reg_net_encode(&q, req, sizeof req, &ql);
-            int rc = PK_ERR_BUSY;
-            for (int t = 0; t < 8 && rc != PK_OK; t++)
-                rc = pk_kms_handle(e.k, "nx", req, ql, now, resp, sizeof resp, &rl);
-            if (rc == PK_OK && pk_reg_net_decode(resp, rl, &r) == PK_OK) {
-                struct rec rr = {.pair = 0xFFFFFFFFu, .ksi = r.ksi};
-                if (write(fd, &rr, sizeof rr) != sizeof rr)
-                    bad++;
-            } else {
-                fprintf(stderr, "  proc %d alloc %u: rc %d\n", p, allocs, rc);
-                bad++;
-            }
-            allocs++;
-            pk_wipe(resp, sizeof resp);
-        }
+        for (int c = 0; c < 2 && anext < RACE_NA; c++, anext++) /* allocations, racing */
+            race_alloc(&e, p, &aw[anext], &bad, &asent);
         int crc = b ? pk_kms_batch_commit(e.cst, b) : PK_OK;
         pk_kms_batch_free(b);
         if (crc != PK_OK)
@@ -479,8 +890,23 @@ static int race_child(int p, int fd, int go)
                 pk_wipe(&ks, sizeof ks);
             }
         }
+        for (size_t i = 0; i < anext; i++) {
+            struct awant *x = &aw[i];
+            if (x->state == 2 && crc != PK_OK && x->gen == done)
+                x->state = 1; /* its record was lost: BUSY in the shell; ask again */
+            if (x->state == 2 && x->gen <= done) {
+                struct rec rr = {.pair = x->pair, .ksi = x->ksi};
+                if (write(fd, &rr, sizeof rr) != sizeof rr)
+                    bad++;
+                x->state = 3;
+                asent++;
+            } else if (x->state == 1 && x->gen <= done) {
+                race_alloc(&e, p, x, &bad, &asent);
+            }
+        }
     }
     bad += sent != NW;
+    bad += asent != RACE_NA;
     bad += pk_kms_flush(e.k) != PK_OK;
     if (pk_kms_stats(e.k)->intents == 0)
         bad++; /* the group path was not taken: the test would prove nothing */
@@ -535,6 +961,13 @@ static void test_group_race(void)
             CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
         }
     }
+    for (int i = 0; i < RACE_POOLS; i++) {
+        rname(a, sizeof a, "q", 9, i, 'a');
+        rname(b, sizeof b, "q", 9, i, 'b');
+        CHECK_EQ_INT(pk_kms_device_add(e.k, a, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_POOL, pool, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_allow(e.k, a, b, now), PK_OK);
+    }
     env_close(&e);
 
     int fds[RACE_PROCS][2], go[2];
@@ -554,7 +987,11 @@ static void test_group_race(void)
     }
     close(go[0]);
     close(go[1]); /* go */
-    enum { NPAIRS = RACE_SHARED + RACE_PROCS * RACE_OWN, NREC = 2 * NPAIRS + 64 };
+    enum {
+        NPAIRS = RACE_SHARED + RACE_PROCS * RACE_OWN,
+        NPOOL = RACE_POOLS + RACE_PROCS * RACE_POOLP,
+        NREC = 2 * NPAIRS + 2 * NPOOL + 64
+    };
     static struct rec got[NREC];
     static uint32_t ksis[NREC];
     size_t n = 0, nk = 0;
@@ -568,15 +1005,26 @@ static void test_group_race(void)
         waitpid(pids[p], &st, 0);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
-    CHECK_EQ_INT(n, 2 * NPAIRS + RACE_PROCS * RACE_POOLP);
+    CHECK_EQ_INT(n, 2 * NPAIRS + 2 * RACE_POOLS + RACE_PROCS * RACE_POOLP);
     /* both devices of every pair got one key and KSI (whichever instance
-     * answered), and no KSI names two pairs or an allocation */
+     * answered), every pool pair one KSI (both instances for a shared one),
+     * and no KSI names two pairs or an allocation */
     struct rec first[NPAIRS];
-    unsigned seen[NPAIRS], split = 0, dups = 0;
+    uint32_t pksi[NPOOL];
+    unsigned seen[NPAIRS], pseen[NPOOL], split = 0, dups = 0;
     memset(seen, 0, sizeof seen);
+    memset(pseen, 0, sizeof pseen);
     for (size_t i = 0; i < n; i++) {
-        if (got[i].pair == 0xFFFFFFFFu) {
-            ksis[nk++] = got[i].ksi;
+        if (got[i].pair & RACE_ALLOC) {
+            uint32_t q = got[i].pair & ~RACE_ALLOC;
+            if (q >= NPOOL)
+                continue;
+            if (pseen[q]++ == 0) {
+                pksi[q] = got[i].ksi;
+                ksis[nk++] = got[i].ksi;
+            } else if (pksi[q] != got[i].ksi) {
+                split++;
+            }
             continue;
         }
         if (got[i].pair >= NPAIRS)
@@ -593,12 +1041,16 @@ static void test_group_race(void)
     for (int q = 0; q < NPAIRS; q++)
         twice += seen[q] == 2;
     CHECK_EQ_INT(twice, NPAIRS);
+    unsigned pool_ok = 0;
+    for (int q = 0; q < NPOOL; q++)
+        pool_ok += pseen[q] == (q < RACE_POOLS ? 2u : 1u);
+    CHECK_EQ_INT(pool_ok, NPOOL);
     CHECK_EQ_INT(split, 0);
     qsort(ksis, nk, sizeof ksis[0], u32_cmp);
     for (size_t i = 1; i < nk; i++)
         dups += ksis[i] == ksis[i - 1];
     CHECK_EQ_INT(dups, 0);
-    CHECK(nk == NPAIRS + RACE_PROCS * RACE_POOLP && ksis[0] != 0);
+    CHECK(nk == NPAIRS + NPOOL && ksis[0] != 0);
     /* and the store agrees: a fresh kms answers the same key for each pair */
     CHECK_EQ_INT(env_open(&e, 0, 0), PK_OK);
     unsigned agree = 0;
@@ -615,6 +1067,17 @@ static void test_group_race(void)
         pk_wipe(&ks, sizeof ks);
     }
     CHECK_EQ_INT(agree, NPAIRS);
+    /* each pool pair's stored KSI is the answered one, claimed once */
+    unsigned pagree = 0;
+    for (int q = 0; q < NPOOL; q++) {
+        unsigned claims = 0;
+        int own = q >= RACE_POOLS, i = own ? (q - RACE_POOLS) % RACE_POOLP : q;
+        int p = own ? (q - RACE_POOLS) / RACE_POOLP : 9;
+        rname(a, sizeof a, "q", p, i, 'a');
+        rname(b, sizeof b, "q", p, i, 'b');
+        pagree += pseen[q] && pair_ksi(&e, a, b, &claims) == pksi[q] && claims == 1;
+    }
+    CHECK_EQ_INT(pagree, NPOOL);
     fprintf(stderr,
             "  %s: %d pairs (%d shared by the instances), %zu answers, %u split, %u KSI "
             "duplicates\n",
@@ -769,6 +1232,10 @@ static void run_backend(const char *name)
     backend_begin(name, 'g');
     RUN(test_group_first_registration);
     RUN(test_group_overlap);
+    RUN(test_group_alloc);
+    RUN(test_group_alloc_recheck);
+    RUN(test_group_alloc_claimed);
+    RUN(test_alloc_direct);
     RUN(test_group_race);
     RUN(test_group_paging);
     backend_end();

@@ -294,7 +294,7 @@ static void test_checkpoint_after_remove(void)
     CHECK_EQ_INT(gts_db_remove(&db, names, 1, gone, &bad), PK_OK);
     CHECK_EQ_INT(gone[0], devs[0]);
     CHECK_EQ_INT(pk_wrap_ctx_init(&w, db.kek), PK_OK);
-    CHECK_EQ_INT(gts_db_checkpoint(&db, &w, devs, recs, 2, NULL, 0, 1), PK_OK);
+    CHECK_EQ_INT(gts_db_checkpoint(&db, &w, devs, recs, 2, NULL, 0, 1, NULL, 0), PK_OK);
     pk_wrap_ctx_clear(&w);
 
     CHECK_EQ_INT(gts_db_has(&db, "ck-a", NULL), 0);

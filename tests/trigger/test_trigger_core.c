@@ -316,6 +316,76 @@ static void test_figure2_response_lost(void)
     pk_trig_srv_free(p.srv);
 }
 
+/* The retransmission gate: asked only for a poll on the UID1 of a pending
+ * exchange; refusing it sends nothing and changes nothing; new exchanges and
+ * completions never ask it. */
+typedef struct gate {
+    int allow;
+    unsigned asked;
+} gate_t;
+
+static int gate_fn(void *ctx)
+{
+    gate_t *g = ctx;
+    g->asked++;
+    return g->allow;
+}
+
+static void test_retx_gate(void)
+{
+    pair_t p;
+    pk_out_t out;
+    const uint8_t *resp;
+    size_t rlen;
+    uint8_t poll[PK_TRIG_POLL_LEN], rec0[PK_TRIG_REC_LEN], rec1[PK_TRIG_REC_LEN];
+    pk_trig_dev_msg_t msg;
+    pk_trig_srv_stats_t st;
+    pk_trig_srv_info_t info;
+    gate_t g = {0, 0};
+    int send;
+    pair_init(&p, 0);
+    pk_trig_srv_set_retx_gate(p.srv, gate_fn, &g);
+
+    /* a new exchange: not gated, even with the gate closed */
+    CHECK_EQ_INT(pk_trig_dev_poll(&p.dev, 0, poll), PK_OK);
+    CHECK_EQ_INT(srv_in(p.srv, poll, sizeof poll, 10, &out, &resp, &rlen), PK_OK);
+    CHECK(resp != NULL);
+    CHECK_EQ_INT(g.asked, 0);
+    /* the response is lost; the retransmission (and copies of it) are gated */
+    CHECK_EQ_INT(pk_trig_dev_timeout(&p.dev, 1000, poll, &send), PK_OK);
+    CHECK_EQ_INT(send, 1);
+    CHECK_EQ_INT(pk_trig_srv_record(p.srv, 7, rec0), PK_OK);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(srv_in(p.srv, poll, sizeof poll, 1010, &out, &resp, &rlen), PK_ERR_LIMIT);
+        CHECK_EQ_INT(out.n, 0);
+    }
+    CHECK_EQ_INT(g.asked, 3);
+    CHECK_EQ_INT(pk_trig_srv_record(p.srv, 7, rec1), PK_OK);
+    CHECK_MEM(rec1, rec0, sizeof rec0); /* nothing changed */
+    CHECK_EQ_INT(pk_trig_srv_info(p.srv, 7, &info), PK_OK);
+    CHECK_EQ_INT(info.sent, 1);
+    pk_trig_srv_stats(p.srv, &st);
+    CHECK_EQ_INT(st.retx_refused, 3);
+    CHECK_EQ_INT(st.retransmits, 0);
+    /* the gate opens: answered, Sent = 2, and the device moves on */
+    g.allow = 1;
+    CHECK_EQ_INT(srv_in(p.srv, poll, sizeof poll, 1020, &out, &resp, &rlen), PK_OK);
+    CHECK(resp != NULL);
+    CHECK_EQ_INT(g.asked, 4);
+    CHECK_EQ_INT(pk_trig_dev_input(&p.dev, resp, rlen, 1030, &msg), PK_OK);
+    CHECK_EQ_INT(msg.sent, 2);
+    CHECK_EQ_INT(pk_trig_dev_saved(&p.dev, 1030), PK_OK);
+    /* the completing poll (UID2) and the exchange it starts: not gated */
+    g.allow = 0;
+    CHECK_EQ_INT(pk_trig_dev_poll(&p.dev, 61030, poll), PK_OK);
+    CHECK_EQ_INT(srv_in(p.srv, poll, sizeof poll, 61040, &out, &resp, &rlen), PK_OK);
+    CHECK(resp != NULL);
+    CHECK_EQ_INT(g.asked, 4);
+    CHECK_EQ_INT(pk_trig_srv_info(p.srv, 7, &info), PK_OK);
+    CHECK_EQ_INT(info.exchanges, 1);
+    pk_trig_srv_free(p.srv);
+}
+
 /* Figure 3: the poll is lost; the retransmission is the server's first sight, Sent = 1. */
 static void test_figure3_poll_lost(void)
 {
@@ -762,6 +832,7 @@ int main(void)
     RUN(test_figure1_no_loss);
     RUN(test_figure2_response_lost);
     RUN(test_figure3_poll_lost);
+    RUN(test_retx_gate);
     RUN(test_sent_check);
     RUN(test_duplicates);
     RUN(test_hostile);

@@ -838,58 +838,130 @@ static int lease_fn(pk_txn_t *txn, void *ctx)
 }
 
 /*
- * One allocation (kms.h, "Option 2"): the pair's KSI when it has one, else a
- * fresh identifier from the kms_ksi sequence (leased, lease_fn), claimed in
- * kms_alloc (an insert: a second claim of one KSI fails the transaction) and
- * recorded as the pair's in kms_pairalloc, with its audit record, in one
+ * What every allocation checks first, in txn, whichever path makes it (the
+ * request's own transaction, the group-commit read, the batch's commit):
+ * two different devices, both in mode pool, of one pool, the pair allowed.
+ * Then the pair's KSI from kms_pairalloc into *ksi (0: the pair has none).
+ * PK_OK, PK_ERR_DENIED, PK_ERR_NOTFOUND (a device), PK_ERR_MALFORMED (a
+ * corrupt allocation row: refused rather than guessed), store errors.
+ */
+static int alloc_check(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b, uint32_t *ksi)
+{
+    kms_dev_t da, db;
+    uint8_t pk[PAIR_MAX], cur[4];
+    size_t pl = kms_pair(pk, a, b), vl = 0;
+    int rc;
+    *ksi = 0;
+    if (pk_reg_id_eq(a, b))
+        return PK_ERR_DENIED;
+    /* no unwrap (with_key 0): kms_dev_get does not use the pk_kms_t */
+    if ((rc = kms_dev_get(NULL, txn, a, 0, &da)) != PK_OK ||
+        (rc = kms_dev_get(NULL, txn, b, 0, &db)) != PK_OK)
+        return rc;
+    if (da.mode != PK_REG_MODE_POOL || db.mode != PK_REG_MODE_POOL ||
+        !pk_reg_id_eq(&da.pool, &db.pool))
+        return PK_ERR_DENIED;
+    if ((rc = kms_allowed(txn, a, b)) != 1)
+        return rc < 0 ? rc : PK_ERR_DENIED;
+    rc = pk_txn_get(txn, B_PAIRALLOC, pk, pl, cur, sizeof cur, &vl);
+    if (rc == PK_ERR_NOTFOUND)
+        return PK_OK;
+    if (rc != PK_OK)
+        return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
+    if (vl != 4 || pk_get_u32(cur) == 0)
+        return PK_ERR_MALFORMED;
+    *ksi = pk_get_u32(cur);
+    return PK_OK;
+}
+
+/*
+ * Claims ksi for the pair (a, b) in txn, after alloc_check found it has
+ * none: the KSI's row in kms_alloc (an insert: PK_ERR_EXISTS, nothing
+ * written, when the KSI was claimed before - never, the sequence does not
+ * repeat; the caller skips it), then the pair's row in kms_pairalloc (an
+ * insert: the pair had a KSI after all is PK_ERR_STATE, which fails the
+ * transaction), then the POOL_ALLOC audit record.
+ */
+static int alloc_claim(pk_txn_t *txn, const pk_reg_id_t *a, const pk_reg_id_t *b,
+                       const pk_reg_id_t *node, uint64_t now_ms, uint32_t ksi)
+{
+    uint8_t pk[PAIR_MAX], v[PAIR_MAX + 8], ak[4];
+    size_t pl = kms_pair(pk, a, b);
+    pk_put_u32(ak, ksi);
+    memcpy(v, pk, pl);
+    pk_put_u64(v + pl, now_ms);
+    int rc = pk_txn_insert(txn, B_ALLOC, ak, 4, v, pl + 8);
+    if (rc != PK_OK)
+        return rc;
+    rc = pk_txn_insert(txn, B_PAIRALLOC, pk, pl, ak, 4);
+    if (rc == PK_ERR_EXISTS)
+        return PK_ERR_STATE;
+    if (rc != PK_OK)
+        return rc;
+    return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, now_ms, ksi, 1, node, a, b);
+}
+
+/*
+ * One allocation without group_writes (kms.h, "Option 2"): the pair's KSI
+ * when it has one, else a fresh identifier from the kms_ksi sequence
+ * (leased, lease_fn), claimed (alloc_claim), with its audit record, in one
  * transaction. O(1) store operations whatever the number of allocations.
  */
 static int alloc_fn(pk_txn_t *txn, void *ctx)
 {
     struct alloc_ctx *c = ctx;
-    pk_kms_t *k = c->k;
-    kms_dev_t da, db;
-    uint8_t pk[PAIR_MAX], v[PAIR_MAX + 8], cur[4], ak[4];
-    size_t pl = kms_pair(pk, c->a, c->b), vl = 0;
-    int rc;
-
-    if (pk_reg_id_eq(c->a, c->b))
-        return PK_ERR_DENIED;
-    if ((rc = kms_dev_get(k, txn, c->a, 0, &da)) != PK_OK ||
-        (rc = kms_dev_get(k, txn, c->b, 0, &db)) != PK_OK)
+    int rc = alloc_check(txn, c->a, c->b, &c->ksi);
+    if (rc != PK_OK)
         return rc;
-    if (da.mode != PK_REG_MODE_POOL || db.mode != PK_REG_MODE_POOL ||
-        !pk_reg_id_eq(&da.pool, &db.pool))
-        return PK_ERR_DENIED;
-    if ((rc = kms_allowed(txn, c->a, c->b)) != 1)
-        return rc < 0 ? rc : PK_ERR_DENIED;
-    /* the pair's KSI: both devices hold the pool's fixed key set, so it stays
-     * valid across re-registrations (a fresh param still comes with it) */
-    rc = pk_txn_get(txn, B_PAIRALLOC, pk, pl, cur, sizeof cur, &vl);
-    if (rc == PK_OK && vl == 4 && pk_get_u32(cur) != 0) {
-        c->ksi = pk_get_u32(cur);
+    c->used_fresh = 0;
+    if (c->ksi != 0) /* the pair's KSI: both devices hold the pool's fixed key set,
+                      * so it stays valid across re-registrations (a fresh param
+                      * still comes with it) */
         return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a,
                                 c->b);
-    }
-    if (rc != PK_OK && rc != PK_ERR_NOTFOUND)
-        return rc == PK_ERR_SPACE ? PK_ERR_MALFORMED : rc;
-    if (rc == PK_OK)
-        return PK_ERR_MALFORMED; /* a corrupt record: refuse rather than guess */
     if (c->fresh == 0)
         return PK_ERR_STATE; /* do_alloc leases first */
     c->ksi = c->fresh;
     c->used_fresh = 1;
-    pk_put_u32(ak, c->ksi);
-    memcpy(v, pk, pl);
-    pk_put_u64(v + pl, c->now_ms);
-    rc = pk_txn_insert(txn, B_ALLOC, ak, 4, v, pl + 8);
-    if (rc == PK_ERR_EXISTS)
-        return PK_ERR_STATE; /* never: the sequence does not repeat */
-    if (rc != PK_OK)
-        return rc;
-    if ((rc = pk_txn_put(txn, B_PAIRALLOC, pk, pl, ak, 4)) != PK_OK)
-        return rc;
-    return kms_audit_append(txn, PK_KMS_A_POOL_ALLOC, c->now_ms, c->ksi, 1, c->node, c->a, c->b);
+    rc = alloc_claim(txn, c->a, c->b, c->node, c->now_ms, c->ksi);
+    return rc == PK_ERR_EXISTS ? PK_ERR_STATE : rc; /* do_alloc skips that KSI */
+}
+
+/* group_writes: the checks and the pair's KSI, read only. */
+static int alloc_read_fn(pk_txn_t *txn, void *ctx)
+{
+    struct alloc_ctx *c = ctx;
+    return alloc_check(txn, c->a, c->b, &c->ksi);
+}
+
+/* group_writes: the allocation the read found missing, as an intent in the
+ * open batch (kms.h "Durability"); the KSI is taken at commit. One intent
+ * per pair and batch: a request for a pair that already has one in the open
+ * batch waits for it. PK_KMS_DEFER (also when the batch is full: nothing
+ * queued then), or PK_ERR_NOMEM. */
+static int queue_alloc_intent(pk_kms_t *k, const struct alloc_ctx *c)
+{
+    k->stats.deferred++;
+    for (size_t i = 0; i < k->in; i++) {
+        const struct kms_intent *o = k->iq[i];
+        if (o->kind == KMS_INTENT_ALLOC &&
+            ((pk_reg_id_eq(&o->dev, c->a) && pk_reg_id_eq(&o->peer, c->b)) ||
+             (pk_reg_id_eq(&o->dev, c->b) && pk_reg_id_eq(&o->peer, c->a))))
+            return PK_KMS_DEFER;
+    }
+    if (k->in >= k->imax)
+        return PK_KMS_DEFER; /* bounded group: wait for this batch, then queue */
+    struct kms_intent *it = calloc(1, sizeof *it);
+    if (!it)
+        return PK_ERR_NOMEM;
+    it->kind = KMS_INTENT_ALLOC;
+    it->dev = *c->a;
+    it->peer = *c->b;
+    it->node = *c->node;
+    it->now_ms = c->now_ms;
+    k->iq[k->in++] = it;
+    k->stats.intents++;
+    return PK_KMS_DEFER;
 }
 
 static int do_alloc(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, uint64_t now_ms,
@@ -899,16 +971,26 @@ static int do_alloc(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m,
     pk_reg_net_t r;
     memset(&r, 0, sizeof r);
     int rc = PK_OK;
-    if (k->lease_i >= k->nlease)
-        rc = pk_store_run(k->st, lease_fn, k, STORE_TRIES);
-    if (rc != PK_OK) {
-        k->nlease = k->lease_i = 0;
-        return rc;
+    if (k->group) {
+        /* answered only from a committed allocation, its record queued (the
+         * answer waits for its batch); a missing one becomes an intent */
+        if (k->qn >= k->qmax)
+            return PK_ERR_LIMIT;
+        rc = pk_store_run_read(k->st, alloc_read_fn, &c, STORE_TRIES);
+        if (rc == PK_OK && c.ksi == 0)
+            return queue_alloc_intent(k, &c);
+    } else {
+        if (k->lease_i >= k->nlease)
+            rc = pk_store_run(k->st, lease_fn, k, STORE_TRIES);
+        if (rc != PK_OK) {
+            k->nlease = k->lease_i = 0;
+            return rc;
+        }
+        c.fresh = k->lease[k->lease_i];
+        rc = pk_store_run(k->st, alloc_fn, &c, STORE_TRIES);
+        if ((rc == PK_OK && c.used_fresh) || rc == PK_ERR_STATE)
+            k->lease_i++; /* taken (or, never, found claimed: skipped) */
     }
-    c.fresh = k->lease[k->lease_i];
-    rc = pk_store_run(k->st, alloc_fn, &c, STORE_TRIES);
-    if ((rc == PK_OK && c.used_fresh) || rc == PK_ERR_STATE)
-        k->lease_i++; /* taken (or, never, found claimed: skipped) */
     if (rc != PK_OK)
         return rc;
     r.type = PK_REG_T_KMS_ALLOC_RESP;
@@ -917,8 +999,11 @@ static int do_alloc(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m,
     rc = pk_rng_fill(k->rng, r.param, PK_REG_PARAM_LEN);
     if (rc == PK_OK)
         rc = pk_reg_net_encode(&r, resp, cap, resp_len);
+    if (rc == PK_OK && k->group)
+        rc = queue_audit(k, PK_KMS_A_POOL_ALLOC, now_ms, c.ksi, 1, node, &m->a, &m->b);
     if (rc == PK_OK)
         k->stats.allocs++;
+    pk_wipe(&r, sizeof r);
     return rc;
 }
 
@@ -1139,11 +1224,43 @@ static int apply_intent(pk_txn_t *txn, const struct kms_intent *it)
     return pk_txn_put(txn, B_DIR, dk, dl, dv, dvl + 8);
 }
 
+/*
+ * One allocation intent, inside the batch's transaction: everything the
+ * synchronous path checks is checked again here (alloc_check: devices,
+ * mode, pool, the pair allowed, its KSI), so a pair denied or a device
+ * removed since the request gets nothing, and a pair that has its KSI (an
+ * earlier intent of this batch, an earlier batch, another kms instance) gets
+ * no second one. Only then a fresh KSI from kms_ksi (a lost intent consumes
+ * none), claimed with its audit record (alloc_claim). Serialisable
+ * transactions make the check and the claim one step against every other
+ * writer of the database; the two inserts are the second guard.
+ */
+static int apply_alloc_intent(pk_txn_t *txn, const struct kms_intent *it)
+{
+    uint32_t ksi = 0;
+    int rc = alloc_check(txn, &it->dev, &it->peer, &ksi);
+    if (rc != PK_OK || ksi != 0)
+        return rc; /* refused now (skipped), or the pair has its KSI */
+    for (unsigned t = 0; t < KSI_LEASE; t++) {
+        uint64_t id = 0;
+        if ((rc = pk_txn_next_id(txn, S_KSI, &id)) != PK_OK)
+            return rc;
+        if (id == 0 || id > UINT32_MAX)
+            return PK_ERR_LIMIT; /* the 32-bit KSI space is used up */
+        rc = alloc_claim(txn, &it->dev, &it->peer, &it->node, it->now_ms, (uint32_t)id);
+        if (rc != PK_ERR_EXISTS)
+            return rc;
+        /* never: a KSI already claimed (a damaged sequence); the next one */
+    }
+    return PK_ERR_STATE;
+}
+
 static int commit_fn(pk_txn_t *txn, void *ctx)
 {
     const pk_kms_batch_t *b = ctx;
     for (size_t i = 0; i < b->ni; i++) {
-        int rc = apply_intent(txn, b->iv[i]);
+        const struct kms_intent *it = b->iv[i];
+        int rc = it->kind == KMS_INTENT_ALLOC ? apply_alloc_intent(txn, it) : apply_intent(txn, it);
         if (rc != PK_OK && !intent_skippable(rc))
             return rc;
     }

@@ -62,16 +62,21 @@
  *
  * Allocation. A pair's KSI is a fresh identifier from the kms_ksi sequence
  * (so it differs from every root-key, pool-key and allocation KSI ever
- * issued), claimed by an insert into kms_alloc and recorded in
- * kms_pairalloc, with its POOL_ALLOC audit record, in one serialisable
- * transaction: two kms instances on one SQLite file or one PostgreSQL
- * database never hand out one KSI twice (the sequence is transactional and
- * the insert is a second, independent guard). Later requests for the pair
- * get the same KSI (with a fresh param). Allocation never fails for lack of
- * keys; only 2^32 KSIs in all (PK_ERR_EXPIRED then). Each pk_kms_t leases
- * 32 identifiers at a time in one committed transaction and hands them out
- * one per allocation (fewer conflicts on the sequence row between
- * instances); a lease lost with its process leaves a gap, never a reuse.
+ * issued), claimed by an insert into kms_alloc and one into kms_pairalloc,
+ * with its POOL_ALLOC audit record, in one serialisable transaction that
+ * first checked the pair has none: two kms instances on one SQLite file or
+ * one PostgreSQL database never hand out one KSI twice nor give one pair
+ * two (the sequence is transactional, the check and the claim are one
+ * transaction, and each insert is a second, independent guard). Later
+ * requests for the pair get the same KSI (with a fresh param). Allocation
+ * never fails for lack of keys; only 2^32 KSIs in all (PK_ERR_EXPIRED
+ * then). Without group_writes the claim is the request's own transaction,
+ * and each pk_kms_t leases 32 identifiers at a time in one committed
+ * transaction and hands them out one per allocation (fewer conflicts on the
+ * sequence row between instances); a lease lost with its process leaves a
+ * gap, never a reuse. With group_writes the claim is a write intent applied
+ * by the batch's commit, which takes the KSI from the sequence in the
+ * batch's transaction ("Durability" below).
  *
  * KSI -> key. The pool key a KSI selects is entry (KSI mod n) of the key
  * set sorted by ascending pool-key KSI, n = the set's size (the same for
@@ -114,9 +119,9 @@
  * committed; so no key or vector is ever sent whose audit record is not
  * durable. If that commit fails, the caller sends KMS_ERR(BUSY) instead
  * (pk_kms_err_frame()). Everything else commits before pk_kms_handle()
- * returns: pool allocations (with their audit record, in the same
- * transaction) and all admin operations; and, unless cfg.group_writes is
- * set, new root keys and directory updates.
+ * returns: all admin operations; and, unless cfg.group_writes is set, new
+ * root keys, directory updates and pool allocations (each allocation with
+ * its audit record, in the same transaction).
  *
  * First registrations in the group commit (cfg.group_writes). A KEYS_REQ
  * that finds a root key missing or the directory naming another node (a
@@ -142,6 +147,29 @@
  * (PK_KMS_DEFER_TRIES) and then answers KMS_ERR(BUSY). A batch holds at most
  * cfg.intent_max intents; when the open batch is full a KEYS_REQ that needs
  * a write is deferred without an intent (it queues one after that batch).
+ *
+ * Allocations in the group commit (cfg.group_writes). An ALLOC_REQ is first
+ * checked in a read transaction (both devices in mode pool, of one pool, the
+ * pair allowed): a refusal is answered at once. If the pair has its KSI, the
+ * answer is made from that row with a fresh param and its POOL_ALLOC record
+ * is queued (no write now; the answer waits for its batch like any key). If
+ * not, the core queues an allocation *intent* - initiator, peer, node, time;
+ * no KSI - and returns PK_KMS_DEFER (one intent per pair and batch: a second
+ * request for the pair while its intent is open is deferred without one).
+ * The batch's commit applies it in its transaction: it checks again
+ * everything the read checked, and that the pair still has no KSI (an
+ * earlier intent of the batch, an earlier batch or another kms instance may
+ * have allocated it); only then does it take a KSI from kms_ksi and claim it
+ * (kms_alloc and kms_pairalloc inserts) with the allocation's POOL_ALLOC
+ * audit record. An intent whose pair was denied, or whose device was removed
+ * or changed mode or pool, writes nothing. A KSI that kms_alloc already
+ * holds (never: the sequence does not repeat) is skipped for the next one;
+ * a pair that has a KSI after the check fails the batch (never: the check and
+ * the insert are in one serialisable transaction). The request handed in
+ * again after the batch is answered from the committed row as above, so a
+ * new allocation leaves after two commits and has two POOL_ALLOC records:
+ * the allocation's (written with it, so no KSI is ever stored without its
+ * record) and the answer's (like every later answer for the pair).
  *
  * ---- Caches ------------------------------------------------------------------
  *
@@ -216,8 +244,8 @@ typedef struct pk_kms_cfg {
     size_t cache_slots;    /* device-key cache size; 0 = 4096 */
     uint64_t cache_ttl_ms; /* 0 = 5000 */
     size_t audit_max;      /* queued audit records before PK_ERR_LIMIT; 0 = 8192 */
-    int group_writes;      /* 1: first registrations' writes go into the group
-                            * commit as intents (PK_KMS_DEFER, above) */
+    int group_writes;      /* 1: first registrations' and allocations' writes go
+                            * into the group commit as intents (PK_KMS_DEFER) */
     size_t intent_max;     /* write intents in one batch; 0 = PK_KMS_INTENT_MAX */
 } pk_kms_cfg_t;
 
@@ -285,10 +313,13 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *                 the pair's KSI if it has one, else a fresh one from the
  *                 kms_ksi sequence, claimed in one transaction with its
  *                 audit record ("Option 2" above); a fresh param (rng).
- *                 -> KMS_ALLOC_RESP.
+ *                 -> KMS_ALLOC_RESP. With group_writes: the claim is an
+ *                 intent (PK_KMS_DEFER); an answer's audit record POOL_ALLOC
+ *                 is queued.
  *   KMS_DIR_REQ   -> KMS_DIR_RESP with the device's node.
  *
- * With cfg.group_writes, a KEYS_REQ that needs a write returns PK_KMS_DEFER
+ * With cfg.group_writes, a KEYS_REQ that needs a write, or an ALLOC_REQ
+ * whose pair has no KSI yet, returns PK_KMS_DEFER
  * (a positive value, not an error) with *resp_len = 0: nothing to send yet;
  * the caller keeps the request (in its place in the connection's answer
  * order) and hands it in again once batch pk_kms_batch_gen(), read before
@@ -337,8 +368,8 @@ size_t pk_kms_batch_count(const pk_kms_batch_t *b);
  * kms_audit, all in one transaction on store s (any store over the same
  * database; may be another thread's: it touches no pk_kms_t), retrying the
  * whole transaction on PK_ERR_BUSY. An intent that no longer applies (its
- * device removed, a pair denied or keyed meanwhile) writes what still
- * applies and nothing else; it does not fail the batch. PK_OK once durable,
+ * device removed, a pair denied, keyed or allocated meanwhile) writes what
+ * still applies and nothing else; it does not fail the batch. PK_OK once durable,
  * else the store's error: then nothing of the batch was written (but a
  * PK_ERR_IO from a COMMIT on PostgreSQL leaves the outcome unknown; running
  * the batch again is safe for its intents, which re-check everything). */
@@ -406,7 +437,8 @@ int pk_kms_pool_create(pk_kms_t *k, const char *name, uint32_t n, uint64_t now_m
 /* Total keys of a pool, and *allocated its keys that are themselves in
  * kms_alloc: legacy (per-key allocations before the fixed key set); new
  * allocations take fresh KSIs and consume no key, so this stays constant -
- * count allocations with the POOL_ALLOC audit records. PK_ERR_NOTFOUND. */
+ * count allocations with kms_pairalloc (POOL_ALLOC audit records are one
+ * per answer, plus one per allocation with group_writes). PK_ERR_NOTFOUND. */
 int pk_kms_pool_info(pk_kms_t *k, const char *name, uint32_t *total, uint32_t *allocated);
 
 /* ---- domains and master keys (domain.c; Toshiba, DESIGN 3.6) ---- */

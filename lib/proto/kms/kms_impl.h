@@ -37,14 +37,19 @@
 #define KSI_LEASE   32 /* KSIs one lease transaction takes from kms_ksi */
 
 /* A write intent (group_writes, kms.h "Durability"): what one deferred
- * KEYS_REQ needs written; applied by the batch's commit. */
+ * KEYS_REQ (kind KEYS: root keys, directory) or ALLOC_REQ (kind ALLOC: the
+ * pair (dev, peer)'s KSI) needs written; applied by the batch's commit. */
 struct kms_cand {
     pk_reg_id_t peer;
     uint8_t sealed[SEALED_KEY]; /* a fresh K_D sealed for ("kms_root", pair) */
 };
 
+enum { KMS_INTENT_KEYS = 0, KMS_INTENT_ALLOC = 1 };
+
 struct kms_intent {
+    uint8_t kind; /* KMS_INTENT_* (calloc: KEYS) */
     pk_reg_id_t dev, node;
+    pk_reg_id_t peer; /* ALLOC: the responder (dev is the initiator) */
     uint64_t now_ms;
     uint8_t set_dir; /* the directory does not name node yet */
     unsigned n;      /* candidates, <= PK_REG_PEERS_MAX */

@@ -66,7 +66,7 @@ typedef struct pk_sim_result {
 void pk_sim_opts_default(pk_sim_opts_t *o);
 
 /*
- * Runs scenario `name` ("trigger", "mk"). Prints the summary to `summary`
+ * Runs scenario `name` (pk_sim_scenarios: "trigger", "mk", "reg"). Prints the summary to `summary`
  * (NULL: nothing; json: one JSON object) and fills *r. Returns PK_OK when the
  * run completed (r->failures then says whether invariants held), PK_ERR_INVAL
  * for an unknown scenario, PK_ERR_NOMEM, or PK_ERR_LIMIT when the event budget

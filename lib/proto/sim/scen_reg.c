@@ -102,7 +102,7 @@ typedef struct world {
     int quiet;
     uint16_t m_type[256];
     uint16_t c_reg, c_links1, c_links2, c_sig1, c_sig2, c_regmsgs, c_rereg, c_rej, c_denied,
-        c_linkfail, c_kms_busy, c_stalled, c_crowd_keys;
+        c_linkfail, c_kms_busy, c_kms_defer, c_kms_cp_made, c_stalled, c_crowd_keys;
     uint32_t crowd_n;     /* opts.crowd in whole pairs, <= n */
     uint32_t crowd_pairs; /* crowd members in mode pairs */
     uint8_t arena[16384];
@@ -325,11 +325,22 @@ static void reconnect(world_t *w, int i)
 
 static void kms_start(world_t *w)
 {
-    pk_kms_cfg_t kc = {.store = w->st, .kek = w->kek, .rng = &w->kms_rng};
+    /* group_writes as in kms serve: first registrations' writes are intents
+     * committed by the flush after the request (kms_input) */
+    pk_kms_cfg_t kc = {.store = w->st, .kek = w->kek, .rng = &w->kms_rng, .group_writes = 1};
     if (pk_kms_new(&kc, &w->kms) != PK_OK)
         abort();
 }
 
+/* One kms request, handled the way kms serve does with group_writes: a
+ * first registration is deferred (PK_KMS_DEFER: its root keys and directory
+ * entry become write intents in the open batch), the batch commits, and the
+ * request is handled again and answered from the committed rows, its audit
+ * records in the next batch; after PK_KMS_DEFER_TRIES deferrals, BUSY. Every
+ * answer leaves only after the flush holding its audit record. A planned
+ * crash (kms_cp) strikes before one of those flushes: for a deferred request
+ * either before its intents commit (nothing created) or after (root keys made
+ * but never answered: the retry must read back the same keys). */
 static void kms_input(world_t *w, const pk_sim_ev_t *ev)
 {
     int i = ev->src == P_N0 ? 0 : 1;
@@ -338,18 +349,31 @@ static void kms_input(world_t *w, const pk_sim_ev_t *ev)
     size_t rl = 0;
     const uint8_t *req = ev->data + EPOCH_LEN;
     size_t len = ev->len - EPOCH_LEN;
-    (void)pk_kms_handle(w->kms, node_name(i), req, len, pk_sim_now(w->sim), w->resp, sizeof w->resp,
-                        &rl);
-    if (w->kms_cp) {
-        /* crash before the audit batch commits: the answer must not leave */
-        w->kms_cp = 0;
-        pk_wipe(w->resp, sizeof w->resp);
-        pk_sim_crash(w->sim, P_KMS, 500 + pk_sim_rng_below(&w->chaos, 4500));
-        return;
-    }
-    if (pk_kms_flush(w->kms) != PK_OK) {
-        pk_sim_count(w->sim, w->c_kms_busy, 1);
-        rl = pk_kms_err_frame(PK_ERR_BUSY, len ? req[0] : 0, len, w->resp, sizeof w->resp);
+    for (unsigned tries = 0;; tries++) {
+        rl = 0;
+        int rc = pk_kms_handle(w->kms, node_name(i), req, len, pk_sim_now(w->sim), w->resp,
+                               sizeof w->resp, &rl);
+        if (w->kms_cp && (rc != PK_KMS_DEFER || pk_sim_rng_below(&w->chaos, 2))) {
+            /* crash before the batch commits: the answer must not leave */
+            w->kms_cp = 0;
+            if (tries > 0)
+                pk_sim_count(w->sim, w->c_kms_cp_made, 1);
+            pk_wipe(w->resp, sizeof w->resp);
+            pk_sim_crash(w->sim, P_KMS, 500 + pk_sim_rng_below(&w->chaos, 4500));
+            return;
+        }
+        int frc = pk_kms_flush(w->kms);
+        if (frc != PK_OK)
+            pk_sim_count(w->sim, w->c_kms_busy, 1);
+        if (rc == PK_KMS_DEFER) {
+            pk_sim_count(w->sim, w->c_kms_defer, 1);
+            if (tries < PK_KMS_DEFER_TRIES)
+                continue; /* its batch is done (committed or failed): again */
+            frc = PK_ERR_BUSY;
+        }
+        if (frc != PK_OK)
+            rl = pk_kms_err_frame(PK_ERR_BUSY, len ? req[0] : 0, len, w->resp, sizeof w->resp);
+        break;
     }
     if (rl)
         tls_send(w, P_KMS, ev->src, w->kconn[i], w->resp, rl);
@@ -634,22 +658,35 @@ static void dev_link_step(world_t *w, uint32_t d)
     a->app_at = now + LINKWAIT_MS + 4000;
 }
 
-static void pair_done(world_t *w, uint32_t d)
+/* The responder's view of its link, carried in its pong: KSI(4) and the
+ * first 8 bytes of SHA-256(PIK). The pong arrives sealed under the link, and
+ * the responder may have crashed or started another link since it sent it,
+ * so the comparison is with what it held when it answered. */
+#define PONG_LEN (1 + 4 + 4 + 8)
+
+static void link_view(const pk_link_t *l, uint8_t v[12])
+{
+    uint8_t h[PK_SHA256_LEN];
+    if (pk_sha256(l->pik, PK_LINK_KEY_LEN, h) != PK_OK)
+        abort();
+    pk_put_u32(v, l->ksi);
+    memcpy(v + 4, h, 8);
+}
+
+static void pair_done(world_t *w, uint32_t d, const uint8_t view[12])
 {
     uint32_t p = partner_of(w, d);
-    active_t *a = w->ds[d].a, *b = w->ds[p].a;
-    if (!b || !b->link_on || pk_link_state(&b->link) != PK_LINK_S_ESTABLISHED) {
-        pk_sim_fail(w->sim, "pair %u: pong without an established responder", pair_of(d));
-        return;
-    }
-    if (!pk_ct_eq(a->link.pik, b->link.pik, PK_LINK_KEY_LEN) || a->link.ksi != b->link.ksi)
+    active_t *a = w->ds[d].a;
+    uint8_t mine[12];
+    link_view(&a->link, mine);
+    if (pk_get_u32(view) != a->link.ksi || !pk_ct_eq(view + 4, mine + 4, 8))
         pk_sim_fail(w->sim, "pair %u: the two ends hold different link keys", pair_of(d));
     ksi_note(w, a->link.ksi, pair_of(d), "link");
     pk_sim_count(w->sim, w->ds[d].mode == PK_REG_MODE_PAIRS ? w->c_links1 : w->c_links2, 1);
     pk_sim_trace(w->sim, "linked %u-%u ksi=%u", d, p, a->link.ksi);
     w->ds[d].phase = w->ds[p].phase = PH_DONE;
     dev_free(w, d);
-    dev_free(w, p);
+    dev_free(w, p); /* absent when it crashed after answering */
 }
 
 static void link_flush(world_t *w, uint32_t d, pk_out_t *out)
@@ -673,8 +710,13 @@ static void link_flush(world_t *w, uint32_t d, pk_out_t *out)
                 a->app_at = pk_sim_now(w->sim) + 1000 + pk_sim_rng_below(&w->dr, 2000);
         } else if (x->code == PK_LINK_EV_DATA) {
             if (x->len == 5 && x->data[0] == 'p' && d % 2 == 1) {
-                uint8_t pong[5] = {'P', 0, 0, 0, 0};
+                if (pk_link_state(&a->link) != PK_LINK_S_ESTABLISHED) {
+                    pk_sim_fail(w->sim, "pair %u: data on a link not established", pair_of(d));
+                    break;
+                }
+                uint8_t pong[PONG_LEN] = {'P'};
                 pk_put_u32(pong + 1, d);
+                link_view(&a->link, pong + 5);
                 pk_out_t o2;
                 uint8_t ar[2048];
                 pk_out_init(&o2, ar, sizeof ar);
@@ -682,9 +724,9 @@ static void link_flush(world_t *w, uint32_t d, pk_out_t *out)
                     for (unsigned j = 0; j < o2.n; j++)
                         if (o2.act[j].kind == PK_ACT_SEND)
                             dev_send(w, d, P_DEV0 + p, o2.act[j].data, o2.act[j].len);
-            } else if (x->len == 5 && x->data[0] == 'P' && d % 2 == 0 &&
+            } else if (x->len == PONG_LEN && x->data[0] == 'P' && d % 2 == 0 &&
                        pk_get_u32(x->data + 1) == p) {
-                pair_done(w, d);
+                pair_done(w, d, x->data + 5);
                 break;
             }
         }
@@ -1063,6 +1105,8 @@ int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_resul
     w->c_denied = pk_sim_counter(sim, "outside-list link requests denied", 0);
     w->c_linkfail = pk_sim_counter(sim, "link handshakes failed", 0);
     w->c_kms_busy = pk_sim_counter(sim, "kms audit flush failed", 0);
+    w->c_kms_defer = pk_sim_counter(sim, "kms requests deferred (group commit)", 0);
+    w->c_kms_cp_made = pk_sim_counter(sim, "kms crashes after a deferred request's commit", 0);
     w->c_stalled = pk_sim_counter(sim, "kms connections stalled", 0);
     if (w->crowd_n) /* only then: the summary and trace stay as they were without a crowd */
         w->c_crowd_keys = pk_sim_counter(sim, "crowd root keys held at registration", 0);

@@ -74,8 +74,16 @@ struct pk_trig_srv {
     uint8_t kdf_k[PK_TRIG_KEY_LEN]; /* ... currently keyed with this */
     int kdf_ready;
     pk_aead_t aead; /* one AES-GCM context re-keyed per response */
+    pk_trig_retx_gate_fn gate;
+    void *gate_ctx;
     pk_trig_srv_stats_t st;
 };
+
+void pk_trig_srv_set_retx_gate(pk_trig_srv_t *s, pk_trig_retx_gate_fn gate, void *ctx)
+{
+    s->gate = gate;
+    s->gate_ctx = ctx;
+}
 
 static uint32_t uid_tag(const uint8_t uid[PK_TRIG_UID_LEN])
 {
@@ -583,6 +591,11 @@ int pk_trig_srv_input(pk_trig_srv_t *s, const uint8_t *buf, size_t len, uint64_t
     }
     if (PK_OUT_MAX - out->n < 3 || out->cap - out->used < NEED_BYTES)
         return PK_ERR_SPACE;
+    if (found == FOUND_CUR && (s->slots[dev].flags & SLOT_PENDING) && s->gate &&
+        !s->gate(s->gate_ctx)) {
+        s->st.retx_refused++; /* a retransmission (or a copy): not answered */
+        return PK_ERR_LIMIT;
+    }
     /* only an idle device's new exchange adds an index entry (completing
      * one replaces UID1's entry by the next UID2's) */
     cap0 = s->cap;

@@ -101,8 +101,27 @@ int pk_trig_srv_queue(pk_trig_srv_t *s, uint32_t dev_no, uint64_t seq, uint8_t c
  *   PK_ERR_SPACE      out has no room (state unchanged; needs 2 events + 1 send
  *                     and PK_TRIG_REC_LEN + 8 + PK_TRIG_RESP_MAX bytes)
  *   PK_ERR_CRYPTO     local crypto failure (state unchanged)
+ *   PK_ERR_LIMIT      a retransmission the gate refused (state unchanged)
  * Hostile input never changes state.
  */
+/*
+ * The retransmission gate (optional; none: every retransmission is answered).
+ * A poll is not authenticated: one carrying the UID1 of a pending exchange is
+ * the device's retransmission, or a copy of its poll sent by anyone who saw
+ * it on the wire, from any source address it likes - and the answer (51
+ * bytes plus the command's payload, up to 1,126) is larger than the 20-byte
+ * poll. Before answering such a poll, after every other check, the core asks
+ * gate(ctx): 0 refuses it - no answer, nothing changed, PK_ERR_LIMIT,
+ * counted in retx_refused. The shell keys the gate on the datagram's source
+ * (gts serve: a token bucket per source address, set before each input), so
+ * what copied polls can make the gts send to an address is bounded, while a
+ * device retransmitting from its own address is not held back by copies
+ * aimed elsewhere. New exchanges and completions are never gated: they need
+ * a UID the gts has not yet answered, which only the device can send first.
+ */
+typedef int (*pk_trig_retx_gate_fn)(void *ctx);
+void pk_trig_srv_set_retx_gate(pk_trig_srv_t *s, pk_trig_retx_gate_fn gate, void *ctx);
+
 /*
  * A hint, no state: a server that holds a batch of datagrams calls this for
  * each of them (deep = 0: the index line of the poll's UID), then, a few
@@ -159,6 +178,7 @@ size_t pk_trig_srv_index_bytes(const pk_trig_srv_t *s);
 /* Counters of what the core has rejected. */
 typedef struct pk_trig_srv_stats {
     uint64_t malformed, unknown, answered, new_exchanges, retransmits, delivered;
+    uint64_t retx_refused; /* retransmissions the gate refused (PK_ERR_LIMIT) */
 } pk_trig_srv_stats_t;
 void pk_trig_srv_stats(const pk_trig_srv_t *s, pk_trig_srv_stats_t *st);
 

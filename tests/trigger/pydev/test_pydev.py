@@ -25,7 +25,10 @@ removed at the end, with the server stopped at the end:
      with the same identity), and an unknown identity gets no answer;
   6. the C device (`device poll`) polls with the state lines the Python
      device wrote (rotated key included), and the Python device with the
-     lines the C device wrote; an old identity is answered by neither.
+     lines the C device wrote; an old identity is answered by neither;
+  7. 300 copies of a pending poll sent from another address (127.0.0.2)
+     get at most the per-address budget of answers, and the device's own
+     retransmission is still answered.
 """
 
 import ctypes
@@ -520,6 +523,53 @@ def cross_check(devs, first_lines):
           "(rotated key, command, interval); retired identities unanswered")
 
 
+# --- 7. copies of a pending poll from another address ----------------------
+
+def copies(dev):
+    """Anyone who saw a poll can send it again, from any address: the gts
+    answers such retransmissions at most --retx-rate times per second per
+    source address, after a burst of --retx-burst (16 and 32 by default),
+    and the device's own retransmission from its address is not held back."""
+    st = dev.dev.state
+    sock = td.connect(server_addr())
+    sock.send(td.build_poll(st.uid, 1))  # a new exchange; its answer "lost"
+    r, _, _ = select.select([sock], [], [], 2.0)
+    check(r, "copies: no answer to the first poll")
+    td.open_resp(st.key, st.uid, sock.recv(2048), 0)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.2", 0))  # still loopback: all of 127/8 is
+    copy = td.build_poll(st.uid, 2)
+    t0 = time.monotonic()
+    for _ in range(300):
+        other.sendto(copy, ("127.0.0.1", PORT))
+    answered = 0
+    while True:
+        r, _, _ = select.select([other], [], [], 0.5)
+        if not r:
+            break
+        other.recv(2048)
+        answered += 1
+    elapsed = time.monotonic() - t0
+    other.close()
+    bound = 32 + 16 * elapsed + 1
+    check(1 <= answered <= bound,
+          "copies: %d of 300 answered in %.2f s (at most %.0f)" %
+          (answered, elapsed, bound))
+    # the device's own retransmission, from its own address: answered
+    sock.send(td.build_poll(st.uid, 2))
+    r, _, _ = select.select([sock], [], [], 2.0)
+    check(r, "copies: the device's retransmission was not answered")
+    resp = td.open_resp(st.key, st.uid, sock.recv(2048), 1)
+    check(resp.sent == 2, "copies: Sent %d, want 2" % resp.sent)
+    sock.close()
+    log = open(os.path.join(DIR, "gts.log")).read()
+    check("reason=retx_limited src=127.0.0.2:" in log,
+          "copies: no retx_limited drop logged")
+    dev.poll()  # the device completes the exchange as usual
+    print("ok: %d of 300 copies from another address answered in %.2f s; "
+          "the device's own retransmission answered" % (answered, elapsed))
+
+
 def main():
     global B, DIR, DB
     if len(sys.argv) != 2:
@@ -538,7 +588,8 @@ def main():
     try:
         offline_checks()
         names = {"py-rot": ["--rotate"], "py-plain": [],
-                 "py-ivl": ["--interval", "30"], "py-lost": []}
+                 "py-ivl": ["--interval", "30"], "py-lost": [],
+                 "py-copy": []}
         first = {}
         for name, extra in names.items():
             path = os.path.join(DIR, name + ".state")
@@ -551,6 +602,7 @@ def main():
         commands(devs["py-plain"], devs["py-rot"], devs["py-ivl"])
         lost_response(devs["py-lost"])
         timeouts(devs["py-lost"])
+        copies(devs["py-copy"])
         cross_check([devs["py-rot"], devs["py-plain"], devs["py-ivl"]],
                     first)
         stop_server()
