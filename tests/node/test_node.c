@@ -1018,6 +1018,65 @@ static void test_paged_keys(void)
     world_free();
 }
 
+/* A page the kms refuses (the device was removed between its accept and its
+ * pages): nothing is sent to the device, the node's pending flag clears, so
+ * the device's next KEYS_REQ goes to the kms again (not dropped as a
+ * duplicate); after max_tries the device gives up and wipes its keys. */
+static void test_paged_keys_refused(void)
+{
+    static pk_reg_key_t store[64];
+    static uint8_t arena[16384];
+    pk_out_t o;
+    char b[32];
+    world_init();
+    for (int i = 0; i < 40; i++) {
+        snprintf(b, sizeof b, "peer-%03d", i);
+        CHECK_EQ_INT(pk_kms_device_add(W.kms, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, W.now, NULL),
+                     PK_OK);
+        CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", b, W.now), PK_OK);
+    }
+    CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", "dev-e", W.now), PK_OK);
+    uint8_t k[16];
+    memset(k, dev_key_byte(E), sizeof k);
+    pk_reg_dev_clear(&W.dev[E]);
+    pk_reg_dev_cfg_t dc = {.dev_id = id_of("dev-e"),
+                           .node_id = id_of("node-1"),
+                           .k = k,
+                           .klen = 16,
+                           .rto_ms = 1000,
+                           .max_tries = 3,
+                           .keys = store,
+                           .nkeys = 64};
+    CHECK_EQ_INT(pk_reg_dev_init(&W.dev[E], &dc), PK_OK);
+    W.kms_drop_pages = 1; /* hold the first page request */
+    start(E);
+    run();
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_WAIT_KEYS);
+    CHECK_EQ_INT(pk_kms_device_remove(W.kms, "dev-e", W.now), PK_OK);
+    pk_node_kms_down(W.node[0]);
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_node_kms_up(W.node[0], W.now, &o), 0);
+    node_actions(0, &o);
+    run(); /* KMS_ERR(UNKNOWN): nothing for the device */
+    CHECK_EQ_INT(pk_node_kms_pending(W.node[0]), 0);
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_sent, 0);
+    unsigned asked = 0;
+    for (int t = 0; t < 8 && W.dev[E].state == PK_REG_D_WAIT_KEYS; t++) {
+        pk_out_reset(&o);
+        CHECK_EQ_INT(pk_reg_dev_timeout(&W.dev[E], pk_reg_dev_next_deadline(&W.dev[E]), &o), PK_OK);
+        dev_actions(E, &o);
+        run();
+        asked++;
+    }
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_FAILED);
+    CHECK_EQ_INT(W.dev_events[E][PK_REG_EV_FAILED], 1);
+    CHECK_EQ_INT(drops(0, PK_REG_DROP_DUP), 0);                 /* every repeat reached the kms */
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_asked, 3); /* max_tries sends */
+    CHECK_EQ_INT(asked, 3);
+    CHECK_EQ_INT(store[0].ksi, 0); /* wiped */
+    world_free();
+}
+
 int main(void)
 {
     if (pk_crypto_init() != PK_OK)
@@ -1036,5 +1095,6 @@ int main(void)
     RUN(test_link_limits);
     RUN(test_mk_refresh_and_push);
     RUN(test_paged_keys);
+    RUN(test_paged_keys_refused);
     return check_report();
 }
