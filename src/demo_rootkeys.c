@@ -131,6 +131,8 @@ static const char *msg_name(unsigned t)
     case PK_REG_T_LINK_REQ: return "LINK_REQ";
     case PK_REG_T_LINK_IND: return "LINK_IND (KSI, param)";
     case PK_REG_T_LINK_REJ: return "LINK_REJ";
+    case PK_REG_T_KEYS_REQ: return "KEYS_REQ (cursor)";
+    case PK_REG_T_KEYS: return "KEYS (a page of keys)";
     case PK_LINK_T_DCR: return "DIRECT_COMM_REQUEST";
     case PK_LINK_T_SMC: return "SECURITY_MODE_COMMAND";
     case PK_LINK_T_SMCOMPLETE: return "SECURITY_MODE_COMPLETE";

@@ -8,7 +8,10 @@
  *   registration  proto/reg/reg.h      pk_reg_dev_*: REQUEST -> CHALLENGE (AUTN
  *                                      checked in constant time before any
  *                                      answer) -> RESPONSE -> ACCEPT (temp ID +
- *                                      key set); option-2 LINK_REQ and the
+ *                                      key set; a set of more than 32 keys
+ *                                      follows in KEYS pages, into the key
+ *                                      store the caller gives pk_reg_dev_init:
+ *                                      cfg.keys, cfg.nkeys); option-2 LINK_REQ and the
  *                                      node's KSI indications; pk_reg_dev_lookup
  *                                      is the root-key lookup for the link.
  *   direct link   proto/link/link.h    pk_link_*: DCR -> SMC -> SMCOMPLETE
@@ -63,20 +66,31 @@ const char *pk_device_version(void);
 
 /* ---- registration state ---------------------------------------------------
  *
- * Layout (version 1, all integers big-endian):
- *   "PKDR" ver(1)=1 block8(device id) block8(node id) K_reg(32)
+ * Layout (all integers big-endian):
+ *   "PKDR" ver(1) block8(device id) block8(node id) K_reg(32)
  *   chan: session_id(2) tx_next(8) rx_top(8) rx_bitmap(16 x 8)
- *   block8(temp id) keyset (as in ACCEPT: mode count entries)
+ *   block8(temp id) keys
  *   n_ind(1) n_ind x { slot(1) role(1) KSI(4) param(16) block8(peer) } (slots ascending)
  *   ind_next(1)
  *   [master-key block, as in ACCEPT: present when the device is in a domain]
- * It holds secrets (K_reg, root keys): store it like a key. It does not hold
- * the device key K, which the caller keeps and passes in at import.
+ * keys, version 1: the keyset as in ACCEPT without paging (mode count(1)
+ *   entries, count <= 32); written whenever the table has at most 32 keys
+ *   and none is missing, so such blobs stay byte-identical to older ones.
+ * keys, version 2: mode(1) count(2) entries missing(2) - any number of
+ *   entries (<= PK_REG_PEERS_MAX; mode pairs: peers strictly ascending) and
+ *   the keys of the set the store had no room for.
+ * Import reads both. It holds secrets (K_reg, root keys): store it like a
+ * key. It does not hold the device key K, which the caller keeps and passes
+ * in at import.
  */
-#define PK_DEVICE_REG_STATE_MAX                                                                    \
+#define PK_DEVICE_REG_STATE_LEN(nkeys)                                                             \
     (5 + 2 * (1 + PK_REG_ID_MAX) + PK_REG_KREG_LEN + 2 + 8 + 8 + 8 * PK_RECORD_WINDOW_WORDS +      \
-     (1 + PK_REG_ID_MAX) + PK_REG_KEYSET_MAX + 1 +                                                 \
-     PK_REG_MAX_IND * (1 + 1 + 4 + PK_REG_PARAM_LEN + 1 + PK_REG_ID_MAX) + 1 + PK_REG_MKSET_MAX)
+     (1 + PK_REG_ID_MAX) + 1 + 2 + (size_t)(nkeys)*PK_REG_KEY_ENTRY_MAX + 2 +                      \
+     PK_REG_MAX_IND * (1 + 1 + 4 + PK_REG_PARAM_LEN + 1 + PK_REG_ID_MAX) + 1 + 1 +                 \
+     PK_REG_MKSET_MAX)
+/* Enough for any device (PK_REG_PEERS_MAX keys, about 105 KB); a device
+ * whose store holds n keys needs only PK_DEVICE_REG_STATE_LEN(n). */
+#define PK_DEVICE_REG_STATE_MAX PK_DEVICE_REG_STATE_LEN(PK_REG_PEERS_MAX)
 
 /*
  * Writes the state of a REGISTERED device d into buf[0..cap) and sets *len.
@@ -90,12 +104,14 @@ int pk_device_reg_export(const pk_reg_dev_t *d, uint8_t *buf, size_t cap, size_t
 
 /*
  * d must be zeroed or cleared (pk_reg_dev_clear): a live channel would leak.
- * Sets d up from cfg (as pk_reg_dev_init) and restores the registration in
- * buf[0..len): state REGISTERED, the protected channel to the node with its
- * counters and replay window, temp ID, keys and indications.
+ * Sets d up from cfg (as pk_reg_dev_init, with cfg's key store) and restores
+ * the registration in buf[0..len): state REGISTERED, the protected channel
+ * to the node with its counters and replay window, temp ID, keys (into the
+ * store) and indications.
  * Returns PK_OK; PK_ERR_INVAL (bad cfg, or the state names another device
  * or node than cfg); PK_ERR_MALFORMED / PK_ERR_VERSION (buf does not parse);
- * PK_ERR_CRYPTO. On failure d is cleared (pk_reg_dev_clear).
+ * PK_ERR_SPACE (the blob holds more keys than cfg's store); PK_ERR_CRYPTO.
+ * On failure d is cleared (pk_reg_dev_clear, which wipes the store).
  */
 int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uint8_t *buf,
                          size_t len);

@@ -9,6 +9,7 @@
 #define REG_MAGIC  "PKDR"
 #define LINK_MAGIC "PKDL"
 #define STATE_VER  1
+#define REG_VER2   2 /* registration blob with a key table of any size */
 
 /* A record context's counters in a blob: the next tx counter, then its
  * receive window as pk_record_rx_export() writes it (which is also the
@@ -43,12 +44,21 @@ static int restore_ctr(pk_record_t *rec, const rx_state_t *s)
     return rc != PK_OK ? rc : pk_record_rx_import(rec, s->win);
 }
 
-static int rd_head(pk_rd_t *r, const char magic[4])
+static int rd_head_ver(pk_rd_t *r, const char magic[4], uint8_t *ver)
 {
     const uint8_t *m = pk_rd_borrow(r, 4);
-    uint8_t ver = pk_rd_u8(r);
+    *ver = pk_rd_u8(r);
     if (r->err != PK_OK || memcmp(m, magic, 4) != 0)
         return PK_ERR_MALFORMED;
+    return PK_OK;
+}
+
+static int rd_head(pk_rd_t *r, const char magic[4])
+{
+    uint8_t ver = 0;
+    int rc = rd_head_ver(r, magic, &ver);
+    if (rc != PK_OK)
+        return rc;
     return ver == STATE_VER ? PK_OK : PK_ERR_VERSION;
 }
 
@@ -63,11 +73,18 @@ int pk_device_reg_export(const pk_reg_dev_t *d, uint8_t *buf, size_t cap, size_t
 {
     pk_wr_t w;
     unsigned nind = 0;
+    size_t nk = 0;
+    const pk_reg_key_t *t = pk_reg_dev_keys(d, &nk);
+    uint32_t missing = pk_reg_dev_keys_missing(d);
+    /* version 1 whenever it can say it: byte-identical to older blobs */
+    int v2 = nk > PK_REG_MAX_KEYS || missing > 0;
     if (d->state != PK_REG_D_REGISTERED)
+        return PK_ERR_STATE;
+    if (nk > PK_REG_PEERS_MAX || missing > PK_REG_PEERS_MAX)
         return PK_ERR_STATE;
     pk_wr_init(&w, buf, cap);
     pk_wr_bytes(&w, REG_MAGIC, 4);
-    pk_wr_u8(&w, STATE_VER);
+    pk_wr_u8(&w, v2 ? REG_VER2 : STATE_VER);
     pk_reg_wr_id(&w, &d->id);
     pk_reg_wr_id(&w, &d->node_id);
     pk_wr_bytes(&w, d->k_reg, PK_REG_KREG_LEN);
@@ -75,7 +92,29 @@ int pk_device_reg_export(const pk_reg_dev_t *d, uint8_t *buf, size_t cap, size_t
     pk_wr_u64(&w, pk_record_tx_next(&d->chan));
     wr_rx(&w, &d->chan);
     pk_reg_wr_id(&w, &d->temp_id);
-    (void)pk_reg_keyset_write(&w, &d->keys);
+    if (!v2) {
+        if (d->store) { /* the set in a caller's store: write it as a keyset */
+            pk_wr_u8(&w, d->keys.mode);
+            pk_wr_u8(&w, (uint8_t)nk);
+            for (size_t i = 0; i < nk; i++) {
+                pk_wr_u32(&w, t[i].ksi);
+                pk_wr_bytes(&w, t[i].key, PK_REG_ROOT_KEY_LEN);
+                pk_wr_u8(&w, t[i].peer.len);
+                pk_wr_bytes(&w, t[i].peer.b, t[i].peer.len);
+            }
+        } else {
+            (void)pk_reg_keyset_write(&w, &d->keys);
+        }
+    } else {
+        pk_wr_u8(&w, d->keys.mode);
+        pk_wr_u16(&w, (uint16_t)nk);
+        for (size_t i = 0; i < nk; i++) {
+            pk_wr_u32(&w, t[i].ksi);
+            pk_wr_bytes(&w, t[i].key, PK_REG_ROOT_KEY_LEN);
+            pk_wr_block8(&w, t[i].peer.b, t[i].peer.len);
+        }
+        pk_wr_u16(&w, (uint16_t)missing);
+    }
     for (unsigned i = 0; i < PK_REG_MAX_IND; i++)
         nind += d->ind[i].used ? 1u : 0u;
     pk_wr_u8(&w, (uint8_t)nind);
@@ -100,6 +139,73 @@ int pk_device_reg_export(const pk_reg_dev_t *d, uint8_t *buf, size_t cap, size_t
     return PK_OK;
 }
 
+/* Reads the key table of a blob into d's table (the store d was set up
+ * with): version 1 a keyset as in ACCEPT, version 2 any number of entries
+ * (mode pairs: peers strictly ascending, KSIs distinct; pool: no peers).
+ * Marks r failed on a bad table; PK_ERR_SPACE when d's store is too small. */
+static int rd_keys(pk_rd_t *r, uint8_t ver, pk_reg_dev_t *d)
+{
+    if (ver == STATE_VER) {
+        pk_reg_keyset_t ks; /* ~3.4 KB, wiped */
+        pk_reg_keyset_read(r, &ks);
+        int rc = PK_OK;
+        if (r->err == PK_OK && ks.paged)
+            r->err = PK_ERR_MALFORMED;
+        if (r->err == PK_OK) {
+            d->keys.mode = ks.mode;
+            if (d->store && ks.n > d->store_cap)
+                rc = PK_ERR_SPACE;
+            for (unsigned i = 0; rc == PK_OK && i < ks.n; i++) {
+                if (d->store)
+                    d->store[d->nstore++] = ks.k[i];
+                else
+                    d->keys.k[d->keys.n++] = ks.k[i];
+            }
+        }
+        pk_wipe(&ks, sizeof ks);
+        return rc;
+    }
+    uint8_t mode = pk_rd_u8(r);
+    unsigned n = pk_rd_u16(r);
+    unsigned cap = d->store ? d->store_cap : PK_REG_MAX_KEYS;
+    if (r->err != PK_OK || (mode != PK_REG_MODE_PAIRS && mode != PK_REG_MODE_POOL) ||
+        n > PK_REG_PEERS_MAX || (mode == PK_REG_MODE_POOL && n > PK_REG_MAX_KEYS)) {
+        r->err = PK_ERR_MALFORMED;
+        return PK_OK;
+    }
+    if (n > cap)
+        return PK_ERR_SPACE;
+    d->keys.mode = mode;
+    pk_reg_key_t *t = d->store ? d->store : d->keys.k;
+    for (unsigned i = 0; i < n && r->err == PK_OK; i++) {
+        pk_reg_key_t *k = &t[i];
+        memset(k, 0, sizeof *k);
+        k->ksi = pk_rd_u32(r);
+        pk_rd_copy(r, k->key, PK_REG_ROOT_KEY_LEN);
+        pk_rd_t sb = pk_rd_block8(r, PK_REG_ID_MAX);
+        if (d->store)
+            d->nstore = i + 1; /* counted at once: a failure wipes what was read */
+        else
+            d->keys.n = (uint8_t)(i + 1);
+        if (sb.err != PK_OK ||
+            (mode == PK_REG_MODE_PAIRS && pk_reg_id_set(&k->peer, sb.p, sb.left) != PK_OK) ||
+            (mode == PK_REG_MODE_POOL && sb.left != 0) ||
+            (mode == PK_REG_MODE_PAIRS && i > 0 && pk_reg_id_cmp(&t[i - 1].peer, &k->peer) >= 0)) {
+            r->err = PK_ERR_MALFORMED;
+            break;
+        }
+        for (unsigned j = 0; j < i; j++) /* KSIs are unique within a set */
+            if (t[j].ksi == k->ksi)
+                r->err = PK_ERR_MALFORMED;
+    }
+    unsigned missing = pk_rd_u16(r);
+    /* one encoding per state: what version 1 can say is never version 2 */
+    if (r->err == PK_OK && (missing > PK_REG_PEERS_MAX || (n <= PK_REG_MAX_KEYS && missing == 0)))
+        r->err = PK_ERR_MALFORMED;
+    d->keys_missing = missing;
+    return PK_OK;
+}
+
 int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uint8_t *buf,
                          size_t len)
 {
@@ -108,25 +214,32 @@ int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uin
     uint8_t k_reg[PK_REG_KREG_LEN];
     uint16_t sid;
     rx_state_t ctr;
-    pk_reg_keyset_t keys; /* ~3.4 KB, wiped at out */
+    pk_reg_mkset_t mk;
     pk_reg_ind_t ind[PK_REG_MAX_IND];
     unsigned nind, ind_next;
+    uint8_t ver = 0;
     int rc;
 
     memset(ind, 0, sizeof ind);
-    memset(&keys, 0, sizeof keys);
+    memset(&mk, 0, sizeof mk);
     if ((rc = pk_reg_dev_init(d, cfg)) != PK_OK)
         return rc;
     pk_rd_init(&r, buf, len);
-    if ((rc = rd_head(&r, REG_MAGIC)) != PK_OK)
+    if ((rc = rd_head_ver(&r, REG_MAGIC, &ver)) != PK_OK)
         goto out;
+    if (ver != STATE_VER && ver != REG_VER2) {
+        rc = PK_ERR_VERSION;
+        goto out;
+    }
     rd_id(&r, &dev);
     rd_id(&r, &node);
     pk_rd_copy(&r, k_reg, sizeof k_reg);
     sid = pk_rd_u16(&r);
     rd_ctr(&r, &ctr);
     rd_id(&r, &temp);
-    pk_reg_keyset_read(&r, &keys);
+    /* the keys go straight into d's table (d is cleared on failure) */
+    if (r.err == PK_OK && (rc = rd_keys(&r, ver, d)) != PK_OK)
+        goto out;
     nind = pk_rd_u8(&r);
     if (nind > PK_REG_MAX_IND)
         r.err = PK_ERR_MALFORMED;
@@ -150,7 +263,7 @@ int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uin
     ind_next = pk_rd_u8(&r);
     if (ind_next >= PK_REG_MAX_IND)
         r.err = PK_ERR_MALFORMED;
-    pk_reg_mkset_read_opt(&r, &keys.mk);
+    pk_reg_mkset_read_opt(&r, &mk);
     if ((rc = pk_rd_done(&r)) != PK_OK)
         goto out;
     if (!pk_reg_id_eq(&dev, &d->id) || !pk_reg_id_eq(&node, &d->node_id)) {
@@ -163,7 +276,7 @@ int pk_device_reg_import(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg, const uin
         goto out;
     memcpy(d->k_reg, k_reg, sizeof k_reg);
     d->temp_id = temp;
-    d->keys = keys;
+    d->keys.mk = mk;
     memcpy(d->ind, ind, sizeof ind);
     d->ind_next = ind_next;
     d->state = PK_REG_D_REGISTERED;
@@ -171,7 +284,7 @@ out:
     if (rc != PK_OK)
         pk_reg_dev_clear(d);
     pk_wipe(k_reg, sizeof k_reg);
-    pk_wipe(&keys, sizeof keys);
+    pk_wipe(&mk, sizeof mk);
     pk_wipe(ind, sizeof ind);
     return rc;
 }

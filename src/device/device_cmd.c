@@ -472,7 +472,14 @@ static int cmd_register(int argc, char **argv)
     printf("registered %.*s with %.*s at %s: temp_id=", (int)s.id.len, (const char *)s.id.b,
            (int)s.node_id.len, (const char *)s.node_id.b, s.node_addr);
     pk_dcli_print_id(stdout, d.temp_id.b, d.temp_id.len);
-    printf(" mode=%s keys=%u\n", d.keys.mode == PK_REG_MODE_POOL ? "pool" : "pairs", d.keys.n);
+    size_t nk = 0;
+    (void)pk_reg_dev_keys(&d, &nk);
+    printf(" mode=%s keys=%zu\n", d.keys.mode == PK_REG_MODE_POOL ? "pool" : "pairs", nk);
+    if (pk_reg_dev_keys_missing(&d) > 0)
+        fprintf(stderr,
+                "proxkey device register: warning: %u keys of the set did not fit the key "
+                "store\n",
+                (unsigned)pk_reg_dev_keys_missing(&d));
     ret = 0;
 out:
     if (fd >= 0)
@@ -534,9 +541,14 @@ static int cmd_keys(int argc, char **argv)
     printf("device=%.*s node=%.*s temp_id=", (int)s.id.len, (const char *)s.id.b,
            (int)s.node_id.len, (const char *)s.node_id.b);
     pk_dcli_print_id(stdout, d.temp_id.b, d.temp_id.len);
-    printf(" mode=%s keys=%u\n", mode, d.keys.n);
-    for (unsigned i = 0; i < d.keys.n; i++) {
-        const pk_reg_key_t *k = &d.keys.k[i];
+    size_t nk = 0;
+    const pk_reg_key_t *tk = pk_reg_dev_keys(&d, &nk);
+    printf(" mode=%s keys=%zu", mode, nk);
+    if (pk_reg_dev_keys_missing(&d) > 0)
+        printf(" missing=%u", (unsigned)pk_reg_dev_keys_missing(&d));
+    putchar('\n');
+    for (size_t i = 0; i < nk; i++) {
+        const pk_reg_key_t *k = &tk[i];
         printf("ksi=0x%08x peer=", k->ksi);
         if (k->peer.len)
             pk_dcli_print_id(stdout, k->peer.b, k->peer.len);

@@ -71,6 +71,12 @@ pk_reg_dev_cfg_t pk_dstate_reg_cfg(const pk_dstate_t *s, uint64_t rto_ms, unsign
  * never registered. */
 int pk_dstate_save_reg(const pk_dstate_t *s, const pk_reg_dev_t *d);
 int pk_dstate_load_reg(const pk_dstate_t *s, pk_reg_dev_t *d);
+/* The registrations of a command keep their root keys in one of two static
+ * key stores: pk_dstate_reg_cfg() and pk_dstate_load_reg() use the first;
+ * _load_reg_aside() reads a second registration beside it into the other,
+ * and pk_dstate_reg_move() makes it the command's (clearing `to`). */
+int pk_dstate_load_reg_aside(const pk_dstate_t *s, pk_reg_dev_t *d);
+void pk_dstate_reg_move(pk_reg_dev_t *to, pk_reg_dev_t *from);
 
 /* link files (role PK_LINK_INITIATOR -> link-i-, RESPONDER -> link-r-). */
 int pk_dstate_save_link(const pk_dstate_t *s, const pk_link_t *l, const char *to);

@@ -561,13 +561,10 @@ static void reload_master(runner_t *r, uint64_t now)
 {
     static pk_reg_dev_t nd;
     memset(&nd, 0, sizeof nd);
-    if (pk_dstate_load_reg(r->s, &nd) == PK_OK) {
+    if (pk_dstate_load_reg_aside(r->s, &nd) == PK_OK) {
         const pk_reg_mk_t *a = mk_pick(&nd.keys.mk, now);
-        if (a && (!r->c.has_mk || a->id != r->cur_mk || nd.keys.mk.n != r->d->keys.mk.n)) {
-            pk_reg_dev_clear(r->d);
-            *r->d = nd;
-            memset(&nd, 0, sizeof nd); /* moved */
-        }
+        if (a && (!r->c.has_mk || a->id != r->cur_mk || nd.keys.mk.n != r->d->keys.mk.n))
+            pk_dstate_reg_move(r->d, &nd); /* nd is wiped: moved */
     }
     pk_reg_dev_clear(&nd);
     install_master(r, now);

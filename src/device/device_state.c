@@ -186,15 +186,39 @@ void pk_dstate_clear(pk_dstate_t *s)
     pk_wipe(s->k, sizeof s->k);
 }
 
-pk_reg_dev_cfg_t pk_dstate_reg_cfg(const pk_dstate_t *s, uint64_t rto_ms, unsigned tries)
+/* The key stores of the command's registrations: [0] the one a command works
+ * with, [1] a second one read beside it (pk_dstate_load_reg_aside). Room for
+ * every key a device can be handed (PK_REG_PEERS_MAX, about 100 KB each). */
+static pk_reg_key_t dstore[2][PK_REG_PEERS_MAX];
+
+static pk_reg_dev_cfg_t reg_cfg(const pk_dstate_t *s, uint64_t rto_ms, unsigned tries, int which)
 {
     pk_reg_dev_cfg_t c = {.dev_id = s->id,
                           .node_id = s->node_id,
                           .k = s->k,
                           .klen = s->klen,
                           .rto_ms = rto_ms,
-                          .max_tries = tries};
+                          .max_tries = tries,
+                          .keys = dstore[which],
+                          .nkeys = PK_REG_PEERS_MAX};
     return c;
+}
+
+pk_reg_dev_cfg_t pk_dstate_reg_cfg(const pk_dstate_t *s, uint64_t rto_ms, unsigned tries)
+{
+    return reg_cfg(s, rto_ms, tries, 0);
+}
+
+void pk_dstate_reg_move(pk_reg_dev_t *to, pk_reg_dev_t *from)
+{
+    pk_reg_dev_clear(to);
+    *to = *from;
+    if (from->store == dstore[1]) {
+        memcpy(dstore[0], dstore[1], from->nstore * sizeof dstore[0][0]);
+        pk_wipe(dstore[1], from->nstore * sizeof dstore[1][0]);
+        to->store = dstore[0];
+    }
+    pk_wipe(from, sizeof *from);
 }
 
 int pk_dstate_save_reg(const pk_dstate_t *s, const pk_reg_dev_t *d)
@@ -208,7 +232,7 @@ int pk_dstate_save_reg(const pk_dstate_t *s, const pk_reg_dev_t *d)
     return rc;
 }
 
-int pk_dstate_load_reg(const pk_dstate_t *s, pk_reg_dev_t *d)
+static int load_reg(const pk_dstate_t *s, pk_reg_dev_t *d, int which)
 {
     static uint8_t blob[PK_DEVICE_REG_STATE_MAX];
     size_t len = 0;
@@ -216,11 +240,21 @@ int pk_dstate_load_reg(const pk_dstate_t *s, pk_reg_dev_t *d)
         return PK_ERR_NOTFOUND;
     int rc = pk_dstate_read(s->dir, "registration", blob, sizeof blob, &len);
     if (rc == PK_OK) {
-        pk_reg_dev_cfg_t cfg = pk_dstate_reg_cfg(s, 500, 5);
+        pk_reg_dev_cfg_t cfg = reg_cfg(s, 500, 5, which);
         rc = pk_device_reg_import(d, &cfg, blob, len);
     }
     pk_wipe(blob, sizeof blob);
     return rc;
+}
+
+int pk_dstate_load_reg(const pk_dstate_t *s, pk_reg_dev_t *d)
+{
+    return load_reg(s, d, 0);
+}
+
+int pk_dstate_load_reg_aside(const pk_dstate_t *s, pk_reg_dev_t *d)
+{
+    return load_reg(s, d, 1);
 }
 
 static int link_name(char *out, size_t cap, int role, const uint8_t *peer, size_t peer_len)

@@ -334,20 +334,21 @@ static void print_info(const pk_kms_device_info_t *i)
     printf("\n");
 }
 
-/* A device in mode pairs with more allowed peers than one registration's key
- * set holds: say so (stderr), since the ones past the 32nd get no root key. */
+/* A device in mode pairs with more allowed peers than a registration hands
+ * root keys for (PK_REG_PEERS_MAX, in pages): say so (stderr), since the ones
+ * past that get no root key. */
 static void warn_key_limit(pk_kms_t *k, const char *id, const char *group)
 {
     pk_kms_device_info_t i;
     if (pk_kms_device_show(k, id, &i) != PK_OK || i.mode != PK_REG_MODE_PAIRS ||
-        i.npairs <= PK_REG_MAX_KEYS)
+        i.npairs <= PK_REG_PEERS_MAX)
         return;
     fprintf(stderr,
             "proxkey kms: warning: %s%s now %s %u allowed peers; in mode pairs a registration "
             "hands out the root keys of at most %d (the lowest peer IDs), so the others cannot "
             "be reached directly; use a pool (mode pool) for larger groups\n",
             group ? "members of group " : "", group ? group : id, group ? "have up to" : "has",
-            i.npairs, PK_REG_MAX_KEYS);
+            i.npairs, PK_REG_PEERS_MAX);
 }
 
 static int list_cb(void *ctx, const pk_kms_device_info_t *info)

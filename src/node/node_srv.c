@@ -473,7 +473,8 @@ void node_srv_log_stats(node_srv_t *s)
             "kms_up=%d kms_pending=%zu kms_sent=%llu kms_answered=%llu kms_resent=%llu "
             "links_asked=%llu links_indicated=%llu links_rejected=%llu links_received=%llu "
             "mk_refreshes=%llu mk_updates=%llu mk_pushes=%llu mk_checks=%llu mk_refused=%llu "
-            "mk_dom_full=%llu udp_rx=%llu udp_tx=%llu udp_tx_errors=%llu drops=%llu",
+            "mk_dom_full=%llu key_pages_asked=%llu key_pages_sent=%llu udp_rx=%llu udp_tx=%llu "
+            "udp_tx_errors=%llu drops=%llu",
             pk_node_devices(s->core), pk_node_half_open(s->core),
             (unsigned long long)st->registered, (unsigned long long)st->reregistered,
             (unsigned long long)st->evicted_contexts, s->kms_open, pk_node_kms_pending(s->core),
@@ -483,7 +484,8 @@ void node_srv_log_stats(node_srv_t *s)
             (unsigned long long)st->links_received, (unsigned long long)st->mk_refreshes,
             (unsigned long long)st->mk_updates, (unsigned long long)st->mk_pushes,
             (unsigned long long)st->mk_checks, (unsigned long long)st->mk_refused,
-            (unsigned long long)st->mk_dom_full, (unsigned long long)us->rx,
+            (unsigned long long)st->mk_dom_full, (unsigned long long)st->key_pages_asked,
+            (unsigned long long)st->key_pages_sent, (unsigned long long)us->rx,
             (unsigned long long)us->tx, (unsigned long long)us->tx_errors,
             (unsigned long long)pk_drops_total(&s->drops));
     for (unsigned r = 0; r < SD_N; r++)

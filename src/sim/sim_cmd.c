@@ -34,6 +34,8 @@ static void usage(FILE *f)
                "  --crash-rate P   per virtual second: each server crashes with P, each\n"
                "                   device with P/100 (mk clients P/10) (default 0.01)\n"
                "  --pool PCT       reg: percent of pairs on option 2 (default 50)\n"
+               "  --crowd N        reg: the option-1 devices among the first N form one group\n"
+               "                   (more than 33: paged key sets; default 0, max 2048)\n"
                "  --trace FILE     write the full trace to FILE\n"
                "  --json           print the summary as one JSON object per scenario\n"
                "  --progress       progress bar on stderr (default: when stderr is a TTY)\n"
@@ -75,9 +77,10 @@ static int run_one(const char *name, const pk_sim_opts_t *o, int json)
         fprintf(stderr,
                 "proxkey sim: scenario %s: INVARIANT BROKEN (%" PRIu64 " failures), first: %s\n"
                 "  replay with: proxkey sim --scenario %s --seed %" PRIu64
-                " --devices %u --loss %g --dup %g --reorder %g --crash-rate %g --pool %u\n",
+                " --devices %u --loss %g --dup %g --reorder %g --crash-rate %g --pool %u"
+                " --crowd %u\n",
                 name, r.failures, r.first_failure, name, o->seed, o->devices, o->loss, o->dup,
-                o->reorder, o->crash_rate, o->pool_pct);
+                o->reorder, o->crash_rate, o->pool_pct, o->crowd);
         return 1;
     }
     return 0;
@@ -115,6 +118,8 @@ int pk_cmd_sim(int argc, char **argv)
             o.devices = (uint32_t)u, i++;
         } else if (strcmp(a, "--pool") == 0 && parse_u64(v, &u) == 0 && u <= 100) {
             o.pool_pct = (uint32_t)u, i++;
+        } else if (strcmp(a, "--crowd") == 0 && parse_u64(v, &u) == 0 && u <= 2048) {
+            o.crowd = (uint32_t)u, i++;
         } else if (strcmp(a, "--loss") == 0 && parse_p(v, &o.loss) == 0) {
             i++;
         } else if (strcmp(a, "--dup") == 0 && parse_p(v, &o.dup) == 0) {

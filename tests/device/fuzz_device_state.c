@@ -3,8 +3,10 @@
  * pk_device_reg_import, pk_device_link_import and pk_device_link_peek.
  *
  * Input: sel(1) blob. sel & 1 == 0: the blob is a registration state,
- * imported for device "dev-a" at node "node-1"; else a link state, imported
- * for self "dev-a" with a lookup that knows a root key for every KSI but 0.
+ * imported for device "dev-a" at node "node-1" (sel & 2: into a caller's key
+ * store of PK_REG_PEERS_MAX entries, else the 32 inside pk_reg_dev_t); else
+ * a link state, imported for self "dev-a" with a lookup that knows a root key
+ * for every KSI but 0.
  *
  * Invariants: only the documented codes are returned; a failed import leaves
  * the destination cleared (all zero bytes, as pk_*_clear leaves it); a
@@ -26,7 +28,8 @@
 #include "fuzz_assert.h"
 
 static const uint8_t dev_k[32] = {0x11, 0x22, 0x33};
-static pk_reg_dev_cfg_t rcfg;
+static pk_reg_dev_cfg_t rcfg, scfg; /* scfg: with the key store */
+static pk_reg_key_t store[PK_REG_PEERS_MAX];
 static pk_link_cfg_t lcfg;
 
 static int lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_len,
@@ -61,6 +64,9 @@ static void setup(void)
     rcfg.rto_ms = 1000;
     rcfg.max_tries = 3;
     lcfg = (pk_link_cfg_t){(const uint8_t *)"dev-a", 5, lookup, NULL, 1000, 3};
+    scfg = rcfg;
+    scfg.keys = store;
+    scfg.nkeys = PK_REG_PEERS_MAX;
 }
 
 /* ---- seeds: states written by hand from the layouts in device.h ---- */
@@ -69,8 +75,11 @@ static void wr_ctr(pk_wr_t *w, uint64_t tx, uint64_t top)
 {
     pk_wr_u64(w, tx);
     pk_wr_u64(w, top);
+    /* counters 2 and 3 seen when top >= 3, none otherwise: a window a
+     * receiver can have written (pk_record_rx_check refuses counter 0 and
+     * bits above the top; the seeds had 0x5 before that check existed) */
     for (unsigned i = 0; i < PK_RECORD_WINDOW_WORDS; i++)
-        pk_wr_u64(w, i == 0 ? 0x5 : 0);
+        pk_wr_u64(w, i == 0 && top >= 3 ? 0xc : 0);
 }
 
 static size_t reg_seed(uint8_t *b, size_t cap, int mode, int nind, int mk)
@@ -118,6 +127,38 @@ static size_t reg_seed(uint8_t *b, size_t cap, int mode, int nind, int mk)
                 pk_wr_u8(&w, (uint8_t)(0x51 + i));
         }
     }
+    ASSERT(pk_wr_ok(&w) == PK_OK);
+    return w.len;
+}
+
+/* A version-2 state (device.h): n keys in mode pairs, peers "p-0000".. in
+ * order, `missing` more. */
+static size_t reg_seed_v2(uint8_t *b, size_t cap, unsigned n, unsigned missing)
+{
+    pk_wr_t w;
+    pk_wr_init(&w, b, cap);
+    pk_wr_bytes(&w, "PKDR", 4);
+    pk_wr_u8(&w, 2);
+    pk_wr_block8(&w, "dev-a", 5);
+    pk_wr_block8(&w, "node-1", 6);
+    for (unsigned i = 0; i < PK_REG_KREG_LEN; i++)
+        pk_wr_u8(&w, (uint8_t)(0x40 + i));
+    pk_wr_u16(&w, 0x1234);
+    wr_ctr(&w, 7, 3);
+    pk_wr_block8(&w, "tmp-9", 5);
+    pk_wr_u8(&w, PK_REG_MODE_PAIRS);
+    pk_wr_u16(&w, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "p-%04u", i);
+        pk_wr_u32(&w, 100 + i);
+        for (unsigned j = 0; j < PK_REG_ROOT_KEY_LEN; j++)
+            pk_wr_u8(&w, (uint8_t)(i + j));
+        pk_wr_block8(&w, id, 6);
+    }
+    pk_wr_u16(&w, (uint16_t)missing);
+    pk_wr_u8(&w, 0); /* no indications */
+    pk_wr_u8(&w, 0);
     ASSERT(pk_wr_ok(&w) == PK_OK);
     return w.len;
 }
@@ -175,6 +216,17 @@ static void dump_seeds(const char *dir)
         pk_reg_dev_clear(&d);
         dump(dir, regs[i].name, 0, b, n);
     }
+    static const struct {
+        const char *name;
+        unsigned n, missing;
+    } v2[] = {{"reg-v2-40", 40, 0}, {"reg-v2-10-missing", 10, 90}};
+    for (size_t i = 0; i < sizeof v2 / sizeof v2[0]; i++) {
+        size_t n = reg_seed_v2(b, sizeof b, v2[i].n, v2[i].missing);
+        memset(&d, 0, sizeof d);
+        ASSERT(pk_device_reg_import(&d, &scfg, b, n) == PK_OK);
+        pk_reg_dev_clear(&d);
+        dump(dir, v2[i].name, 2, b, n);
+    }
     for (int role = 0; role < 2; role++) {
         size_t n = link_seed(b, sizeof b, role);
         memset(&l, 0, sizeof l);
@@ -186,18 +238,20 @@ static void dump_seeds(const char *dir)
 
 /* ---- the target ---- */
 
-static void fuzz_reg(const uint8_t *buf, size_t len)
+static void fuzz_reg(const uint8_t *buf, size_t len, int with_store)
 {
     static pk_reg_dev_t d;
     static uint8_t out[PK_DEVICE_REG_STATE_MAX];
     size_t olen = 0;
 
     memset(&d, 0, sizeof d);
-    int rc = pk_device_reg_import(&d, &rcfg, buf, len);
+    int rc = pk_device_reg_import(&d, with_store ? &scfg : &rcfg, buf, len);
     ASSERT(rc == PK_OK || rc == PK_ERR_INVAL || rc == PK_ERR_MALFORMED || rc == PK_ERR_VERSION ||
-           rc == PK_ERR_CRYPTO);
+           rc == PK_ERR_CRYPTO || rc == PK_ERR_SPACE);
+    ASSERT(rc != PK_ERR_SPACE || !with_store); /* the store holds any state */
     if (rc != PK_OK) {
-        ASSERT(all_zero(&d, sizeof d)); /* cleared */
+        ASSERT(all_zero(&d, sizeof d));        /* cleared */
+        ASSERT(all_zero(store, sizeof store)); /* and the keys wiped */
         return;
     }
     ASSERT(d.state == PK_REG_D_REGISTERED);
@@ -212,6 +266,7 @@ static void fuzz_reg(const uint8_t *buf, size_t len)
     ASSERT(rc == PK_ERR_SPACE && all_zero(out, len - 1));
     pk_reg_dev_clear(&d);
     ASSERT(all_zero(&d, sizeof d));
+    ASSERT(all_zero(store, sizeof store));
 }
 
 static void fuzz_link(const uint8_t *buf, size_t len)
@@ -267,7 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 2 * PK_DEVICE_REG_STATE_MAX)
         return 0;
     if ((data[0] & 1) == 0)
-        fuzz_reg(data + 1, size - 1);
+        fuzz_reg(data + 1, size - 1, (data[0] & 2) != 0);
     else
         fuzz_link(data + 1, size - 1);
     return 0;

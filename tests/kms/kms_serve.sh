@@ -73,9 +73,11 @@ check "the file check can fail" "LC_ALL=C grep -qaF 'dev-1' '$DB' '$DB-wal' 2>/d
 check "device remove" "'$PK' kms device remove dev-2 $A >/dev/null"
 check "deny after remove finds nothing" "! '$PK' kms deny dev-1 dev-2 $A 2>/dev/null"
 
-# groups larger than one registration's key set (at most 32 root keys in
-# mode pairs): a big group is added in one command, and the admin is warned
-# once a device has more allowed peers than that
+# groups: a big group is added in one command; a registration hands a
+# device in mode pairs the root keys of up to 1024 peers (PK_REG_PEERS_MAX,
+# in pages), so 33 or 34 peers draw no warning any more (they did when one
+# accept of 32 keys was all a device got) and the admin is warned only past
+# 1024
 G=""
 for i in $(seq 1 34); do
     "$PK" kms device add "g-$i" $A >/dev/null || bad "device add g-$i"
@@ -83,10 +85,22 @@ for i in $(seq 1 34); do
 done
 check "group add of 33 in one command, no warning (32 peers each)" \
     "'$PK' kms group add big$G $A >/dev/null 2>'$D/group.err' && ! grep -q warning '$D/group.err'"
-check "the 34th member: warned" "'$PK' kms group add big g-34 $A >/dev/null 2>'$D/group.err' &&
-    grep -q 'warning: members of group big now have up to 33 allowed peers' '$D/group.err'"
-check "allow past the limit: warned" "'$PK' kms group remove big g-34 $A >/dev/null &&
-    '$PK' kms allow g-1 dev-1 $A 2>&1 >/dev/null | grep -q 'warning: g-1 now has 33 allowed peers'"
+check "the 34th member (33 peers): no warning" \
+    "'$PK' kms group add big g-34 $A >/dev/null 2>'$D/group.err' && ! grep -q warning '$D/group.err'"
+check "allow of a 34th peer: no warning" "'$PK' kms allow g-1 dev-1 $A 2>&1 >/dev/null |
+    { ! grep -q warning; }"
+# past the bound: members need not be devices yet; 3 x 255 + 254 = 1019 new
+# peers for g-1 (34 already), g-1 last, so the last command (256 positional
+# arguments: the group and 255 members) takes it past 1024
+for b in 1 2 3 4; do
+    M=""
+    for i in $(seq 1 $([ $b = 4 ] && echo 254 || echo 255)); do M="$M h-$b-$i"; done
+    [ $b = 4 ] && M="$M g-1"
+    "$PK" kms group add huge$M $A >/dev/null 2>"$D/huge.err" || bad "group add huge ($b)"
+done
+check "past 1024 peers: warned" \
+    "grep -q 'warning: members of group huge now have up to 1053 allowed peers' '$D/huge.err'"
+check "one warning (g-1 the last member)" "[ \$(grep -c warning '$D/huge.err') = 1 ]"
 
 echo "$passes passed, $fails failed"
 [ $fails = 0 ]

@@ -1088,6 +1088,145 @@ static void test_group_race(void)
     pk_wipe(first, sizeof first);
 }
 
+/* ---- paged key sets (KMS_KEYS_REQ with a cursor) ---- */
+
+/* One paged KEYS_REQ for dev after cursor `after` (NULL: the first page),
+ * handed in again after a commit while deferred. */
+static int page(env_t *e, const char *node, const char *dev, const pk_reg_id_t *after,
+                pk_reg_keyset_t *ks)
+{
+    uint8_t req[PK_REG_NET_MAX], resp[PK_KMS_RESP_MAX];
+    size_t qlen = 0, rlen = 0;
+    pk_reg_net_t q = {.type = PK_REG_T_KMS_KEYS_REQ, .paged = 1}, r;
+    set_id(&q.a, dev);
+    if (after)
+        q.after = *after;
+    CHECK_EQ_INT(pk_reg_net_encode(&q, req, sizeof req, &qlen), PK_OK);
+    memset(ks, 0, sizeof *ks);
+    int rc = PK_KMS_DEFER;
+    for (int t = 0; t < 4 && rc == PK_KMS_DEFER; t++) {
+        rc = pk_kms_handle(e->k, node, req, qlen, now, resp, sizeof resp, &rlen);
+        CHECK_EQ_INT(commit_open(e), PK_OK);
+    }
+    if (rc == PK_OK) {
+        CHECK_EQ_INT(pk_reg_net_decode(resp, rlen, &r), PK_OK);
+        *ks = r.keys;
+        pk_wipe(&r, sizeof r);
+    }
+    pk_wipe(resp, sizeof resp);
+    return rc;
+}
+
+static void pname(char *b, size_t cap, int round, unsigned i)
+{
+    snprintf(b, cap, "%s-q%d-%04u", B.tag, round, i);
+}
+
+/*
+ * A device with 100 allowed peers: every root key is made at its first
+ * registration (not only 32; with and without group_writes), the pages
+ * cover the set exactly once in peer order with one tag, a request without
+ * a cursor still gets the first 32 unpaged, and a change of the set between
+ * pages - a peer added before the cursor, one removed - changes the tag, so
+ * the device sees that its pages do not make one set.
+ */
+static void test_group_paging(void)
+{
+    static pk_reg_keyset_t p, first;
+    static pk_reg_id_t seen[128];
+    char b[80];
+    for (int group = 0; group <= 1; group++) {
+        env_t e;
+        fresh_db();
+        CHECK_EQ_INT(env_open(&e, group, 0), PK_OK);
+        char dev[64], grp[64];
+        snprintf(dev, sizeof dev, "%s-big%d", B.tag, group);
+        snprintf(grp, sizeof grp, "%s-grp%d", B.tag, group);
+        CHECK_EQ_INT(pk_kms_device_add(e.k, dev, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL),
+                     PK_OK);
+        CHECK_EQ_INT(pk_kms_group_add(e.k, grp, dev, now), PK_OK);
+        for (unsigned i = 2; i <= 200; i += 2) { /* even numbers: room to insert */
+            pname(b, sizeof b, group, i);
+            CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL),
+                         PK_OK);
+            CHECK_EQ_INT(pk_kms_group_add(e.k, grp, b, now), PK_OK);
+        }
+        /* in a domain with a master key: the block comes with the first page */
+        char dom[64];
+        snprintf(dom, sizeof dom, "%s-dom%d", B.tag, group);
+        CHECK_EQ_INT(pk_kms_domain_add(e.k, dom, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_domain_member_add(e.k, dom, dev, now), PK_OK);
+        CHECK_EQ_INT(pk_kms_master_rotate(e.k, dom, now, 3600000, now, NULL), PK_OK);
+        uint64_t r0 = roots(&e);
+        CHECK_EQ_INT(page(&e, "n1", dev, NULL, &first), PK_OK);
+        CHECK_EQ_INT(first.mk.n, 1);
+        CHECK_EQ_INT(roots(&e), r0 + 100); /* every pair's key, at once */
+        CHECK(first.paged && first.more && first.total == 100 && first.n == 32);
+        CHECK(first.mode == PK_REG_MODE_PAIRS);
+        /* the pages: ascending, each key once, one tag */
+        unsigned n = 0, pages = 1;
+        p = first;
+        for (int guard = 0; guard < 16; guard++) { /* 4 pages; a repeating page ends here */
+            for (unsigned i = 0; i < p.n && n < 128; i++) {
+                if (n > 0)
+                    CHECK(pk_reg_id_cmp(&seen[n - 1], &p.k[i].peer) < 0);
+                seen[n++] = p.k[i].peer;
+            }
+            CHECK_MEM(p.tag, first.tag, PK_REG_TAG_LEN);
+            CHECK_EQ_INT(p.total, 100);
+            if (!p.more)
+                break;
+            pk_reg_id_t cur = p.k[p.n - 1].peer;
+            CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+            CHECK(p.paged && p.n >= 1 && pk_reg_id_cmp(&cur, &p.k[0].peer) < 0);
+            CHECK_EQ_INT(p.mk.n, 0); /* master keys come with the first page only */
+            pages++;
+        }
+        CHECK_EQ_INT(n, 100);
+        CHECK_EQ_INT(pages, 4);
+        pname(b, sizeof b, group, 200);
+        CHECK(seen[99].len == strlen(b) && memcmp(seen[99].b, b, seen[99].len) == 0);
+        CHECK_EQ_INT(root_records(&e, dev), 100); /* one per key sent */
+        /* an old KMS_KEYS_REQ (no cursor): the first 32, unpaged */
+        pk_reg_keyset_t *old = &p;
+        CHECK_EQ_INT(keys(&e, "n1", dev, old), PK_OK);
+        CHECK(old->paged == 0 && old->n == 32);
+        CHECK_MEM(old->k, first.k, sizeof first.k);
+        CHECK_EQ_INT(commit_open(&e), PK_OK);
+        /* a peer added before the cursor between pages: another tag */
+        pk_reg_id_t cur = first.k[31].peer;
+        pname(b, sizeof b, group, 5);
+        CHECK_EQ_INT(pk_kms_device_add(e.k, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, now, NULL), PK_OK);
+        CHECK_EQ_INT(pk_kms_group_add(e.k, grp, b, now), PK_OK);
+        CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+        CHECK(memcmp(p.tag, first.tag, PK_REG_TAG_LEN) != 0);
+        CHECK_EQ_INT(p.total, 101);
+        uint8_t tag2[PK_REG_TAG_LEN];
+        memcpy(tag2, p.tag, sizeof tag2);
+        /* unchanged set: the same tag again */
+        CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+        CHECK_MEM(p.tag, tag2, PK_REG_TAG_LEN);
+        /* one removed (after the cursor): another tag again */
+        pname(b, sizeof b, group, 150);
+        CHECK_EQ_INT(pk_kms_group_remove(e.k, grp, b, now), PK_OK);
+        CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+        CHECK(memcmp(p.tag, tag2, PK_REG_TAG_LEN) != 0);
+        CHECK_EQ_INT(p.total, 100);
+        /* and back: the same peers, but the pair's key is a new one (a new
+         * KSI) - another tag again, though the peer list is the old one */
+        uint8_t tag3[PK_REG_TAG_LEN];
+        memcpy(tag3, p.tag, sizeof tag3);
+        CHECK_EQ_INT(pk_kms_group_add(e.k, grp, b, now), PK_OK);
+        CHECK_EQ_INT(page(&e, "n1", dev, &cur, &p), PK_OK);
+        CHECK_EQ_INT(p.total, 101);
+        CHECK(memcmp(p.tag, tag2, PK_REG_TAG_LEN) != 0 && memcmp(p.tag, tag3, PK_REG_TAG_LEN) != 0);
+        (void)pk_kms_flush(e.k);
+        env_close(&e);
+    }
+    pk_wipe(&p, sizeof p);
+    pk_wipe(&first, sizeof first);
+}
+
 static void run_backend(const char *name)
 {
     backend_begin(name, 'g');
@@ -1098,6 +1237,7 @@ static void run_backend(const char *name)
     RUN(test_group_alloc_claimed);
     RUN(test_alloc_direct);
     RUN(test_group_race);
+    RUN(test_group_paging);
     backend_end();
 }
 

@@ -67,9 +67,11 @@ typedef struct world {
     qmsg_t *q;
     unsigned qh, qn;
     uint64_t now;
-    int kms_offline;       /* frames to the kms are lost */
-    unsigned kms_frames;   /* frames the kms received */
-    unsigned dev_rx[NDEV]; /* datagrams each device received */
+    int kms_offline;         /* frames to the kms are lost */
+    int kms_drop_pages;      /* this many paged KMS_KEYS_REQs with a cursor are lost */
+    unsigned kms_frames;     /* frames the kms received */
+    unsigned dev_rx[NDEV];   /* datagrams each device received */
+    size_t accept_len[NDEV]; /* the last ACCEPT each device received */
     unsigned dev_events[NDEV][8];
     unsigned node_events[NNODE][8];
     uint8_t last_rej[NDEV];
@@ -148,6 +150,8 @@ static void run(void)
         switch (m->kind) {
         case Q_TO_DEV:
             W.dev_rx[m->to]++;
+            if (m->b[0] == PK_REG_T_ACCEPT)
+                W.accept_len[m->to] = m->len;
             (void)pk_reg_dev_input(&W.dev[m->to], m->b, m->len, W.now, &o);
             dev_actions(m->to, &o);
             break;
@@ -160,6 +164,11 @@ static void run(void)
             snprintf(name, sizeof name, "node-%d", m->from + 1);
             if (W.kms_offline)
                 break;
+            if (W.kms_drop_pages && m->b[0] == PK_REG_T_KMS_KEYS_REQ && m->len > 2u + m->b[1] &&
+                m->b[2 + m->b[1]] != 0) {
+                W.kms_drop_pages--; /* a page request with a cursor, lost */
+                break;
+            }
             W.kms_frames++;
             (void)pk_kms_handle(W.kms, name, m->b, m->len, W.now, resp, sizeof resp, &rl);
             CHECK_EQ_INT(pk_kms_flush(W.kms), PK_OK); /* durable before the answer leaves */
@@ -324,6 +333,10 @@ static void test_register(void)
     reg(B);
     CHECK_EQ_INT(W.dev[A].keys.mode, PK_REG_MODE_POOL);
     CHECK(W.dev[A].keys.n > 0);
+    /* a set that fits one accept goes without the paging block, byte for
+     * byte as before paging (older devices read it): nonce_d, the temporary
+     * id (16 hex digits "@node-1"), mode, count, 32 pool keys (no peer) */
+    CHECK_EQ_INT(W.accept_len[A], PK_RECORD_LEN(16 + 1 + 23 + 2 + 32 * (4 + 32 + 1)));
     CHECK_EQ_INT(pk_node_devices(W.node[0]), 1);
     CHECK_EQ_INT(pk_node_devices(W.node[1]), 1);
     CHECK_EQ_INT(W.node_events[0][PK_NODE_EV_REGISTERED], 1);
@@ -909,6 +922,161 @@ static void test_mk_refresh_and_push(void)
     world_free();
 }
 
+/*
+ * Paged key sets through the node core and the real kms core: dev-e (mode
+ * pairs) with 100 more allowed peers gets every key - the accept's 32, then
+ * three KEYS pages the node fetches from the kms per KEYS_REQ. The first
+ * page request is lost on the way to the kms: the device asks again, the
+ * node drops that as a duplicate (one page request per device with the
+ * kms), and after the kms connection comes back the node sends it again.
+ */
+static void test_paged_keys(void)
+{
+    static pk_reg_key_t store[128];
+    static uint8_t arena[16384];
+    pk_out_t o;
+    char b[32];
+    world_init();
+    for (int i = 0; i < 100; i++) {
+        snprintf(b, sizeof b, "peer-%03d", i);
+        CHECK_EQ_INT(pk_kms_device_add(W.kms, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, W.now, NULL),
+                     PK_OK);
+        CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", b, W.now), PK_OK);
+    }
+    CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", "dev-e", W.now), PK_OK);
+    uint8_t k[16];
+    memset(k, dev_key_byte(E), sizeof k);
+    pk_reg_dev_clear(&W.dev[E]);
+    pk_reg_dev_cfg_t dc = {.dev_id = id_of("dev-e"),
+                           .node_id = id_of("node-1"),
+                           .k = k,
+                           .klen = 16,
+                           .rto_ms = 1000,
+                           .max_tries = 4,
+                           .keys = store,
+                           .nkeys = 128};
+    CHECK_EQ_INT(pk_reg_dev_init(&W.dev[E], &dc), PK_OK);
+
+    W.kms_drop_pages = 1;
+    start(E);
+    run();
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_WAIT_KEYS);
+    CHECK_EQ_INT(pk_node_kms_pending(W.node[0]), 1);
+    /* the device's timer: a new KEYS_REQ, dropped while the first is pending */
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_reg_dev_timeout(&W.dev[E], pk_reg_dev_next_deadline(&W.dev[E]), &o), PK_OK);
+    CHECK_EQ_INT(o.n, 1);
+    dev_actions(E, &o);
+    run();
+    CHECK_EQ_INT(drops(0, PK_REG_DROP_DUP), 1);
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_WAIT_KEYS);
+    /* the kms connection dies and comes back: the page request goes again */
+    pk_node_kms_down(W.node[0]);
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_node_kms_up(W.node[0], W.now, &o), 0);
+    CHECK_EQ_INT(o.n, 1);
+    node_actions(0, &o);
+    run();
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_REGISTERED);
+    CHECK_EQ_INT(W.dev_events[E][PK_REG_EV_REGISTERED], 1);
+    size_t n = 0;
+    const pk_reg_key_t *t = pk_reg_dev_keys(&W.dev[E], &n);
+    CHECK_EQ_INT(n, 100); /* dev-a (also allowed) is in mode pool: no pair key */
+    CHECK_EQ_INT(pk_reg_dev_keys_missing(&W.dev[E]), 0);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(b, sizeof b, "peer-%03zu", i);
+        CHECK(t[i].peer.len == strlen(b) && memcmp(t[i].peer.b, b, t[i].peer.len) == 0);
+        for (size_t j = 0; j < i; j++)
+            CHECK(t[j].ksi != t[i].ksi);
+    }
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_asked, 3);
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_sent, 3);
+    /* a pool device has no pages: its KEYS_REQ is refused by type */
+    reg(A);
+    pk_reg_id_t none;
+    uint8_t rec[PK_REG_KEYS_REQ_MAX];
+    size_t len = 0;
+    memset(&none, 0, sizeof none);
+    CHECK_EQ_INT(pk_reg_chan_seal_keys_req(&W.dev[A].chan, &none, rec, sizeof rec, &len), PK_OK);
+    uint64_t before = drops(0, PK_NODE_DROP_TYPE);
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_node_device_input(W.node[0], A + 1, rec, len, W.now, &o), PK_ERR_STATE);
+    CHECK_EQ_INT(o.n, 0);
+    CHECK_EQ_INT(drops(0, PK_NODE_DROP_TYPE), before + 1);
+    /* a KEYS_REQ for no context, and a forged one on E's context */
+    rec[1] = 0x7f;
+    pk_out_reset(&o);
+    CHECK_EQ_INT(pk_node_device_input(W.node[0], 9, rec, len, W.now, &o), PK_ERR_NOTFOUND);
+    uint16_t eid = 0;
+    pk_reg_id_t eidn = id_of("dev-e");
+    CHECK_EQ_INT(pk_node_device_lookup(W.node[0], &eidn, &eid, NULL), PK_OK);
+    rec[1] = (uint8_t)(eid >> 8);
+    rec[2] = (uint8_t)eid;
+    int rc = pk_node_device_input(W.node[0], 9, rec, len, W.now, &o);
+    CHECK(rc == PK_ERR_AUTH || rc == PK_ERR_REPLAY); /* A's counter may be one E's window saw */
+    CHECK_EQ_INT(o.n, 0);
+    world_free();
+}
+
+/* A page the kms refuses (the device was removed between its accept and its
+ * pages): nothing is sent to the device, the node's pending flag clears, so
+ * the device's next KEYS_REQ goes to the kms again (not dropped as a
+ * duplicate); after max_tries the device gives up and wipes its keys. */
+static void test_paged_keys_refused(void)
+{
+    static pk_reg_key_t store[64];
+    static uint8_t arena[16384];
+    pk_out_t o;
+    char b[32];
+    world_init();
+    for (int i = 0; i < 40; i++) {
+        snprintf(b, sizeof b, "peer-%03d", i);
+        CHECK_EQ_INT(pk_kms_device_add(W.kms, b, NULL, 0, PK_REG_MODE_PAIRS, NULL, W.now, NULL),
+                     PK_OK);
+        CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", b, W.now), PK_OK);
+    }
+    CHECK_EQ_INT(pk_kms_group_add(W.kms, "crowd", "dev-e", W.now), PK_OK);
+    uint8_t k[16];
+    memset(k, dev_key_byte(E), sizeof k);
+    pk_reg_dev_clear(&W.dev[E]);
+    pk_reg_dev_cfg_t dc = {.dev_id = id_of("dev-e"),
+                           .node_id = id_of("node-1"),
+                           .k = k,
+                           .klen = 16,
+                           .rto_ms = 1000,
+                           .max_tries = 3,
+                           .keys = store,
+                           .nkeys = 64};
+    CHECK_EQ_INT(pk_reg_dev_init(&W.dev[E], &dc), PK_OK);
+    W.kms_drop_pages = 1; /* hold the first page request */
+    start(E);
+    run();
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_WAIT_KEYS);
+    CHECK_EQ_INT(pk_kms_device_remove(W.kms, "dev-e", W.now), PK_OK);
+    pk_node_kms_down(W.node[0]);
+    pk_out_init(&o, arena, sizeof arena);
+    CHECK_EQ_INT(pk_node_kms_up(W.node[0], W.now, &o), 0);
+    node_actions(0, &o);
+    run(); /* KMS_ERR(UNKNOWN): nothing for the device */
+    CHECK_EQ_INT(pk_node_kms_pending(W.node[0]), 0);
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_sent, 0);
+    unsigned asked = 0;
+    for (int t = 0; t < 8 && W.dev[E].state == PK_REG_D_WAIT_KEYS; t++) {
+        pk_out_reset(&o);
+        CHECK_EQ_INT(pk_reg_dev_timeout(&W.dev[E], pk_reg_dev_next_deadline(&W.dev[E]), &o), PK_OK);
+        dev_actions(E, &o);
+        run();
+        asked++;
+    }
+    CHECK_EQ_INT(W.dev[E].state, PK_REG_D_FAILED);
+    CHECK_EQ_INT(W.dev_events[E][PK_REG_EV_FAILED], 1);
+    CHECK_EQ_INT(drops(0, PK_REG_DROP_DUP), 0);                 /* every repeat reached the kms */
+    CHECK_EQ_INT(pk_node_stats(W.node[0])->key_pages_asked, 3); /* max_tries sends */
+    CHECK_EQ_INT(asked, 3);
+    CHECK_EQ_INT(store[0].ksi, 0); /* wiped */
+    world_free();
+}
+
 int main(void)
 {
     if (pk_crypto_init() != PK_OK)
@@ -926,5 +1094,7 @@ int main(void)
     RUN(test_context_eviction);
     RUN(test_link_limits);
     RUN(test_mk_refresh_and_push);
+    RUN(test_paged_keys);
+    RUN(test_paged_keys_refused);
     return check_report();
 }

@@ -2,7 +2,9 @@
  * libFuzzer target for every registration parser and core input: the node
  * core (with an entry waiting for a response), the device core waiting for a
  * challenge, for an accept, and registered (link indications, MK_UPDATE), and
- * the node<->kms frames and MK_REFRESH/MK_UPDATE plaintexts. The first input byte picks the target.
+ * the node<->kms frames, MK_REFRESH/MK_UPDATE and KEYS_REQ/KEYS plaintexts,
+ * and a device fetching the pages of its key set (WAIT_KEYS, KEYS records).
+ * The first input byte picks the target.
  * Invariant: an input that is refused produces no output and leaves the core unchanged.
  *
  * PK_FUZZ_DUMP_SEEDS=dir writes the valid messages of the setup as seeds.
@@ -13,7 +15,9 @@
 #include "harness.h"
 
 static h_world_t w;
-static pk_reg_dev_t d_ch, d_acc, d_reg;
+static pk_reg_dev_t d_ch, d_acc, d_reg, d_keys;
+static pk_reg_key_t kstore[64], kstore_snap[64]; /* d_keys's key store */
+static pk_record_t node_keys_chan;               /* the node's side of d_keys's channel */
 static pk_reg_half_t half_snap[H_HALF];
 static pk_reg_bucket_t bucket_snap[4];
 static pk_reg_node_t node_snap;
@@ -76,9 +80,97 @@ static void setup(void)
         abort();
     rl = o.act[0].len;
     memcpy(resp, o.act[0].data, rl);
+    /* d_keys: dev-c, 40 allowed peers, the accept held the first 32: it
+     * waits for the page after "q-31" */
+    unsigned ic = h_kms_add(&w.kms, "dev-c", 0xC3);
+    pk_reg_keyset_t *ks = &w.kms.keys[ic];
+    ks->paged = 1;
+    ks->more = 1;
+    ks->total = 40;
+    for (unsigned i = 0; i < 32; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "q-%02u", i);
+        ks->k[i].ksi = 0x3000 + i;
+        memset(ks->k[i].key, 0x60 + (int)i, PK_REG_ROOT_KEY_LEN);
+        ks->k[i].peer = h_id(id);
+    }
+    ks->n = 32;
+    pk_reg_dev_cfg_t kc = {.dev_id = h_id("dev-c"),
+                           .node_id = h_id("node-1"),
+                           .k = (const uint8_t *)"\xc3\xc3\xc3\xc3\xc3\xc3\xc3\xc3"
+                                                 "\xc3\xc3\xc3\xc3\xc3\xc3\xc3\xc3",
+                           .klen = 16,
+                           .rto_ms = 1000,
+                           .max_tries = 4,
+                           .keys = kstore,
+                           .nkeys = 64};
+    if (pk_reg_dev_init(&d_keys, &kc) != PK_OK)
+        abort();
+    pk_out_reset(&o);
+    pk_reg_dev_start(&d_keys, &rng, 0, &o);
+    for (int step = 0; step < 2; step++) {
+        pk_out_reset(&w.out);
+        if (pk_reg_node_input(&w.node, 3, o.act[0].data, o.act[0].len, 0, &w.out) != PK_OK)
+            abort();
+        h_node_service(&w, &w.out, 0);
+        pk_act_t *a = NULL;
+        for (unsigned i = 0; i < w.out.n; i++)
+            if (w.out.act[i].kind == PK_ACT_SEND)
+                a = &w.out.act[i];
+        pk_out_reset(&o);
+        if (!a || pk_reg_dev_input(&d_keys, a->data, a->len, 0, &o) != PK_OK)
+            abort();
+    }
+    if (d_keys.state != PK_REG_D_WAIT_KEYS)
+        abort();
+    node_keys_chan = w.node_chan[ic];
+    memcpy(kstore_snap, kstore, sizeof kstore);
     memcpy(half_snap, w.half, sizeof half_snap);
     memcpy(bucket_snap, w.bucket, sizeof bucket_snap);
     node_snap = w.node; /* the tables' index heads live in the node */
+    if (dir) {          /* the page that answers it; the KEYS_REQ and KEYS plaintexts */
+        static pk_reg_keyset_t pg;
+        static uint8_t kr[PK_REG_KEYS_MAX], pt[PK_REG_KEYS_PT_MAX];
+        size_t kl = 0, pl = 0;
+        pk_reg_id_t after = ks->k[31].peer;
+        memset(&pg, 0, sizeof pg);
+        pg.mode = PK_REG_MODE_PAIRS;
+        pg.paged = 1;
+        pg.total = 40;
+        for (unsigned i = 0; i < 8; i++) {
+            char id[8];
+            snprintf(id, sizeof id, "q-%02u", 32 + i);
+            pg.k[i].ksi = 0x3020 + i;
+            pg.k[i].peer = h_id(id);
+        }
+        pg.n = 8;
+        pk_record_t nc = w.node_chan[ic]; /* a copy: the world's counter stays */
+        if (pk_reg_chan_seal_keys(&nc, &after, &pg, kr, sizeof kr, &kl) != PK_OK)
+            abort();
+        dump(dir, "keys", 5, kr, kl);
+        /* the device's KEYS_REQ, as the node receives it */
+        pk_record_t dc = d_keys.chan;
+        if (pk_reg_chan_seal_keys_req(&dc, &after, kr, sizeof kr, &kl) != PK_OK)
+            abort();
+        dump(dir, "keys_req", 6, kr, kl);
+        pk_reg_keys_pt_encode(&after, &pg, pt, sizeof pt, &pl);
+        dump(dir, "keys_pt", 4, pt, pl);
+        pk_reg_keys_req_pt_encode(&after, pt, sizeof pt, &pl);
+        dump(dir, "keys_req_pt", 4, pt, pl);
+        pk_reg_net_t q;
+        memset(&q, 0, sizeof q);
+        q.type = PK_REG_T_KMS_KEYS_REQ;
+        q.a = h_id("dev-c");
+        q.paged = 1;
+        q.after = after;
+        pk_reg_net_encode(&q, pt, sizeof pt, &pl);
+        dump(dir, "kms_keys_req_cursor", 4, pt, pl);
+        memset(&q, 0, sizeof q);
+        q.type = PK_REG_T_KMS_KEYS_RESP;
+        q.keys = *ks;
+        pk_reg_net_encode(&q, pt, sizeof pt, &pl);
+        dump(dir, "kms_keys_resp_paged", 4, pt, pl);
+    }
     if (dir) {
         /* a full accept (for seeds only: the world moves on, then is rebuilt) */
         static h_world_t w2;
@@ -137,7 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
     if (size < 1)
         return 0;
-    uint8_t sel = data[0] % 5;
+    uint8_t sel = data[0] % 7;
     data++;
     size--;
     pk_out_init(&o, ar, sizeof ar);
@@ -164,7 +256,50 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc == PK_OK && d.state == PK_REG_D_REGISTERED && sel == 2)
             pk_record_clear(&d.chan); /* a forged accept would be a finding anyway */
         break;
-    case 4:
+    case 5: /* a page for the device fetching its key set */
+        snap = d_keys;
+        d = snap;
+        rc = pk_reg_dev_input(&d, data, size, 1, &o);
+        if (rc != PK_OK && (o.n != 0 || memcmp(&d, &snap, sizeof d) != 0 ||
+                            memcmp(kstore, kstore_snap, sizeof kstore) != 0))
+            abort();
+        if (rc == PK_OK) { /* taken: keys in order, none past the store */
+            size_t n = 0;
+            const pk_reg_key_t *t = pk_reg_dev_keys(&d, &n);
+            if (n > 64)
+                abort();
+            for (size_t i = 1; i < n && d.state != PK_REG_D_FAILED; i++)
+                if (pk_reg_id_cmp(&t[i - 1].peer, &t[i].peer) >= 0)
+                    abort();
+        }
+        memcpy(kstore, kstore_snap, sizeof kstore); /* d's channel is d_keys's: not cleared */
+        break;
+    case 6: { /* a KEYS_REQ at the node: refused leaves the channel as it was */
+        static pk_record_t c;
+        pk_reg_id_t after;
+        c = node_keys_chan;
+        rc = pk_reg_chan_open_keys_req(&c, data, size, &after);
+        if (rc != PK_OK && memcmp(&c, &node_keys_chan, sizeof c) != 0)
+            abort();
+        if (rc == PK_OK &&
+            (after.len > PK_REG_ID_MAX || (after.len > 0 && !pk_reg_id_valid(after.b, after.len))))
+            abort();
+        break;
+    }
+    case 4: { /* the KEYS_REQ / KEYS plaintexts: what decodes re-encodes to the same bytes */
+        static pk_reg_keyset_t pg;
+        static uint8_t b[PK_REG_KEYS_PT_MAX];
+        pk_reg_id_t after;
+        size_t n = 0;
+        if (pk_reg_keys_req_pt_decode(data, size, &after) == PK_OK &&
+            (pk_reg_keys_req_pt_encode(&after, b, sizeof b, &n) != PK_OK || n != size ||
+             memcmp(b, data, n) != 0))
+            abort();
+        if (pk_reg_keys_pt_decode(data, size, &after, &pg) == PK_OK &&
+            (pk_reg_keys_pt_encode(&after, &pg, b, sizeof b, &n) != PK_OK || n != size ||
+             memcmp(b, data, n) != 0))
+            abort();
+    }
         rc = pk_reg_net_decode(data, size, &q);
         if (rc == PK_OK) { /* what decodes re-encodes to the same bytes */
             static uint8_t b[PK_REG_NET_MAX];

@@ -306,6 +306,22 @@ static void replay(const char *name, uint32_t n)
     CHECK(a.trace_hash != c.trace_hash);
 }
 
+/* Paged key sets under loss, duplication, reordering and crashes: 80
+ * option-1 devices in one group hold 79 root keys each (the accept's 32 and
+ * two pages) at every registration, for every seed. */
+static void test_reg_crowd_seeds(void)
+{
+    for (size_t i = 0; i < NSEEDS; i++) {
+        pk_sim_opts_t o;
+        opts(&o, seeds[i], 100);
+        o.pool_pct = 0;
+        o.crowd = 80;
+        pk_sim_result_t r = run("reg", &o);
+        CHECK_EQ_INT(r.failures, 0);
+        CHECK(r.events > 1000);
+    }
+}
+
 static void test_replay(void)
 {
     replay("trigger", 60);
@@ -405,6 +421,7 @@ int main(void)
     RUN(test_trigger_seeds);
     RUN(test_mk_seeds);
     RUN(test_reg_seeds);
+    RUN(test_reg_crowd_seeds);
     RUN(test_reg_group_commit);
     RUN(test_replay);
     RUN(test_trace_file);

@@ -326,9 +326,11 @@ int pk_kms_new(const pk_kms_cfg_t *cfg, pk_kms_t **out)
     k->q = malloc(k->qmax * PK_KMS_AUDIT_MAX);
     k->qlen = malloc(k->qmax * sizeof *k->qlen);
     k->peers = malloc(PEERS_MAX * sizeof *k->peers);
+    k->miss = malloc(PK_REG_PEERS_MAX * sizeof *k->miss);
+    k->tagbuf = malloc(TAGBUF_MAX);
     k->iq = calloc(k->imax, sizeof *k->iq);
     int rc = PK_ERR_NOMEM;
-    if (!k->cache || !k->q || !k->qlen || !k->peers || !k->iq)
+    if (!k->cache || !k->q || !k->qlen || !k->peers || !k->miss || !k->tagbuf || !k->iq)
         goto fail;
     if ((rc = pk_wrap_ctx_init(&k->wrap, cfg->kek)) != PK_OK)
         goto fail;
@@ -365,6 +367,8 @@ void pk_kms_free(pk_kms_t *k)
     free(k->q);
     free(k->qlen);
     free(k->peers);
+    free(k->miss);
+    free(k->tagbuf);
     if (k->iq) {
         intents_free(k->iq, k->in);
         free(k->iq);
@@ -448,12 +452,32 @@ struct keys_ctx {
      * directory must name this node */
     unsigned nmiss;
     int set_dir;
-    pk_reg_id_t miss[PK_REG_MAX_KEYS];
+    pk_reg_id_t *miss; /* k->miss: PK_REG_PEERS_MAX, no secrets */
+    /* paging (a KMS_KEYS_REQ with a cursor): the page holds the set's
+     * entries after `after`; the tag is over the whole set (kms.h) */
+    int paged;
+    const pk_reg_id_t *after;
+    size_t taglen;
+    uint8_t *tagbuf; /* k->tagbuf: TAGBUF_MAX, public (peer ids and KSIs) */
 };
 
-/* Fills ks with the device's root keys per pair; creates missing ones when
- * c->write, notes them in c->miss when c->collect, else returns NEED_WRITE
- * at the first one. */
+/* The set's tag: the first PK_REG_TAG_LEN bytes of SHA-256 over blk(peer) ||
+ * KSI(4) of every key of the set in peer order (pool: KSI(4) of each key). */
+static int keys_tag(struct keys_ctx *c)
+{
+    uint8_t h[PK_SHA256_LEN];
+    int rc = pk_sha256(c->tagbuf, c->taglen, h);
+    if (rc == PK_OK)
+        memcpy(c->ks.tag, h, PK_REG_TAG_LEN);
+    c->ks.paged = (uint8_t)c->paged;
+    return rc;
+}
+
+/* Fills ks with the device's root keys per pair - the page after c->after
+ * when paged, else the first PK_REG_MAX_KEYS - over the whole set (the
+ * first PK_REG_PEERS_MAX peers that exist in mode pairs): creates missing
+ * ones when c->write, notes them in c->miss when c->collect, else returns
+ * NEED_WRITE at the first one. */
 static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
 {
     pk_kms_t *k = c->k;
@@ -462,7 +486,9 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
     if (rc != PK_OK)
         return rc;
     c->ks.mode = PK_REG_MODE_PAIRS;
-    for (size_t i = 0; i < np && c->ks.n + c->nmiss < PK_REG_MAX_KEYS; i++) {
+    c->taglen = 0;
+    size_t members = 0;
+    for (size_t i = 0; i < np && members < PK_REG_PEERS_MAX; i++) {
         kms_dev_t pd;
         rc = kms_dev_get(k, txn, &k->peers[i], 0, &pd);
         if (rc == PK_ERR_NOTFOUND || (rc == PK_OK && pd.mode != PK_REG_MODE_PAIRS))
@@ -474,6 +500,7 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
         rc = pk_txn_get(txn, B_ROOT, pk, pl, val, sizeof val, &vl);
         if (rc == PK_ERR_NOTFOUND && c->collect) {
             c->miss[c->nmiss++] = k->peers[i];
+            members++;
             continue;
         }
         if (rc == PK_ERR_NOTFOUND) {
@@ -504,6 +531,16 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
         }
         if (vl != 12 + SEALED_KEY)
             return PK_ERR_MALFORMED;
+        members++;
+        c->taglen += kms_blk(c->tagbuf + c->taglen, &k->peers[i]);
+        memcpy(c->tagbuf + c->taglen, val, 4);
+        c->taglen += 4;
+        if (c->paged && pk_reg_id_cmp(&k->peers[i], c->after) <= 0)
+            continue; /* on an earlier page */
+        if (c->ks.n >= PK_REG_MAX_KEYS) {
+            c->ks.more = 1; /* on a later page */
+            continue;
+        }
         pk_reg_key_t *e = &c->ks.k[c->ks.n];
         size_t ol = 0;
         rc = pk_wrap_ctx_open(&k->wrap, B_ROOT, pk, pl, val + 12, SEALED_KEY, e->key, KEY_LEN, &ol);
@@ -513,7 +550,8 @@ static int keys_pairs(struct keys_ctx *c, pk_txn_t *txn)
         e->peer = k->peers[i];
         c->ks.n++;
     }
-    return PK_OK;
+    c->ks.total = (uint16_t)members;
+    return keys_tag(c);
 }
 
 /* The pool's key set: its first PK_REG_MAX_KEYS keys in KSI order (one scan
@@ -560,9 +598,14 @@ static int keys_pool(struct keys_ctx *c, pk_txn_t *txn, const pk_reg_id_t *pool)
         if (rc == PK_OK) {
             e->ksi = pc.ksi[i];
             c->ks.n++;
+            memcpy(c->tagbuf + 4 * i, rk + prl, 4);
         }
     }
     pk_wipe(&pc, sizeof pc);
+    c->ks.total = c->ks.n; /* one page: the pool's set is fixed and small */
+    c->taglen = 4 * c->ks.n;
+    if (rc == PK_OK)
+        rc = keys_tag(c);
     if (rc != PK_OK)
         return rc;
     return c->ks.n == 0 ? PK_ERR_EXPIRED : PK_OK; /* a pool without keys */
@@ -587,8 +630,10 @@ static int keys_fn(pk_txn_t *txn, void *ctx)
         rc = PK_ERR_MALFORMED;
     if (rc != PK_OK)
         return rc;
-    /* the master keys of the device's domain (Toshiba; domain.c) */
-    if ((rc = kms_mk_fill(c->k, txn, c->dev, c->now_ms, &c->ks.mk, &c->domain)) != PK_OK)
+    /* the master keys of the device's domain (Toshiba; domain.c): with the
+     * first page only */
+    if ((!c->paged || c->after->len == 0) &&
+        (rc = kms_mk_fill(c->k, txn, c->dev, c->now_ms, &c->ks.mk, &c->domain)) != PK_OK)
         return rc;
     /* the directory: this node now serves the device */
     uint8_t dk[BLK_MAX], val[BLK_MAX + 8];
@@ -661,6 +706,10 @@ static int do_keys(pk_kms_t *k, const pk_reg_id_t *node, const pk_reg_net_t *m, 
     c->node = node;
     c->now_ms = now_ms;
     c->collect = k->group;
+    c->miss = k->miss;
+    c->tagbuf = k->tagbuf;
+    c->paged = m->paged;
+    c->after = &m->after;
     rc = pk_store_run_read(k->st, keys_fn, c, STORE_TRIES);
     if (rc == NEED_WRITE && k->group) {
         rc = queue_intent(k, c);

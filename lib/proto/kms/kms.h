@@ -291,8 +291,14 @@ const pk_kms_stats_t *pk_kms_stats(const pk_kms_t *k);
  *                 (RAND from the rng) -> KMS_VEC_RESP; audit VECTOR queued.
  *   KMS_KEYS_REQ  option 1 (device mode pairs): the root key of every
  *                 allowed pair of the device whose peer exists in mode pairs
- *                 (at most PK_REG_MAX_KEYS, lowest peer ids first), each
- *                 created once and the same for both devices and any node;
+ *                 (the first PK_REG_PEERS_MAX peers in peer order; every
+ *                 missing one is created, whatever the page), each created
+ *                 once and the same for both devices and any node. With a
+ *                 cursor: the page of PK_REG_MAX_KEYS after it, paged (the
+ *                 set's total, more, and tag = first 8 bytes of SHA-256 over
+ *                 blk(peer) || KSI(4) of the whole set in peer order; the
+ *                 master keys with the first page only); without one (a node
+ *                 from before paging), the first PK_REG_MAX_KEYS, unpaged;
  *                 option 2 (mode pool): the pool's key set (its first
  *                 PK_REG_MAX_KEYS keys; the same for every device, read-only).
  *                 The directory records node_cn as the device's node.

@@ -30,7 +30,8 @@
 #define KEY_LEN     PK_REG_ROOT_KEY_LEN
 #define SEALED_KEY  (KEY_LEN + PK_WRAP_OVERHEAD)
 #define DEV_VAL_MAX (1 + 1 + 8 + BLK_MAX + 32 + PK_WRAP_OVERHEAD)
-#define PEERS_MAX   4096 /* allowed peers gathered for one device */
+#define PEERS_MAX   4096                               /* allowed peers gathered for one device */
+#define TAGBUF_MAX  (PK_REG_PEERS_MAX * (BLK_MAX + 4)) /* a key set's tag input */
 #define STORE_TRIES 16
 #define NEED_WRITE  1  /* internal: a read transaction found work for a write one */
 #define KSI_LEASE   32 /* KSIs one lease transaction takes from kms_ksi */
@@ -51,7 +52,7 @@ struct kms_intent {
     pk_reg_id_t peer; /* ALLOC: the responder (dev is the initiator) */
     uint64_t now_ms;
     uint8_t set_dir; /* the directory does not name node yet */
-    unsigned n;      /* candidates, <= PK_REG_MAX_KEYS */
+    unsigned n;      /* candidates, <= PK_REG_PEERS_MAX */
     struct kms_cand c[];
 };
 
@@ -78,6 +79,8 @@ struct pk_kms {
     struct kms_intent **iq; /* imax: the open batch's write intents */
     size_t in, imax;
     pk_reg_id_t *peers; /* PEERS_MAX scratch */
+    pk_reg_id_t *miss;  /* PK_REG_PEERS_MAX scratch: pairs without a root key (KEYS) */
+    uint8_t *tagbuf;    /* TAGBUF_MAX scratch: a key set's tag input (KEYS) */
     pk_kms_stats_t stats;
     /* option 2: KSIs leased from kms_ksi (committed, so this instance's
      * alone) and handed to allocations one by one (kms.c) */

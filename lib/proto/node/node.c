@@ -20,7 +20,8 @@ const char *const pk_node_drop_names[PK_NODE_DROP_N] = {
 
 typedef struct dev_ctx {
     uint8_t used, mode;
-    uint8_t mk_pending; /* an MK_REFRESH of this device is in the kms queue */
+    uint8_t mk_pending;   /* an MK_REFRESH of this device is in the kms queue */
+    uint8_t keys_pending; /* a KEYS_REQ page of this device is in the kms queue */
     uint16_t nlinks;
     uint16_t dom;       /* master-key domain: table index + 1, 0 = none */
     uint32_t mk_newest; /* newest MK ID sent to the device (ACCEPT, MK_UPDATE) */
@@ -41,7 +42,7 @@ typedef struct link_ent {
     pk_reg_id_t peer;
 } link_ent_t;
 
-enum { KQ_VEC = 1, KQ_KEYS = 2, KQ_DIR = 3, KQ_ALLOC = 4, KQ_MK = 5 };
+enum { KQ_VEC = 1, KQ_KEYS = 2, KQ_DIR = 3, KQ_ALLOC = 4, KQ_MK = 5, KQ_PAGE = 6 };
 
 /* A master-key domain with registered devices (pushes, periodic check). */
 typedef struct dom_ent {
@@ -64,6 +65,7 @@ typedef struct kq_ent {
     pk_reg_id_t dev;
     uint8_t nonce_d[PK_REG_NONCE_LEN];
     uint32_t link, link_gen;
+    pk_reg_id_t after; /* KQ_PAGE: the device's cursor */
 } kq_ent_t;
 
 struct pk_node {
@@ -243,9 +245,12 @@ static int kq_frame(const pk_node_t *n, const kq_ent_t *e, uint8_t *buf, size_t 
         q.b = e->dev;
         memcpy(q.nonce_d, e->nonce_d, PK_REG_NONCE_LEN);
         break;
-    case KQ_KEYS:
+    case KQ_KEYS: /* the first page (the cursor says: a paged answer) */
+    case KQ_PAGE:
         q.type = PK_REG_T_KMS_KEYS_REQ;
         q.a = e->dev;
+        q.paged = 1;
+        q.after = e->after;
         break;
     case KQ_DIR: { /* "which node serves device?": the one directory call */
         pk_wr_t w;
@@ -280,8 +285,9 @@ static uint8_t kq_req_type(uint8_t kind)
                                 PK_REG_T_KMS_KEYS_REQ,
                                 PK_KMS_T_DIR_REQ,
                                 PK_REG_T_KMS_ALLOC_REQ,
-                                PK_KMS_T_MK_REQ};
-    return kind <= KQ_MK ? t[kind] : 0;
+                                PK_KMS_T_MK_REQ,
+                                PK_REG_T_KMS_KEYS_REQ};
+    return kind <= KQ_PAGE ? t[kind] : 0;
 }
 
 static uint8_t kq_resp_type(uint8_t kind)
@@ -291,8 +297,9 @@ static uint8_t kq_resp_type(uint8_t kind)
                                 PK_REG_T_KMS_KEYS_RESP,
                                 PK_KMS_T_DIR_RESP,
                                 PK_REG_T_KMS_ALLOC_RESP,
-                                PK_KMS_T_MK_RESP};
-    return kind <= KQ_MK ? t[kind] : 0;
+                                PK_KMS_T_MK_RESP,
+                                PK_REG_T_KMS_KEYS_RESP};
+    return kind <= KQ_PAGE ? t[kind] : 0;
 }
 
 /* Sends the first unsent entry (the caller checked it exists and that the
@@ -536,7 +543,7 @@ static int translate_reg(pk_node_t *n, unsigned n0, uint64_t now_ms, pk_out_t *o
             (a->code != PK_REG_EV_NEED_VECTOR && a->code != PK_REG_EV_NEED_KEYS))
             continue;
         /* our own KMS_VEC_REQ (type node dev nonce_d) or KMS_KEYS_REQ (type
-         * dev): read in place (no secrets; a full pk_reg_net_t is 3 KiB to
+         * dev cursor, the cursor empty): read in place (no secrets; a full pk_reg_net_t is 3 KiB to
          * clear and wipe twice per registration) */
         kq_ent_t e;
         pk_reg_id_t node_id;
@@ -551,6 +558,8 @@ static int translate_reg(pk_node_t *n, unsigned n0, uint64_t now_ms, pk_out_t *o
         pk_reg_rd_id(&r, &e.dev);
         if (e.kind == KQ_VEC)
             pk_rd_copy(&r, e.nonce_d, PK_REG_NONCE_LEN);
+        else
+            pk_reg_rd_cursor(&r, &e.after);
         if (pk_rd_done(&r) != PK_OK)
             return PK_ERR_MALFORMED;
         e.t_ms = now_ms;
@@ -675,6 +684,7 @@ static int on_keys(pk_node_t *n, const kq_ent_t *e, const pk_reg_keyset_t *keys,
     }
     d->chan = chan; /* moved: chan is not cleared here */
     d->mode = keys->mode;
+    d->keys_pending = 0;
     d->temp = temp;
     d->src = e->src;
     d->reg_ms = now_ms;
@@ -1090,6 +1100,96 @@ static void mk_check(pk_node_t *n, uint64_t now_ms, pk_out_t *out)
     n->mk_checking = 0;
 }
 
+/* ---- paged key sets: KEYS_REQ -> KMS_KEYS_REQ(cursor) -> KEYS ---- */
+
+/* A registered device asks for the page of its key set after its cursor:
+ * one page request per device is with the kms at a time (more are dropped:
+ * the device asks again when its answer does not come). */
+static int on_keys_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t len, uint64_t now_ms,
+                       pk_out_t *out)
+{
+    pk_record_hdr_t h;
+    pk_reg_id_t after;
+    if (pk_record_peek(msg, len, &h) != PK_OK) {
+        drop(n, PK_REG_DROP_MALFORMED);
+        return PK_ERR_MALFORMED;
+    }
+    if (h.session_id == 0 || h.session_id > n->cfg.max_devices || !n->dev[h.session_id - 1].used) {
+        drop(n, PK_NODE_DROP_NO_CONTEXT);
+        return PK_ERR_NOTFOUND;
+    }
+    uint32_t slot = h.session_id - 1u;
+    dev_ctx_t *d = &n->dev[slot];
+    int rc = pk_reg_chan_open_keys_req(&d->chan, msg, len, &after);
+    if (rc != PK_OK) {
+        drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
+                : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
+                                      : PK_REG_DROP_MALFORMED);
+        return rc;
+    }
+    if (d->mode != PK_REG_MODE_PAIRS) { /* a pool's set is never paged */
+        drop(n, PK_NODE_DROP_TYPE);
+        return PK_ERR_STATE;
+    }
+    d->src = src; /* authentic: the device may have a new address */
+    if (d->keys_pending) {
+        drop(n, PK_REG_DROP_DUP); /* the answer is on its way */
+        return PK_ERR_STATE;
+    }
+    if (kq_full(n)) {
+        drop(n, PK_NODE_DROP_KMS_FULL);
+        return PK_ERR_LIMIT;
+    }
+    kq_ent_t e;
+    memset(&e, 0, sizeof e);
+    e.kind = KQ_PAGE;
+    e.t_ms = now_ms;
+    e.src = src;
+    e.slot = slot;
+    e.slot_gen = d->gen;
+    e.dev = d->id;
+    e.after = after;
+    if ((rc = kq_push(n, &e, now_ms, out)) != PK_OK) {
+        drop(n, PK_NODE_DROP_SPACE);
+        return rc;
+    }
+    d->keys_pending = 1;
+    n->st.key_pages_asked++;
+    return PK_OK;
+}
+
+/* The kms's page (ok) or refusal for request e: sealed as a KEYS record to
+ * the device (a refusal sends nothing: the device asks again, then fails). */
+static void on_page(pk_node_t *n, const kq_ent_t *e, int ok, const pk_reg_keyset_t *page,
+                    pk_out_t *out)
+{
+    dev_ctx_t *d = NULL;
+    if (e->slot < n->cfg.max_devices && n->dev[e->slot].used && n->dev[e->slot].gen == e->slot_gen)
+        d = &n->dev[e->slot];
+    if (!d) {
+        drop(n, PK_NODE_DROP_KMS_LATE);
+        return;
+    }
+    d->keys_pending = 0;
+    if (!ok)
+        return;
+    uint8_t *p =
+        pk_out_push(out, PK_ACT_SEND, PK_NODE_DST_DEVICE | PK_REG_T_KEYS, d->src, PK_REG_KEYS_MAX);
+    size_t len = 0;
+    int rc = p ? pk_reg_chan_seal_keys(&d->chan, &e->after, page, p, PK_REG_KEYS_MAX, &len)
+               : PK_ERR_SPACE;
+    if (rc != PK_OK) {
+        if (p) {
+            out->n--;
+            out->used -= PK_REG_KEYS_MAX;
+        }
+        drop(n, rc == PK_ERR_SPACE ? PK_NODE_DROP_SPACE : PK_NODE_DROP_KMS_REFUSED);
+        return;
+    }
+    pk_out_trim(out, len);
+    n->st.key_pages_sent++;
+}
+
 int pk_node_device_input(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t len,
                          uint64_t now_ms, pk_out_t *out)
 {
@@ -1107,6 +1207,7 @@ int pk_node_device_input(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     case PK_REG_T_RESPONSE: return on_reg_input(n, src, msg, len, now_ms, out);
     case PK_REG_T_LINK_REQ: return on_link_req(n, src, msg, len, now_ms, out);
     case PK_REG_T_MK_REFRESH: return on_mk_refresh(n, src, msg, len, now_ms, out);
+    case PK_REG_T_KEYS_REQ: return on_keys_req(n, src, msg, len, now_ms, out);
     default: drop(n, PK_REG_DROP_MALFORMED); return PK_ERR_MALFORMED;
     }
 }
@@ -1118,6 +1219,10 @@ static void kq_fail(pk_node_t *n, const kq_ent_t *e, uint8_t status, pk_out_t *o
 {
     if (e->kind == KQ_MK) {
         on_mk_resp(n, e, 0, NULL, out);
+        return;
+    }
+    if (e->kind == KQ_PAGE) {
+        on_page(n, e, 0, NULL, out);
         return;
     }
     if (e->kind == KQ_DIR || e->kind == KQ_ALLOC) {
@@ -1189,6 +1294,10 @@ int pk_node_kms_input(pk_node_t *n, const uint8_t *frame, size_t len, uint64_t n
         on_mk_resp(n, &e, ok, &q.keys.mk, out);
         goto done;
     }
+    if (e.kind == KQ_PAGE) {
+        on_page(n, &e, ok, &q.keys, out);
+        goto done;
+    }
     if (!ok) {
         if (e.kind == KQ_VEC || e.kind == KQ_KEYS)
             drop(n, PK_NODE_DROP_KMS_REFUSED); /* unknown device: it gets no answer */
@@ -1207,7 +1316,13 @@ int pk_node_kms_input(pk_node_t *n, const uint8_t *frame, size_t len, uint64_t n
         rc = PK_OK;
         break;
     }
-    case KQ_KEYS: rc = on_keys(n, &e, &q.keys, now_ms, out); break;
+    case KQ_KEYS:
+        /* a set that fits one page goes out as before paging (older devices
+         * read it); only a set with more pages needs the paged accept */
+        if (q.keys.paged && !q.keys.more)
+            q.keys.paged = 0;
+        rc = on_keys(n, &e, &q.keys, now_ms, out);
+        break;
     case KQ_DIR: {
         link_ent_t *l = &n->link[e.link];
         if (l->state != L_WAIT_DIR || l->gen != e.link_gen) {

@@ -180,12 +180,14 @@ typedef struct pk_node_stats {
     uint64_t registered, reregistered, evicted_contexts;
     uint64_t kms_sent, kms_answered, kms_resent;
     uint64_t links_asked, links_indicated, links_rejected, links_received;
-    uint64_t mk_refreshes; /* MK_REFRESH taken (sent on to the kms) */
-    uint64_t mk_updates;   /* MK_UPDATE sent in answer to a refresh */
-    uint64_t mk_pushes;    /* MK_UPDATE pushed after a newer key became known */
-    uint64_t mk_checks;    /* periodic KMS_MK_REQs */
-    uint64_t mk_refused;   /* KMS_ERR to a KMS_MK_REQ (no update sent) */
-    uint64_t mk_dom_full;  /* devices not tracked for pushes: domain table full */
+    uint64_t mk_refreshes;    /* MK_REFRESH taken (sent on to the kms) */
+    uint64_t mk_updates;      /* MK_UPDATE sent in answer to a refresh */
+    uint64_t mk_pushes;       /* MK_UPDATE pushed after a newer key became known */
+    uint64_t mk_checks;       /* periodic KMS_MK_REQs */
+    uint64_t mk_refused;      /* KMS_ERR to a KMS_MK_REQ (no update sent) */
+    uint64_t mk_dom_full;     /* devices not tracked for pushes: domain table full */
+    uint64_t key_pages_asked; /* KEYS_REQ taken (sent on to the kms) */
+    uint64_t key_pages_sent;  /* KEYS records sent */
 } pk_node_stats_t;
 
 typedef struct pk_node pk_node_t;

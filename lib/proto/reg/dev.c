@@ -8,9 +8,13 @@ int pk_reg_dev_init(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg)
     if (!cfg->k || (cfg->klen != 16 && cfg->klen != 32) ||
         !pk_reg_id_valid(cfg->dev_id.b, cfg->dev_id.len) ||
         !pk_reg_id_valid(cfg->node_id.b, cfg->node_id.len) || cfg->max_tries < 1 ||
-        cfg->max_tries > 16 || cfg->rto_ms == 0)
+        cfg->max_tries > 16 || cfg->rto_ms == 0 || (cfg->keys && cfg->nkeys == 0))
         return PK_ERR_INVAL;
     memset(d, 0, sizeof *d);
+    if (cfg->keys) {
+        d->store = cfg->keys;
+        d->store_cap = (uint32_t)(cfg->nkeys < PK_REG_PEERS_MAX ? cfg->nkeys : PK_REG_PEERS_MAX);
+    }
     d->id = cfg->dev_id;
     d->node_id = cfg->node_id;
     memcpy(d->k, cfg->k, cfg->klen);
@@ -22,6 +26,54 @@ int pk_reg_dev_init(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg)
     return PK_OK;
 }
 
+/* ---- the key table: the caller's store, or keys.k inside d ---- */
+
+static uint32_t tbl_n(const pk_reg_dev_t *d)
+{
+    return d->store ? d->nstore : d->keys.n;
+}
+
+static uint32_t tbl_cap(const pk_reg_dev_t *d)
+{
+    return d->store ? d->store_cap : PK_REG_MAX_KEYS;
+}
+
+/* Wipes the table's entries in use (not mode or master keys). */
+static void tbl_clear(pk_reg_dev_t *d)
+{
+    if (d->store) {
+        pk_wipe(d->store, d->nstore * sizeof *d->store);
+        d->nstore = 0;
+    } else {
+        pk_wipe(d->keys.k, sizeof d->keys.k);
+        d->keys.n = 0;
+    }
+}
+
+/* Appends the page's entries while there is room; returns how many did not fit. */
+static unsigned tbl_append(pk_reg_dev_t *d, const pk_reg_keyset_t *page)
+{
+    unsigned i = 0;
+    for (; i < page->n && tbl_n(d) < tbl_cap(d); i++) {
+        if (d->store)
+            d->store[d->nstore++] = page->k[i];
+        else
+            d->keys.k[d->keys.n++] = page->k[i];
+    }
+    return page->n - i;
+}
+
+const pk_reg_key_t *pk_reg_dev_keys(const pk_reg_dev_t *d, size_t *n)
+{
+    *n = tbl_n(d);
+    return d->store ? d->store : d->keys.k;
+}
+
+uint32_t pk_reg_dev_keys_missing(const pk_reg_dev_t *d)
+{
+    return d->keys_missing;
+}
+
 /* Forgets everything of the previous run (keeps identity and K). */
 static void dev_reset(pk_reg_dev_t *d)
 {
@@ -31,8 +83,15 @@ static void dev_reset(pk_reg_dev_t *d)
     pk_wipe(d->k_reg, sizeof d->k_reg);
     pk_wipe(d->tx, sizeof d->tx);
     pk_wipe(&d->temp_id, sizeof d->temp_id);
+    tbl_clear(d);
     pk_wipe(&d->keys, sizeof d->keys);
     pk_wipe(d->ind, sizeof d->ind);
+    pk_wipe(&d->cursor, sizeof d->cursor);
+    pk_wipe(d->tag, sizeof d->tag);
+    d->tag_set = 0;
+    d->restarts = 0;
+    d->total = 0;
+    d->keys_missing = 0;
     d->txlen = 0;
     d->ind_next = 0;
     d->tries = 0;
@@ -64,7 +123,8 @@ int pk_reg_dev_start(pk_reg_dev_t *d, const pk_rng_t *rng, uint64_t now_ms, pk_o
     size_t len = 0;
     int rc;
 
-    if (d->state == PK_REG_D_WAIT_CHALLENGE || d->state == PK_REG_D_WAIT_ACCEPT)
+    if (d->state == PK_REG_D_WAIT_CHALLENGE || d->state == PK_REG_D_WAIT_ACCEPT ||
+        d->state == PK_REG_D_WAIT_KEYS)
         return PK_ERR_STATE;
     if (out->n >= PK_OUT_MAX || out->cap - out->used < PK_REG_REQUEST_LEN)
         return PK_ERR_SPACE;
@@ -136,7 +196,8 @@ out:
     return rc;
 }
 
-static int on_accept(pk_reg_dev_t *d, const uint8_t *msg, size_t len, pk_out_t *out)
+static int on_accept(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t now_ms,
+                     pk_out_t *out)
 {
     pk_record_hdr_t hdr;
     pk_record_t rec;
@@ -170,20 +231,138 @@ static int on_accept(pk_reg_dev_t *d, const uint8_t *msg, size_t len, pk_out_t *
         rc = PK_ERR_STATE; /* authentic but not for this run */
         goto out;
     }
+    /* the first page of a set: a last page holds the whole set */
+    if (pt.keys.paged && !pt.keys.more && pt.keys.total != pt.keys.n) {
+        rc = PK_ERR_MALFORMED;
+        goto out;
+    }
+    /* more to fetch: the first KEYS_REQ is sealed on the new channel before
+     * anything is committed (a full store fetches nothing more) */
+    int fetch = pt.keys.paged && pt.keys.more && pt.keys.n < tbl_cap(d);
+    if (fetch) {
+        if (out->cap - out->used < PK_REG_KEYS_REQ_MAX) {
+            rc = PK_ERR_SPACE;
+            goto out;
+        }
+        rc = pk_reg_chan_seal_keys_req(&rec, &pt.keys.k[pt.keys.n - 1].peer, d->tx, sizeof d->tx,
+                                       &d->txlen);
+        if (rc != PK_OK)
+            goto out;
+    }
     /* commit */
     d->chan = rec;
     memset(&rec, 0, sizeof rec); /* ownership moved */
     d->temp_id = pt.temp_id;
-    d->keys = pt.keys;
+    tbl_clear(d);
+    d->keys.mode = pt.keys.mode;
+    d->keys.mk = pt.keys.mk;
+    unsigned lost = tbl_append(d, &pt.keys);
+    d->keys_missing = pt.keys.paged ? (uint32_t)(pt.keys.total - tbl_n(d)) : lost;
+    d->total = pt.keys.paged ? pt.keys.total : pt.keys.n;
+    memcpy(d->tag, pt.keys.tag, PK_REG_TAG_LEN);
+    d->tag_set = 1;
+    d->restarts = 0;
+    if (fetch) {
+        d->cursor = pt.keys.k[pt.keys.n - 1].peer;
+        d->txtype = PK_REG_T_KEYS_REQ;
+        d->tries = 1;
+        d->deadline = backoff(d, now_ms);
+        d->state = PK_REG_D_WAIT_KEYS;
+        rc = send_tx(d, out); /* room checked */
+        goto out;
+    }
     pk_wipe(d->tx, sizeof d->tx);
     d->txlen = 0;
     d->deadline = UINT64_MAX;
     d->state = PK_REG_D_REGISTERED;
-    pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_REGISTERED, 0, 0); /* room checked */
+    pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_REGISTERED, d->keys_missing, 0); /* room checked */
 out:
     pk_record_clear(&rec);
     pk_wipe(&pt, sizeof pt);
     pk_wipe(ptbuf, sizeof ptbuf);
+    return rc;
+}
+
+/* Seals a KEYS_REQ for d->cursor on the channel (a new record counter) into
+ * d->tx and sends it; the caller checked out's room. */
+static int send_keys_req(pk_reg_dev_t *d, pk_out_t *out)
+{
+    int rc = pk_reg_chan_seal_keys_req(&d->chan, &d->cursor, d->tx, sizeof d->tx, &d->txlen);
+    if (rc != PK_OK)
+        return rc;
+    d->txtype = PK_REG_T_KEYS_REQ;
+    return send_tx(d, out);
+}
+
+/* The run fails: everything of it is wiped. */
+static void dev_fail(pk_reg_dev_t *d, pk_out_t *out)
+{
+    dev_reset(d);
+    d->state = PK_REG_D_FAILED;
+    pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_FAILED, 0, 0);
+}
+
+/*
+ * A KEYS page in WAIT_KEYS (reg.h). Every page of one run must carry the tag
+ * the run started with: a page of another set means the kms's set changed
+ * between pages, so the keys taken so far may miss a key added before the
+ * cursor or hold one removed; the run starts the paging again from the
+ * start (bounded), so what the device ends with is always one whole set as
+ * the kms had it at one time - never a duplicate, never a silent gap.
+ */
+static int on_keys(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t now_ms, pk_out_t *out)
+{
+    pk_reg_keyset_t page; /* ~3.4 KB on the stack, wiped at out */
+    pk_reg_id_t after;
+    int rc;
+    if (d->state != PK_REG_D_WAIT_KEYS)
+        return PK_ERR_STATE;
+    if (out->n + 1 >= PK_OUT_MAX || out->cap - out->used < PK_REG_KEYS_REQ_MAX)
+        return PK_ERR_SPACE;
+    rc = pk_reg_chan_open_keys(&d->chan, msg, len, &after, &page);
+    if (rc != PK_OK)
+        return rc;
+    if (!pk_reg_id_eq(&after, &d->cursor)) {
+        rc = PK_ERR_STATE; /* a late answer to an earlier request */
+        goto out;
+    }
+    if (d->tag_set && (!pk_ct_eq(page.tag, d->tag, PK_REG_TAG_LEN) || page.total != d->total)) {
+        /* the set changed between pages: start again from the start */
+        if (d->restarts >= PK_REG_KEYS_RESTARTS) {
+            dev_fail(d, out);
+            goto out;
+        }
+        d->restarts++;
+        tbl_clear(d);
+        pk_wipe(&d->cursor, sizeof d->cursor);
+        d->tag_set = 0;
+        d->tries = 1;
+        d->deadline = backoff(d, now_ms);
+        rc = send_keys_req(d, out);
+        goto out;
+    }
+    if (!d->tag_set) { /* the first page after a restart names the set */
+        memcpy(d->tag, page.tag, PK_REG_TAG_LEN);
+        d->total = page.total;
+        d->tag_set = 1;
+    }
+    (void)tbl_append(d, &page);
+    if (page.more && page.n > 0 && tbl_n(d) < tbl_cap(d)) {
+        d->cursor = page.k[page.n - 1].peer;
+        d->tries = 1;
+        d->deadline = backoff(d, now_ms);
+        rc = send_keys_req(d, out);
+        goto out;
+    }
+    /* the last page, or a full store: done */
+    d->keys_missing = d->total > tbl_n(d) ? d->total - tbl_n(d) : 0;
+    pk_wipe(d->tx, sizeof d->tx);
+    d->txlen = 0;
+    d->deadline = UINT64_MAX;
+    d->state = PK_REG_D_REGISTERED;
+    pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_REGISTERED, d->keys_missing, 0); /* room checked */
+out:
+    pk_wipe(&page, sizeof page);
     return rc;
 }
 
@@ -308,7 +487,8 @@ int pk_reg_dev_input(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t n
         return PK_ERR_MALFORMED;
     switch (msg[0]) {
     case PK_REG_T_CHALLENGE: return on_challenge(d, msg, len, now_ms, out);
-    case PK_REG_T_ACCEPT: return on_accept(d, msg, len, out);
+    case PK_REG_T_ACCEPT: return on_accept(d, msg, len, now_ms, out);
+    case PK_REG_T_KEYS: return on_keys(d, msg, len, now_ms, out);
     case PK_REG_T_LINK_IND:
     case PK_REG_T_LINK_REJ: return on_link(d, msg, len, out);
     case PK_REG_T_MK_UPDATE: return on_mk_update(d, msg, len, out);
@@ -320,20 +500,21 @@ int pk_reg_dev_timeout(pk_reg_dev_t *d, uint64_t now_ms, pk_out_t *out)
 {
     if (d->deadline == UINT64_MAX || now_ms < d->deadline)
         return PK_OK;
-    if (d->state != PK_REG_D_WAIT_CHALLENGE && d->state != PK_REG_D_WAIT_ACCEPT) {
+    if (d->state != PK_REG_D_WAIT_CHALLENGE && d->state != PK_REG_D_WAIT_ACCEPT &&
+        d->state != PK_REG_D_WAIT_KEYS) {
         d->deadline = UINT64_MAX;
         return PK_OK;
     }
-    if (out->n >= PK_OUT_MAX || out->cap - out->used < d->txlen)
+    if (out->n >= PK_OUT_MAX || out->cap - out->used < sizeof d->tx)
         return PK_ERR_SPACE;
     if (d->tries >= d->max_tries) {
-        dev_reset(d);
-        d->state = PK_REG_D_FAILED;
-        pk_out_push(out, PK_ACT_EVENT, PK_REG_EV_FAILED, 0, 0);
+        dev_fail(d, out);
         return PK_OK;
     }
     d->tries++;
     d->deadline = backoff(d, now_ms);
+    if (d->state == PK_REG_D_WAIT_KEYS) /* a record is never sent twice: seal it anew */
+        return send_keys_req(d, out);
     return send_tx(d, out);
 }
 
@@ -370,15 +551,19 @@ int pk_reg_dev_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_
     if (d->state != PK_REG_D_REGISTERED || pk_reg_id_set(&p, peer, peer_len) != PK_OK)
         goto none;
     if (d->keys.mode == PK_REG_MODE_PAIRS) {
-        for (unsigned i = 0; i < d->keys.n; i++) {
-            if (d->keys.k[i].ksi == ksi && pk_reg_id_eq(&d->keys.k[i].peer, &p)) {
-                memcpy(k_d, d->keys.k[i].key, PK_REG_ROOT_KEY_LEN);
+        size_t n = 0;
+        const pk_reg_key_t *t = pk_reg_dev_keys(d, &n);
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].ksi == ksi && pk_reg_id_eq(&t[i].peer, &p)) {
+                memcpy(k_d, t[i].key, PK_REG_ROOT_KEY_LEN);
                 return PK_OK;
             }
         }
         goto none;
     }
-    if (d->keys.n == 0)
+    size_t np = 0;
+    const pk_reg_key_t *pool = pk_reg_dev_keys(d, &np);
+    if (np == 0)
         goto none;
     for (unsigned i = 0; i < PK_REG_MAX_IND; i++) {
         const pk_reg_ind_t *in = &d->ind[i];
@@ -386,16 +571,16 @@ int pk_reg_dev_lookup(void *ctx, uint32_t ksi, const uint8_t *peer, size_t peer_
             continue;
         /* the pool key of entry (KSI mod n) in ascending pool-key KSI order
          * (KSIs are distinct within a set: exactly one entry has that rank) */
-        unsigned want = (unsigned)(ksi % d->keys.n);
-        for (unsigned j = 0; j < d->keys.n; j++) {
-            unsigned rank = 0;
-            for (unsigned x = 0; x < d->keys.n; x++)
-                rank += d->keys.k[x].ksi < d->keys.k[j].ksi;
+        size_t want = ksi % np;
+        for (size_t j = 0; j < np; j++) {
+            size_t rank = 0;
+            for (size_t x = 0; x < np; x++)
+                rank += pool[x].ksi < pool[j].ksi;
             if (rank != want)
                 continue;
             const pk_reg_id_t *ini = in->role == PK_REG_ROLE_INITIATOR ? &d->id : &in->peer;
             const pk_reg_id_t *rsp = in->role == PK_REG_ROLE_INITIATOR ? &in->peer : &d->id;
-            if (pk_reg_pool_link_key(d->keys.k[j].key, in->param, ini, rsp, k_d) == PK_OK)
+            if (pk_reg_pool_link_key(pool[j].key, in->param, ini, rsp, k_d) == PK_OK)
                 return PK_OK;
             goto none;
         }
@@ -407,11 +592,13 @@ none:
 
 int pk_reg_dev_pair_ksi(const pk_reg_dev_t *d, const pk_reg_id_t *peer, uint32_t *ksi)
 {
+    size_t n = 0;
+    const pk_reg_key_t *t = pk_reg_dev_keys(d, &n);
     if (d->state != PK_REG_D_REGISTERED || d->keys.mode != PK_REG_MODE_PAIRS)
         return PK_ERR_NOTFOUND;
-    for (unsigned i = 0; i < d->keys.n; i++) {
-        if (pk_reg_id_eq(&d->keys.k[i].peer, peer)) {
-            *ksi = d->keys.k[i].ksi;
+    for (size_t i = 0; i < n; i++) {
+        if (pk_reg_id_eq(&t[i].peer, peer)) {
+            *ksi = t[i].ksi;
             return PK_OK;
         }
     }
@@ -420,6 +607,7 @@ int pk_reg_dev_pair_ksi(const pk_reg_dev_t *d, const pk_reg_id_t *peer, uint32_t
 
 void pk_reg_dev_clear(pk_reg_dev_t *d)
 {
+    tbl_clear(d);
     pk_record_clear(&d->chan);
     pk_wipe(d, sizeof *d);
 }

@@ -231,3 +231,79 @@ int pk_reg_chan_open_mk(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_
     pk_wipe(pt, sizeof pt);
     return rc;
 }
+
+int pk_reg_chan_seal_keys_req(pk_record_t *rec, const pk_reg_id_t *after, uint8_t *buf, size_t cap,
+                              size_t *len)
+{
+    size_t ptlen = 0;
+    *len = 0;
+    if (cap < PK_RECORD_OVERHEAD)
+        return PK_ERR_SPACE;
+    int rc = pk_reg_keys_req_pt_encode(after, buf + PK_RECORD_HEADER_LEN, cap - PK_RECORD_OVERHEAD,
+                                       &ptlen);
+    if (rc == PK_OK)
+        rc = pk_record_seal(rec, PK_REG_T_KEYS_REQ, buf + PK_RECORD_HEADER_LEN, ptlen, buf, cap,
+                            len);
+    if (rc != PK_OK) {
+        pk_wipe(buf, cap);
+        *len = 0;
+    }
+    return rc;
+}
+
+int pk_reg_chan_seal_keys(pk_record_t *rec, const pk_reg_id_t *after, const pk_reg_keyset_t *page,
+                          uint8_t *buf, size_t cap, size_t *len)
+{
+    size_t ptlen = 0;
+    *len = 0;
+    if (cap < PK_RECORD_OVERHEAD)
+        return PK_ERR_SPACE;
+    /* plaintext built where the ciphertext goes (in-place seal) */
+    int rc = pk_reg_keys_pt_encode(after, page, buf + PK_RECORD_HEADER_LEN,
+                                   cap - PK_RECORD_OVERHEAD, &ptlen);
+    if (rc == PK_OK)
+        rc = pk_record_seal(rec, PK_REG_T_KEYS, buf + PK_RECORD_HEADER_LEN, ptlen, buf, cap, len);
+    if (rc != PK_OK) {
+        pk_wipe(buf, cap);
+        *len = 0;
+    }
+    return rc;
+}
+
+int pk_reg_chan_open_keys_req(pk_record_t *rec, const uint8_t *buf, size_t len, pk_reg_id_t *after)
+{
+    uint8_t pt[PK_REG_KEYS_REQ_PT_MAX];
+    size_t ptlen = 0;
+    uint8_t type = 0;
+    memset(after, 0, sizeof *after);
+    if (len < PK_REG_KEYS_REQ_MIN || len > PK_REG_KEYS_REQ_MAX || buf[0] != PK_REG_T_KEYS_REQ)
+        return PK_ERR_MALFORMED;
+    int rc = pk_record_open(rec, buf, len, &type, pt, sizeof pt, &ptlen);
+    if (rc == PK_OK)
+        rc = pk_reg_keys_req_pt_decode(pt, ptlen, after);
+    if (rc != PK_OK)
+        memset(after, 0, sizeof *after);
+    pk_wipe(pt, sizeof pt);
+    return rc;
+}
+
+int pk_reg_chan_open_keys(pk_record_t *rec, const uint8_t *buf, size_t len, pk_reg_id_t *after,
+                          pk_reg_keyset_t *page)
+{
+    uint8_t pt[PK_REG_KEYS_PT_MAX];
+    size_t ptlen = 0;
+    uint8_t type = 0;
+    memset(after, 0, sizeof *after);
+    memset(page, 0, sizeof *page);
+    if (len < PK_REG_KEYS_MIN || len > PK_REG_KEYS_MAX || buf[0] != PK_REG_T_KEYS)
+        return PK_ERR_MALFORMED;
+    int rc = pk_record_open(rec, buf, len, &type, pt, sizeof pt, &ptlen);
+    if (rc == PK_OK)
+        rc = pk_reg_keys_pt_decode(pt, ptlen, after, page);
+    if (rc != PK_OK) {
+        memset(after, 0, sizeof *after);
+        pk_wipe(page, sizeof *page);
+    }
+    pk_wipe(pt, sizeof pt);
+    return rc;
+}

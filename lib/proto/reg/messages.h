@@ -29,9 +29,15 @@
  *   ACCEPT    (0x04, node -> device; record of 84..PK_REG_ACCEPT_MAX bytes)
  *     plaintext: nonce_d(16) tid_len(1) temp_id(tid_len) mode(1) count(1)
  *                count x { KSI(4) key(32) peer_len(1) peer(peer_len) }
+ *                [ total(2) more(1) tag(8) ]     iff mode & 0x80 (paged)
  *                [ master-key block ]
  *     mode 1 = root keys per pair (option 1, peer_len >= 1),
  *     mode 2 = pool (option 2, peer_len = 0); count <= PK_REG_MAX_KEYS.
+ *     Paged (mode | PK_REG_MODE_PAGED, sent only when more = 1): the first
+ *     page of a set of `total` keys (<= PK_REG_PEERS_MAX); entries strictly
+ *     ascending by peer (pk_reg_id_cmp); more = 1: KEYS_REQ/KEYS follow; tag
+ *     names the set (the same on every page of one set). A set that fits
+ *     is sent unpaged, byte-identical to the format before paging.
  *     nonce_d inside binds the accept to this registration run.
  *     The optional master-key block (Toshiba, DESIGN 3.6; present iff bytes
  *     remain after the key entries) carries the master keys of the device's
@@ -57,14 +63,29 @@
  *                                                       [0, 57 or 109 bytes]
  *     Record counters give replay protection; the device also refuses a block
  *     of its own domain whose newest MK ID is lower than the one it holds.
+ *   KEYS_REQ   (0x15, device -> node; the next page of a paged key set)
+ *     plaintext: after_len(1) after(after_len)          [1..65 bytes]
+ *     the cursor: the peer of the last key the device holds, 0..64 bytes
+ *     (0: from the start, after a change of the set). Retransmitted sealed
+ *     anew (a new counter) every rto_ms x 2^try until max_tries.
+ *   KEYS       (0x16, node -> device; the answer)
+ *     plaintext: after_len(1) after(after_len)  (the cursor it answers)
+ *                mode(1)=0x81 count(1) entries total(2) more(1) tag(8)
+ *                                                     [14..3310 bytes]
+ *     every entry's peer sorts after the cursor. The device takes a page
+ *     only for its current cursor and its set's tag; another tag restarts
+ *     the paging from the start (PK_REG_KEYS_RESTARTS times at most).
  *
  * ---- node <-> kms and node <-> node (mutual-TLS frames) ---------------------
  *
  *   KMS_VEC_REQ    (0x40) type node_id(block8) device_id(block8) nonce_d(16)
  *   KMS_VEC_RESP   (0x41) type status(1) RAND(16) AUTN(16) XRES(16) K_reg(32)  [exactly 82]
- *   KMS_KEYS_REQ   (0x42) type device_id(block8)
+ *   KMS_KEYS_REQ   (0x42) type device_id(block8) [after_len(1) after]
+ *                         with the cursor: a paged answer (the page after
+ *                         it); without: the first 32 keys unpaged (old nodes)
  *   KMS_KEYS_RESP  (0x43) type status(1) mode(1) count(1) entries
- *                         [master-key block]          (both as in ACCEPT)
+ *                         [paging block] [master-key block] (as in ACCEPT;
+ *                         the master keys with the first page only)
  *   KMS_ALLOC_REQ  (0x44) type initiator(block8) peer(block8)
  *   KMS_ALLOC_RESP (0x45) type status(1) KSI(4) param(16)                       [exactly 22]
  *   NODE_LINK_IND  (0x50) type initiator(block8) target(block8) KSI(4) param(16)
@@ -83,18 +104,22 @@
 #include "core/err.h"
 #include "core/record.h"
 
-#define PK_REG_VERSION      1
-#define PK_REG_ID_MAX       64
-#define PK_REG_NONCE_LEN    16
-#define PK_REG_RAND_LEN     16
-#define PK_REG_AUTN_LEN     16
-#define PK_REG_RES_LEN      16
-#define PK_REG_KREG_LEN     32
-#define PK_REG_ROOT_KEY_LEN 32 /* K_D, as TS 33.536 (256 bit) */
-#define PK_REG_PARAM_LEN    16 /* option-2 fresh parameter */
-#define PK_REG_MAX_KEYS     32 /* keys in one accept */
-#define PK_REG_MK_LEN       32 /* master key (Toshiba), 256 bit */
-#define PK_REG_MAX_MK       2  /* master keys in one block: current, next */
+#define PK_REG_VERSION       1
+#define PK_REG_ID_MAX        64
+#define PK_REG_NONCE_LEN     16
+#define PK_REG_RAND_LEN      16
+#define PK_REG_AUTN_LEN      16
+#define PK_REG_RES_LEN       16
+#define PK_REG_KREG_LEN      32
+#define PK_REG_ROOT_KEY_LEN  32   /* K_D, as TS 33.536 (256 bit) */
+#define PK_REG_PARAM_LEN     16   /* option-2 fresh parameter */
+#define PK_REG_MAX_KEYS      32   /* keys in one accept, one KEYS record, one kms page */
+#define PK_REG_PEERS_MAX     1024 /* root keys per pair one device is handed in all (pages) */
+#define PK_REG_TAG_LEN       8    /* key-set tag (paged key sets) */
+#define PK_REG_MODE_PAGED    0x80 /* mode flag: a paging block follows the entries */
+#define PK_REG_KEYS_RESTARTS 4    /* key-set changes a device follows while paging */
+#define PK_REG_MK_LEN        32   /* master key (Toshiba), 256 bit */
+#define PK_REG_MAX_MK        2    /* master keys in one block: current, next */
 
 enum pk_reg_type {
     PK_REG_T_REQUEST = 0x01,
@@ -106,6 +131,8 @@ enum pk_reg_type {
     PK_REG_T_LINK_REJ = 0x12,
     PK_REG_T_MK_REFRESH = 0x13,
     PK_REG_T_MK_UPDATE = 0x14,
+    PK_REG_T_KEYS_REQ = 0x15,
+    PK_REG_T_KEYS = 0x16,
     PK_REG_T_KMS_VEC_REQ = 0x40,
     PK_REG_T_KMS_VEC_RESP = 0x41,
     PK_REG_T_KMS_KEYS_REQ = 0x42,
@@ -121,13 +148,23 @@ enum pk_reg_type {
 #define PK_REG_RESPONSE_MIN  (2 + PK_REG_NONCE_LEN + 1 + 1 + PK_REG_RES_LEN)             /* 36 */
 #define PK_REG_RESPONSE_MAX  (2 + PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_RES_LEN) /* 99 */
 #define PK_REG_KEY_ENTRY_MAX (4 + PK_REG_ROOT_KEY_LEN + 1 + PK_REG_ID_MAX)               /* 101 */
-#define PK_REG_KEYSET_MAX    (2 + PK_REG_MAX_KEYS * PK_REG_KEY_ENTRY_MAX)                /* 3234 */
-#define PK_REG_MK_ENTRY_LEN  (4 + 8 + 8 + PK_REG_MK_LEN)                                 /* 52 */
-#define PK_REG_MKSET_MAX     (1 + 4 + PK_REG_MAX_MK * PK_REG_MK_ENTRY_LEN)               /* 109 */
+#define PK_REG_PAGE_LEN      (2 + 1 + PK_REG_TAG_LEN) /* total(2) more(1) tag(8): 11 */
+/* 3245: mode count, 32 entries, the paging block */
+#define PK_REG_KEYSET_MAX   (2 + PK_REG_MAX_KEYS * PK_REG_KEY_ENTRY_MAX + PK_REG_PAGE_LEN)
+#define PK_REG_MK_ENTRY_LEN (4 + 8 + 8 + PK_REG_MK_LEN)                   /* 52 */
+#define PK_REG_MKSET_MAX    (1 + 4 + PK_REG_MAX_MK * PK_REG_MK_ENTRY_LEN) /* 109 */
 #define PK_REG_ACCEPT_PT_MAX                                                                       \
-    (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* 3424 */
+    (PK_REG_NONCE_LEN + 1 + PK_REG_ID_MAX + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* 3435 */
 #define PK_REG_ACCEPT_MIN        PK_RECORD_LEN(PK_REG_NONCE_LEN + 1 + 1 + 2)      /* 48 */
-#define PK_REG_ACCEPT_MAX        PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)              /* 3452 */
+#define PK_REG_ACCEPT_MAX        PK_RECORD_LEN(PK_REG_ACCEPT_PT_MAX)              /* 3463 */
+#define PK_REG_CURSOR_MAX        (1 + PK_REG_ID_MAX)                              /* 65 */
+#define PK_REG_KEYS_REQ_PT_MAX   PK_REG_CURSOR_MAX                                /* 65 */
+#define PK_REG_KEYS_REQ_MIN      PK_RECORD_LEN(1)                                 /* 29 */
+#define PK_REG_KEYS_REQ_MAX      PK_RECORD_LEN(PK_REG_KEYS_REQ_PT_MAX)            /* 93 */
+#define PK_REG_KEYS_PT_MIN       (1 + 2 + PK_REG_PAGE_LEN)                        /* 14 */
+#define PK_REG_KEYS_PT_MAX       (PK_REG_CURSOR_MAX + PK_REG_KEYSET_MAX)          /* 3310 */
+#define PK_REG_KEYS_MIN          PK_RECORD_LEN(PK_REG_KEYS_PT_MIN)                /* 42 */
+#define PK_REG_KEYS_MAX          PK_RECORD_LEN(PK_REG_KEYS_PT_MAX)                /* 3338 */
 #define PK_REG_LINK_PT_MAX       (1 + PK_REG_ID_MAX + 1 + 4 + PK_REG_PARAM_LEN)   /* 86 */
 #define PK_REG_SEALED_MAX        PK_RECORD_LEN(PK_REG_LINK_PT_MAX)                /* 114 */
 #define PK_REG_MK_REFRESH_PT_MAX 4                                                /* held_mk_id */
@@ -139,7 +176,11 @@ enum pk_reg_type {
     (2 + PK_REG_RAND_LEN + PK_REG_AUTN_LEN + PK_REG_RES_LEN + PK_REG_KREG_LEN)
 #define PK_REG_KMS_ALLOC_RESP_LEN (2 + 4 + PK_REG_PARAM_LEN) /* 22 */
 #define PK_REG_NET_MAX                                                                             \
-    (1 + 2 + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* largest node<->kms frame: 3346 */
+    (1 + 2 + PK_REG_KEYSET_MAX + PK_REG_MKSET_MAX) /* largest node<->kms frame: 3357 */
+
+_Static_assert(PK_REG_KEYS_REQ_MAX <= PK_REG_RESPONSE_MAX,
+               "a KEYS_REQ fits the device's tx buffer");
+_Static_assert(PK_REG_KEYS_MAX <= PK_REG_ACCEPT_MAX, "a KEYS record is no larger than an accept");
 
 enum pk_reg_keymode {
     PK_REG_MODE_PAIRS = 1, /* option 1: one root key per allowed pair */
@@ -185,9 +226,18 @@ typedef struct pk_reg_mkset {
     pk_reg_mk_t k[PK_REG_MAX_MK];
 } pk_reg_mkset_t;
 
+/* One key set, or one page of a paged key set (paged = 1): then the entries
+ * are in strictly ascending peer order (pk_reg_id_cmp), total is the number
+ * of keys in the whole set, more = 1 when entries after the last one follow
+ * (in later pages), and tag names the set the page was cut from (the same
+ * tag on every page of one consistent set; docs/protocol.md). */
 typedef struct pk_reg_keyset {
-    uint8_t mode; /* enum pk_reg_keymode */
-    uint8_t n;    /* <= PK_REG_MAX_KEYS */
+    uint8_t mode;                /* enum pk_reg_keymode (without PK_REG_MODE_PAGED) */
+    uint8_t n;                   /* <= PK_REG_MAX_KEYS */
+    uint8_t paged;               /* 1: the paging block below is on the wire */
+    uint8_t more;                /* paged: later pages follow */
+    uint16_t total;              /* paged: keys in the whole set, n..PK_REG_PEERS_MAX */
+    uint8_t tag[PK_REG_TAG_LEN]; /* paged: the set's tag */
     pk_reg_key_t k[PK_REG_MAX_KEYS];
     /* Master keys. NOT written or read by pk_reg_keyset_write/read: the
      * messages that carry them (ACCEPT, KMS_KEYS_RESP) append the block after
@@ -212,14 +262,20 @@ int pk_reg_id_valid(const uint8_t *b, size_t len);
 int pk_reg_id_set(pk_reg_id_t *id, const void *b, size_t len);
 /* 1 when equal (identities are public: plain comparison). */
 int pk_reg_id_eq(const pk_reg_id_t *a, const pk_reg_id_t *b);
+/* <0, 0, >0: the order of block8 encodings (length first, then bytes), the
+ * order the kms keeps peers in and pages key sets by. A len-0 id (the
+ * "from the start" cursor) sorts before every id. */
+int pk_reg_id_cmp(const pk_reg_id_t *a, const pk_reg_id_t *b);
 
 /* Reads a block8 identity; marks r failed when invalid. */
 void pk_reg_rd_id(pk_rd_t *r, pk_reg_id_t *id);
 void pk_reg_wr_id(pk_wr_t *w, const pk_reg_id_t *id);
 
-/* ---- key sets: mode(1) count(1) entries, shared by ACCEPT and KMS_KEYS_RESP ---- */
+/* ---- key sets: mode(1) count(1) entries [paging block], shared by ACCEPT,
+ * KEYS and KMS_KEYS_RESP ---- */
 
-/* Writes ks; PK_ERR_INVAL for a set violating the mode's rules. */
+/* Writes ks (mode | PK_REG_MODE_PAGED and the paging block when ks->paged);
+ * PK_ERR_INVAL for a set violating the mode's or the paging rules. */
 int pk_reg_keyset_write(pk_wr_t *w, const pk_reg_keyset_t *ks);
 /* Reads into ks (which the caller wipes after use: it holds keys). */
 void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks);
@@ -288,6 +344,21 @@ int pk_reg_link_pt_encode(uint8_t type, const pk_reg_link_pt_t *m, uint8_t *buf,
                           size_t *len);
 int pk_reg_link_pt_decode(uint8_t type, const uint8_t *buf, size_t len, pk_reg_link_pt_t *m);
 
+/* KEYS_REQ plaintext: the cursor after(len(1) id), len 0 = from the start.
+ * KEYS plaintext: the cursor it answers, then a paged key set of mode pairs
+ * whose entries all sort after the cursor. Decode: PK_ERR_MALFORMED for any
+ * other size or content; *page (keys) is wiped on failure, and by the caller
+ * after use. */
+int pk_reg_keys_req_pt_encode(const pk_reg_id_t *after, uint8_t *buf, size_t cap, size_t *len);
+int pk_reg_keys_req_pt_decode(const uint8_t *buf, size_t len, pk_reg_id_t *after);
+int pk_reg_keys_pt_encode(const pk_reg_id_t *after, const pk_reg_keyset_t *page, uint8_t *buf,
+                          size_t cap, size_t *len);
+int pk_reg_keys_pt_decode(const uint8_t *buf, size_t len, pk_reg_id_t *after,
+                          pk_reg_keyset_t *page);
+/* The cursor codec: len(1) then 0 (from the start) or a valid id. */
+void pk_reg_wr_cursor(pk_wr_t *w, const pk_reg_id_t *after);
+void pk_reg_rd_cursor(pk_rd_t *r, pk_reg_id_t *after);
+
 /* MK_REFRESH plaintext: held_mk_id 0 encodes as empty. Decode: PK_OK and
  * *held_mk_id (0 for empty), PK_ERR_MALFORMED for any other size or an
  * explicit 0. */
@@ -312,6 +383,8 @@ typedef struct pk_reg_net {
     uint32_t ksi;                      /* ALLOC_RESP, LINK_IND */
     uint8_t param[PK_REG_PARAM_LEN];   /* ALLOC_RESP, LINK_IND */
     pk_reg_keyset_t keys;              /* KEYS_RESP */
+    uint8_t paged;                     /* KEYS_REQ: carries a cursor (paged answer) */
+    pk_reg_id_t after;                 /* KEYS_REQ: the cursor (len 0: from the start) */
 } pk_reg_net_t;
 
 /* Encodes/decodes one node<->kms or node<->node frame body (the transport adds

@@ -61,6 +61,13 @@ int pk_reg_id_eq(const pk_reg_id_t *a, const pk_reg_id_t *b)
     return a->len == b->len && memcmp(a->b, b->b, a->len) == 0;
 }
 
+int pk_reg_id_cmp(const pk_reg_id_t *a, const pk_reg_id_t *b)
+{
+    if (a->len != b->len) /* block8 order: the length byte first */
+        return a->len < b->len ? -1 : 1;
+    return memcmp(a->b, b->b, a->len);
+}
+
 void pk_reg_rd_id(pk_rd_t *r, pk_reg_id_t *id)
 {
     pk_rd_t s = pk_rd_block8(r, PK_REG_ID_MAX);
@@ -78,12 +85,39 @@ void pk_reg_wr_id(pk_wr_t *w, const pk_reg_id_t *id)
     pk_wr_block8(w, id->b, id->len);
 }
 
+void pk_reg_wr_cursor(pk_wr_t *w, const pk_reg_id_t *after)
+{
+    if (after->len == 0)
+        pk_wr_u8(w, 0);
+    else
+        pk_reg_wr_id(w, after);
+}
+
+void pk_reg_rd_cursor(pk_rd_t *r, pk_reg_id_t *after)
+{
+    pk_rd_t s = pk_rd_block8(r, PK_REG_ID_MAX);
+    memset(after, 0, sizeof *after);
+    if (s.err != PK_OK || (s.left > 0 && pk_reg_id_set(after, s.p, s.left) != PK_OK))
+        r->err = PK_ERR_MALFORMED;
+}
+
 static int keyset_valid(const pk_reg_keyset_t *ks)
 {
     if (ks->n > PK_REG_MAX_KEYS)
         return 0;
     if (ks->mode != PK_REG_MODE_PAIRS && ks->mode != PK_REG_MODE_POOL)
         return 0;
+    if (ks->paged) {
+        /* a page: total covers it, a page announcing more carries keys (so
+         * paging always advances), entries strictly ascending by peer (so a
+         * cursor after the last one can neither repeat nor skip a key) */
+        if (ks->more > 1 || ks->total < ks->n || ks->total > PK_REG_PEERS_MAX ||
+            (ks->more && ks->n == 0) || (ks->more && ks->mode != PK_REG_MODE_PAIRS))
+            return 0;
+        for (unsigned i = 1; ks->mode == PK_REG_MODE_PAIRS && i < ks->n; i++)
+            if (pk_reg_id_cmp(&ks->k[i - 1].peer, &ks->k[i].peer) >= 0)
+                return 0;
+    }
     for (unsigned i = 0; i < ks->n; i++) {
         const pk_reg_key_t *k = &ks->k[i];
         if (ks->mode == PK_REG_MODE_PAIRS && !pk_reg_id_valid(k->peer.b, k->peer.len))
@@ -103,13 +137,18 @@ int pk_reg_keyset_write(pk_wr_t *w, const pk_reg_keyset_t *ks)
         w->err = PK_ERR_INVAL;
         return PK_ERR_INVAL;
     }
-    pk_wr_u8(w, ks->mode);
+    pk_wr_u8(w, (uint8_t)(ks->mode | (ks->paged ? PK_REG_MODE_PAGED : 0)));
     pk_wr_u8(w, ks->n);
     for (unsigned i = 0; i < ks->n; i++) {
         pk_wr_u32(w, ks->k[i].ksi);
         pk_wr_bytes(w, ks->k[i].key, PK_REG_ROOT_KEY_LEN);
         pk_wr_u8(w, ks->k[i].peer.len);
         pk_wr_bytes(w, ks->k[i].peer.b, ks->k[i].peer.len);
+    }
+    if (ks->paged) {
+        pk_wr_u16(w, ks->total);
+        pk_wr_u8(w, ks->more);
+        pk_wr_bytes(w, ks->tag, PK_REG_TAG_LEN);
     }
     return pk_wr_ok(w);
 }
@@ -118,6 +157,8 @@ void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks)
 {
     memset(ks, 0, sizeof *ks);
     ks->mode = pk_rd_u8(r);
+    ks->paged = (ks->mode & PK_REG_MODE_PAGED) != 0;
+    ks->mode &= (uint8_t)~PK_REG_MODE_PAGED;
     uint8_t n = pk_rd_u8(r);
     if (n > PK_REG_MAX_KEYS) {
         r->err = PK_ERR_MALFORMED;
@@ -132,8 +173,15 @@ void pk_reg_keyset_read(pk_rd_t *r, pk_reg_keyset_t *ks)
             r->err = PK_ERR_MALFORMED;
     }
     ks->n = n;
+    if (ks->paged) {
+        ks->total = pk_rd_u16(r);
+        ks->more = pk_rd_u8(r);
+        pk_rd_copy(r, ks->tag, PK_REG_TAG_LEN);
+    }
     if (r->err == PK_OK && !keyset_valid(ks))
         r->err = PK_ERR_MALFORMED;
+    if (r->err != PK_OK)
+        pk_wipe(ks, sizeof *ks);
 }
 
 int pk_reg_mkset_valid(const pk_reg_mkset_t *mk)
@@ -367,6 +415,66 @@ int pk_reg_link_pt_decode(uint8_t type, const uint8_t *buf, size_t len, pk_reg_l
     return pk_rd_done(&r);
 }
 
+int pk_reg_keys_req_pt_encode(const pk_reg_id_t *after, uint8_t *buf, size_t cap, size_t *len)
+{
+    pk_wr_t w;
+    pk_wr_init(&w, buf, cap);
+    pk_reg_wr_cursor(&w, after);
+    *len = w.len;
+    return pk_wr_ok(&w);
+}
+
+int pk_reg_keys_req_pt_decode(const uint8_t *buf, size_t len, pk_reg_id_t *after)
+{
+    pk_rd_t r;
+    if (len < 1 || len > PK_REG_KEYS_REQ_PT_MAX) {
+        memset(after, 0, sizeof *after);
+        return PK_ERR_MALFORMED;
+    }
+    pk_rd_init(&r, buf, len);
+    pk_reg_rd_cursor(&r, after);
+    return pk_rd_done(&r);
+}
+
+/* A KEYS page: paged, mode pairs, every entry after the cursor (the set's
+ * rules, keyset_valid, give the ascending order within the page). */
+static int keys_page_ok(const pk_reg_id_t *after, const pk_reg_keyset_t *page)
+{
+    return page->paged && page->mode == PK_REG_MODE_PAIRS &&
+           (page->n == 0 || pk_reg_id_cmp(after, &page->k[0].peer) < 0);
+}
+
+int pk_reg_keys_pt_encode(const pk_reg_id_t *after, const pk_reg_keyset_t *page, uint8_t *buf,
+                          size_t cap, size_t *len)
+{
+    pk_wr_t w;
+    pk_wr_init(&w, buf, cap);
+    if (!keys_page_ok(after, page))
+        return PK_ERR_INVAL;
+    pk_reg_wr_cursor(&w, after);
+    pk_reg_keyset_write(&w, page);
+    *len = w.len;
+    return pk_wr_ok(&w);
+}
+
+int pk_reg_keys_pt_decode(const uint8_t *buf, size_t len, pk_reg_id_t *after, pk_reg_keyset_t *page)
+{
+    pk_rd_t r;
+    memset(page, 0, sizeof *page);
+    memset(after, 0, sizeof *after);
+    if (len < PK_REG_KEYS_PT_MIN || len > PK_REG_KEYS_PT_MAX)
+        return PK_ERR_MALFORMED;
+    pk_rd_init(&r, buf, len);
+    pk_reg_rd_cursor(&r, after);
+    pk_reg_keyset_read(&r, page);
+    int rc = pk_rd_done(&r);
+    if (rc == PK_OK && !keys_page_ok(after, page))
+        rc = PK_ERR_MALFORMED;
+    if (rc != PK_OK)
+        pk_wipe(page, sizeof *page);
+    return rc;
+}
+
 int pk_reg_mk_refresh_pt_encode(uint32_t held_mk_id, uint8_t *buf, size_t cap, size_t *len)
 {
     pk_wr_t w;
@@ -435,7 +543,11 @@ int pk_reg_net_encode(const pk_reg_net_t *m, uint8_t *buf, size_t cap, size_t *l
         pk_wr_bytes(&w, m->vec.xres, PK_REG_RES_LEN);
         pk_wr_bytes(&w, m->vec.k_reg, PK_REG_KREG_LEN);
         break;
-    case PK_REG_T_KMS_KEYS_REQ: pk_reg_wr_id(&w, &m->a); break;
+    case PK_REG_T_KMS_KEYS_REQ:
+        pk_reg_wr_id(&w, &m->a);
+        if (m->paged)
+            pk_reg_wr_cursor(&w, &m->after);
+        break;
     case PK_REG_T_KMS_KEYS_RESP:
         pk_wr_u8(&w, m->status);
         pk_reg_keyset_write(&w, &m->keys);
@@ -483,7 +595,13 @@ int pk_reg_net_decode(const uint8_t *buf, size_t len, pk_reg_net_t *m)
         pk_rd_copy(&r, m->vec.xres, PK_REG_RES_LEN);
         pk_rd_copy(&r, m->vec.k_reg, PK_REG_KREG_LEN);
         break;
-    case PK_REG_T_KMS_KEYS_REQ: pk_reg_rd_id(&r, &m->a); break;
+    case PK_REG_T_KMS_KEYS_REQ:
+        pk_reg_rd_id(&r, &m->a);
+        if (r.err == PK_OK && r.left > 0) { /* the cursor: a paged request */
+            m->paged = 1;
+            pk_reg_rd_cursor(&r, &m->after);
+        }
+        break;
     case PK_REG_T_KMS_KEYS_RESP:
         m->status = pk_rd_u8(&r);
         pk_reg_keyset_read(&r, &m->keys);

@@ -332,6 +332,7 @@ static int on_response(pk_reg_node_t *n, uint64_t src, const uint8_t *msg, size_
     memset(&q, 0, sizeof q);
     q.type = PK_REG_T_KMS_KEYS_REQ;
     q.a = h->dev;
+    q.paged = 1; /* the first page (an empty cursor): the answer says whether more follow */
     if ((rc = push_net_event(out, PK_REG_EV_NEED_KEYS, src, &q)) != PK_OK)
         return rc;
     h->state = PK_REG_H_AUTHED;

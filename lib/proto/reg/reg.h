@@ -17,6 +17,11 @@
  *     |                            |<------------KMS_KEYS_RESP(keys)--|
  *     |  ACCEPT{temp ID, keys}     | pk_reg_node_accept()             |
  *     |<===========================|  (record under K_reg downlink)   |
+ *     | [a paged set: per further page]                               |
+ *     | KEYS_REQ{cursor}           |                                  |
+ *     |===========================>| ---KMS_KEYS_REQ(cursor)--------->|
+ *     |  KEYS{cursor, page}        |<------------KMS_KEYS_RESP(page)--|
+ *     |<===========================|  (the node core, proto/node)     |
  *
  * Derivations (TS 33.220 KDF, core/kdf_fc.h), K the device key (16 or 32
  * bytes), ids as UTF-8 bytes:
@@ -49,7 +54,8 @@
 enum pk_reg_event {
     PK_REG_EV_NEED_VECTOR = 1, /* node: send data (a KMS_VEC_REQ frame) to the kms; dest = source */
     PK_REG_EV_NEED_KEYS = 2,  /* node: send data (a KMS_KEYS_REQ frame) to the kms; dest = source */
-    PK_REG_EV_REGISTERED = 3, /* device: registration finished; temp ID and keys are readable */
+    PK_REG_EV_REGISTERED = 3, /* device: registration finished; temp ID and keys are readable;
+                                 dest = keys of the set the key store had no room for (0) */
     PK_REG_EV_FAILED = 4,     /* device: retries exhausted */
     PK_REG_EV_LINK_IND = 5,   /* device: a KSI indication stored; data = peer id */
     PK_REG_EV_LINK_REJ = 6,   /* device: link refused; data = peer id, then reason(1) */
@@ -128,6 +134,21 @@ int pk_reg_chan_seal_mk(pk_record_t *rec, uint8_t type, uint32_t held_mk_id,
  * is then consumed), plus the pk_record_open() errors. */
 int pk_reg_chan_open_mk(pk_record_t *rec, const uint8_t *buf, size_t len, uint8_t *type,
                         uint32_t *held_mk_id, pk_reg_mkset_t *mk) PK_MUST_CHECK;
+
+/* Seals a KEYS_REQ (cursor after; len 0 = from the start) / a KEYS page
+ * (answering cursor after) as one record into buf[0..cap). PK_ERR_INVAL (a
+ * page breaking the KEYS rules), PK_ERR_SPACE, pk_record_seal errors. */
+int pk_reg_chan_seal_keys_req(pk_record_t *rec, const pk_reg_id_t *after, uint8_t *buf, size_t cap,
+                              size_t *len);
+int pk_reg_chan_seal_keys(pk_record_t *rec, const pk_reg_id_t *after, const pk_reg_keyset_t *page,
+                          uint8_t *buf, size_t cap, size_t *len);
+/* Opens a KEYS_REQ (*after) / KEYS (*after, *page: wiped by the caller)
+ * record; PK_ERR_MALFORMED for another type, size or a bad plaintext (the
+ * counter is then consumed), plus the pk_record_open() errors. */
+int pk_reg_chan_open_keys_req(pk_record_t *rec, const uint8_t *buf, size_t len,
+                              pk_reg_id_t *after) PK_MUST_CHECK;
+int pk_reg_chan_open_keys(pk_record_t *rec, const uint8_t *buf, size_t len, pk_reg_id_t *after,
+                          pk_reg_keyset_t *page) PK_MUST_CHECK;
 
 /* ================= node ================= */
 
@@ -273,6 +294,7 @@ enum pk_reg_dev_state {
     PK_REG_D_WAIT_ACCEPT = 2,
     PK_REG_D_REGISTERED = 3,
     PK_REG_D_FAILED = 4,
+    PK_REG_D_WAIT_KEYS = 5, /* accepted, fetching the rest of a paged key set */
 };
 
 #define PK_REG_MAX_IND 8 /* option-2 indications a device keeps */
@@ -292,6 +314,13 @@ typedef struct pk_reg_dev_cfg {
     size_t klen;
     uint64_t rto_ms;    /* first retransmission timeout, doubled per try */
     unsigned max_tries; /* sends of one message before FAILED (1..16) */
+    /* Optional key store (borrowed for the device's life, like any user
+     * buffer of an embedded library): keys[0..nkeys) holds the root keys.
+     * NULL: the PK_REG_MAX_KEYS entries inside pk_reg_dev_t (d->keys.k).
+     * A device with more allowed peers than its store holds keeps the
+     * lowest peer ids and counts the rest (pk_reg_dev_keys_missing). */
+    pk_reg_key_t *keys;
+    size_t nkeys; /* entries in keys; at most PK_REG_PEERS_MAX are used */
 } pk_reg_dev_cfg_t;
 
 typedef struct pk_reg_dev {
@@ -305,18 +334,37 @@ typedef struct pk_reg_dev {
     uint8_t nonce_d[PK_REG_NONCE_LEN];
     uint8_t rand[PK_REG_RAND_LEN];
     uint8_t k_reg[PK_REG_KREG_LEN];
-    uint8_t tx[PK_REG_REQUEST_LEN > PK_REG_RESPONSE_MAX ? PK_REG_REQUEST_LEN : PK_REG_RESPONSE_MAX];
+    uint8_t tx[PK_REG_REQUEST_LEN > PK_REG_RESPONSE_MAX ? PK_REG_REQUEST_LEN
+                                                        : PK_REG_RESPONSE_MAX]; /* >= KEYS_REQ */
     size_t txlen;
     uint8_t txtype;
     pk_record_t chan; /* after the accept */
     pk_reg_id_t temp_id;
+    /* mode and master keys; the key table itself only when cfg.keys was
+     * NULL (keys.k[0..keys.n)). Read the table with pk_reg_dev_keys(). */
     pk_reg_keyset_t keys;
+    pk_reg_key_t *store;   /* cfg.keys (borrowed) or NULL */
+    uint32_t store_cap;    /* usable entries of store */
+    uint32_t nstore;       /* entries of store in use */
+    uint32_t keys_missing; /* keys of the set the store had no room for */
+    /* paging a key set (WAIT_KEYS) */
+    pk_reg_id_t cursor;          /* the last peer taken; len 0: from the start */
+    uint8_t tag[PK_REG_TAG_LEN]; /* the set being assembled */
+    uint8_t tag_set;             /* 0 after a restart: the next page sets the tag */
+    uint8_t restarts;            /* key-set changes followed in this run */
+    uint16_t total;              /* keys in the set being assembled */
     pk_reg_ind_t ind[PK_REG_MAX_IND];
     unsigned ind_next;
 } pk_reg_dev_t;
 
-/* Copies cfg (and the key); state IDLE. PK_ERR_INVAL for bad ids or key. */
+/* Copies cfg (and the key); state IDLE. PK_ERR_INVAL for bad ids or key,
+ * or a store with nkeys 0. */
 int pk_reg_dev_init(pk_reg_dev_t *d, const pk_reg_dev_cfg_t *cfg);
+
+/* The key table (borrowed until the next call on d) and its length. */
+const pk_reg_key_t *pk_reg_dev_keys(const pk_reg_dev_t *d, size_t *n);
+/* Keys of the device's set its store had no room for (0: all held). */
+uint32_t pk_reg_dev_keys_missing(const pk_reg_dev_t *d);
 
 /* Draws nonce_d, sends the REQUEST (dest 0 = the node), WAIT_CHALLENGE.
  * Allowed in IDLE, FAILED and REGISTERED (re-registration); PK_ERR_STATE
@@ -327,7 +375,15 @@ int pk_reg_dev_start(pk_reg_dev_t *d, const pk_rng_t *rng, uint64_t now_ms, pk_o
  * One datagram from the node.
  *   CHALLENGE in WAIT_CHALLENGE: nonce_d must match and AUTN verify (constant
  *     time) BEFORE anything is sent; then RESPONSE, WAIT_ACCEPT.
- *   ACCEPT in WAIT_ACCEPT: opened under the downlink key; REGISTERED, event.
+ *   ACCEPT in WAIT_ACCEPT: opened under the downlink key; REGISTERED, event;
+ *     a paged accept announcing more keys (and room in the store): the
+ *     first KEYS_REQ (cursor = its last peer), WAIT_KEYS.
+ *   KEYS in WAIT_KEYS: a page answering the current cursor: its keys are
+ *     appended (up to the store's room) and the next KEYS_REQ sent, or, at
+ *     the last page (or a full store), REGISTERED and the event (dest = the
+ *     keys not held). A page of another set (tag) restarts the paging from
+ *     the start (at most PK_REG_KEYS_RESTARTS times, then FAILED); a page for
+ *     another cursor is PK_ERR_STATE (a late duplicate).
  *   LINK_IND/LINK_REJ in REGISTERED: indication stored, event.
  *   MK_UPDATE in REGISTERED: the master-key block replaces d->keys.mk (the
  *     caller stores the registration before using it), EV_MK_UPDATE; an
@@ -340,8 +396,9 @@ int pk_reg_dev_start(pk_reg_dev_t *d, const pk_rng_t *rng, uint64_t now_ms, pk_o
 int pk_reg_dev_input(pk_reg_dev_t *d, const uint8_t *msg, size_t len, uint64_t now_ms,
                      pk_out_t *out);
 
-/* Retransmits the pending message when its deadline passed; after max_tries
- * sends, FAILED and EV_FAILED. A late call is harmless (PK_OK, no output). */
+/* Retransmits the pending message when its deadline passed (a KEYS_REQ is
+ * sealed again: a new record counter); after max_tries sends, FAILED and
+ * EV_FAILED. A late call is harmless (PK_OK, no output). */
 int pk_reg_dev_timeout(pk_reg_dev_t *d, uint64_t now_ms, pk_out_t *out);
 uint64_t pk_reg_dev_next_deadline(const pk_reg_dev_t *d); /* UINT64_MAX: none */
 

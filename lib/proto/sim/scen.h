@@ -48,6 +48,9 @@ typedef struct pk_sim_opts {
     int progress;      /* progress bar on stderr */
     int fault;         /* enum pk_sim_fault (tests only) */
     uint32_t pool_pct; /* reg: percent of pairs on option 2 (0..100; > 100 means 50) */
+    uint32_t crowd;    /* reg: the first `crowd` devices (rounded down to whole pairs) form
+                        * one group, so an option-1 member has a root key for every
+                        * option-1 member: more than 32 makes paged key sets (0: none) */
 } pk_sim_opts_t;
 
 typedef struct pk_sim_result {

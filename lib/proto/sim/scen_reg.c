@@ -65,6 +65,7 @@ enum { PH_IDLE = 0, PH_REG = 1, PH_READY = 2, PH_DONE = 3 };
 
 typedef struct active {
     pk_reg_dev_t reg;
+    pk_reg_key_t *store; /* crowd members: a key store for the whole set */
     pk_link_t link;
     uint8_t link_on, established, intruder_asked;
     uint64_t armed;
@@ -101,7 +102,9 @@ typedef struct world {
     int quiet;
     uint16_t m_type[256];
     uint16_t c_reg, c_links1, c_links2, c_sig1, c_sig2, c_regmsgs, c_rereg, c_rej, c_denied,
-        c_linkfail, c_kms_busy, c_kms_defer, c_kms_cp_made, c_stalled;
+        c_linkfail, c_kms_busy, c_kms_defer, c_kms_cp_made, c_stalled, c_crowd_keys;
+    uint32_t crowd_n;     /* opts.crowd in whole pairs, <= n */
+    uint32_t crowd_pairs; /* crowd members in mode pairs */
     uint8_t arena[16384];
     uint8_t resp[PK_KMS_RESP_MAX + EPOCH_LEN];
     uint8_t frame[PK_REG_NET_MAX + EPOCH_LEN + 64];
@@ -162,9 +165,18 @@ static uint32_t partner_of(const world_t *w, uint32_t d)
     return p < w->n ? p : UINT32_MAX;
 }
 
+/* The crowd (opts.crowd): the option-1 devices among [0, crowd_n) are one
+ * group (option-2 devices keep their partner only: the scenario's
+ * outside-list probes stay outside). */
+static int in_crowd(const world_t *w, uint32_t d)
+{
+    return d < w->crowd_n && w->ds[d].mode == PK_REG_MODE_PAIRS;
+}
+
 static int allowed(const world_t *w, uint32_t a, uint32_t b)
 {
-    return a != UINT32_MAX && b != UINT32_MAX && partner_of(w, a) == b;
+    return a != UINT32_MAX && b != UINT32_MAX && a != b &&
+           (partner_of(w, a) == b || (in_crowd(w, a) && in_crowd(w, b)));
 }
 
 /* Option by pair: option 2 for opts.pool_pct percent of the pairs (spread
@@ -194,6 +206,8 @@ static uint16_t mtype(world_t *w, uint8_t t)
         [PK_REG_T_LINK_REQ] = "LINK_REQ",
         [PK_REG_T_LINK_IND] = "LINK_IND",
         [PK_REG_T_LINK_REJ] = "LINK_REJ",
+        [PK_REG_T_KEYS_REQ] = "KEYS_REQ",
+        [PK_REG_T_KEYS] = "KEYS",
         [PK_LINK_T_DCR] = "DCR",
         [PK_LINK_T_SMC] = "SMC",
         [PK_LINK_T_SMCOMPLETE] = "SMCOMPLETE",
@@ -224,8 +238,8 @@ static int is_link_signalling(uint8_t t)
 
 static int is_reg_msg(uint8_t t)
 {
-    return (t >= PK_REG_T_REQUEST && t <= PK_REG_T_ACCEPT) ||
-           (t >= PK_REG_T_KMS_VEC_REQ && t <= PK_REG_T_KMS_KEYS_RESP);
+    return (t >= PK_REG_T_REQUEST && t <= PK_REG_T_ACCEPT) || t == PK_REG_T_KEYS_REQ ||
+           t == PK_REG_T_KEYS || (t >= PK_REG_T_KMS_VEC_REQ && t <= PK_REG_T_KMS_KEYS_RESP);
 }
 
 /* Counts a device<->node message of type t as link signalling: every
@@ -492,8 +506,9 @@ static void dev_free(world_t *w, uint32_t d)
     active_t *a = w->ds[d].a;
     if (!a)
         return;
-    pk_reg_dev_clear(&a->reg);
+    pk_reg_dev_clear(&a->reg); /* wipes the store's keys */
     pk_link_clear(&a->link);
+    free(a->store);
     pk_wipe(a, sizeof *a);
     free(a);
     w->ds[d].a = NULL;
@@ -543,7 +558,7 @@ static void dev_register(world_t *w, uint32_t d)
         if (++w->active > w->peak_active)
             w->peak_active = w->active;
     } else {
-        pk_reg_dev_clear(&s->a->reg);
+        pk_reg_dev_clear(&s->a->reg); /* keeps its store */
         pk_link_clear(&s->a->link);
         s->a->link_on = 0;
         s->a->established = 0;
@@ -551,12 +566,16 @@ static void dev_register(world_t *w, uint32_t d)
     active_t *a = s->a;
     uint8_t k[16];
     dev_key(w, d, k);
+    if (in_crowd(w, d) && !a->store && !(a->store = calloc(w->crowd_n, sizeof *a->store)))
+        abort();
     pk_reg_dev_cfg_t dc = {.dev_id = dev_id(d),
                            .node_id = node_id(s->node),
                            .k = k,
                            .klen = 16,
                            .rto_ms = 1000,
-                           .max_tries = 6};
+                           .max_tries = 6,
+                           .keys = a->store,
+                           .nkeys = a->store ? w->crowd_n : 0};
     int rc = pk_reg_dev_init(&a->reg, &dc);
     pk_wipe(k, sizeof k);
     if (rc != PK_OK)
@@ -733,21 +752,28 @@ static void dev_reg_events(world_t *w, uint32_t d, pk_out_t *out)
             s->regs++;
             pk_sim_count(w->sim, w->c_reg, 1);
             a->progress_at = now;
-            if (w->o->fault == PK_SIM_FAULT_REG_CORRUPT && d == 1 && a->reg.keys.n > 0)
-                a->reg.keys.k[0].key[0] ^= 0x01; /* BROKEN ON PURPOSE */
-            const pk_reg_keyset_t *ks = &a->reg.keys;
-            for (unsigned k = 0; k < ks->n; k++) {
-                if (ks->mode == PK_REG_MODE_PAIRS) {
-                    uint32_t q = dev_of_id(w, ks->k[k].peer.b, ks->k[k].peer.len);
-                    if (!allowed(w, d, q))
-                        pk_sim_fail(w->sim,
-                                    "device %u given a root key for a pair outside "
-                                    "its allowed list",
-                                    d);
-                    else
-                        ksi_note(w, ks->k[k].ksi, pair_of(d), "root key");
-                }
+            size_t nk = 0;
+            pk_reg_key_t *kt = (pk_reg_key_t *)pk_reg_dev_keys(&a->reg, &nk);
+            if (w->o->fault == PK_SIM_FAULT_REG_CORRUPT && d == 1 && nk > 0)
+                kt[0].key[0] ^= 0x01; /* BROKEN ON PURPOSE */
+            for (size_t k = 0; k < nk && a->reg.keys.mode == PK_REG_MODE_PAIRS; k++) {
+                uint32_t q = dev_of_id(w, kt[k].peer.b, kt[k].peer.len);
+                if (!allowed(w, d, q))
+                    pk_sim_fail(w->sim,
+                                "device %u given a root key for a pair outside "
+                                "its allowed list",
+                                d);
+                else if (q == partner_of(w, d)) /* crowd keys belong to other pairs */
+                    ksi_note(w, kt[k].ksi, pair_of(d), "root key");
             }
+            /* a crowd member holds a key for every option-1 member (paged) */
+            if (in_crowd(w, d) &&
+                (nk != w->crowd_pairs - 1 || pk_reg_dev_keys_missing(&a->reg) != 0)) {
+                pk_sim_fail(w->sim, "device %u registered with %zu of its %u root keys", d, nk,
+                            w->crowd_pairs - 1);
+            }
+            if (in_crowd(w, d))
+                pk_sim_count(w->sim, w->c_crowd_keys, nk);
             a->app_at = now + (d % 2 ? RESP_REREG_MS : 1);
             break;
         }
@@ -1001,6 +1027,8 @@ static int setup_kms(world_t *w)
             if ((rc = pk_kms_allow(w->kms, a, id, 0)) != PK_OK)
                 return rc;
         }
+        if (in_crowd(w, d) && (rc = pk_kms_group_add(w->kms, "crowd", id, 0)) != PK_OK)
+            return rc;
     }
     return PK_OK;
 }
@@ -1042,6 +1070,13 @@ int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_resul
         w->ds[d].node = node_of(d);
         w->ds[d].mode = mode_of(w, d);
     }
+    w->crowd_n = (o->crowd < w->n ? o->crowd : w->n) & ~1u;
+    for (uint32_t d = 0; d < w->crowd_n; d++)
+        w->crowd_pairs += w->ds[d].mode == PK_REG_MODE_PAIRS;
+    if (w->crowd_pairs > PK_REG_PEERS_MAX + 1) {
+        rc = PK_ERR_INVAL; /* more peers than a registration hands out */
+        goto out;
+    }
 
     pk_sim_link_t udp = {
         pk_sim_ppm(o->loss), pk_sim_ppm(o->dup), pk_sim_ppm(o->reorder), 2, 40, 2000};
@@ -1073,6 +1108,8 @@ int pk_sim_run_reg(const pk_sim_opts_t *o, FILE *summary, int json, pk_sim_resul
     w->c_kms_defer = pk_sim_counter(sim, "kms requests deferred (group commit)", 0);
     w->c_kms_cp_made = pk_sim_counter(sim, "kms crashes after a deferred request's commit", 0);
     w->c_stalled = pk_sim_counter(sim, "kms connections stalled", 0);
+    if (w->crowd_n) /* only then: the summary and trace stay as they were without a crowd */
+        w->c_crowd_keys = pk_sim_counter(sim, "crowd root keys held at registration", 0);
 
     if ((rc = pk_store_open("memory:", &w->st)) != PK_OK)
         goto out;
