@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "childproc.h"
 #include "core/crypto.h"
 #include "core/log.h"
 #include "net/addr.h"
@@ -104,106 +105,11 @@ static uint64_t now_ms(void)
     return now_ns() / 1000000;
 }
 
-static int pin_cpu(pid_t pid, int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return sched_setaffinity(pid, sizeof set, &set);
-}
-
-/* CPU seconds (user + system) of a child, from /proc. */
-static double proc_cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 static double self_cpu_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Runs /proc/self/exe with argv (output to log), pinned to cpu (-1: none).
- * wait_exit: waits and returns the exit status; else returns the pid. */
-static pid_t spawn(const char *log, int cpu, char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (cpu >= 0)
-            (void)pin_cpu(0, cpu);
-        execv("/proc/self/exe", argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int run_wait(const char *log, char *const argv[])
-{
-    int st = 0;
-    pid_t pid = spawn(log, -1, argv);
-    if (pid < 0 || waitpid(pid, &st, 0) != pid)
-        return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void stop_child(pid_t *pid)
-{
-    if (*pid <= 0)
-        return;
-    kill(*pid, SIGTERM);
-    for (int i = 0; i < 100; i++) { /* 5 s, then SIGKILL */
-        if (waitpid(*pid, NULL, WNOHANG) == *pid) {
-            *pid = 0;
-            return;
-        }
-        usleep(50000);
-    }
-    kill(*pid, SIGKILL);
-    waitpid(*pid, NULL, 0);
-    *pid = 0;
-}
-
-/* Waits (bounded) until file contains pat; copies the line to line. */
-static int wait_for(const char *file, const char *pat, char *line, size_t cap, unsigned ms)
-{
-    for (unsigned t = 0; t < ms; t += 20) {
-        FILE *f = fopen(file, "r");
-        if (f) {
-            char buf[1024];
-            while (fgets(buf, sizeof buf, f)) {
-                if (strstr(buf, pat)) {
-                    if (line)
-                        snprintf(line, cap, "%s", buf);
-                    fclose(f);
-                    return 0;
-                }
-            }
-            fclose(f);
-        }
-        usleep(20000);
-    }
-    return -1;
 }
 
 static void dev_name(char *b, size_t cap, unsigned i)
@@ -275,7 +181,7 @@ static int setup(rb_t *r, double *prov_s)
                       "--kek",
                       P(2, "%s/kms.kek", r->dir),
                       NULL};
-        if (run_wait(log, av) != 0) {
+        if (pk_child_run(log, av) != 0) {
             fprintf(stderr, "proxkey bench reg: kms init failed (%s)\n", log);
             return PK_ERR_IO;
         }
@@ -302,8 +208,8 @@ static int setup(rb_t *r, double *prov_s)
                       P(6, "%s/kms.port", r->dir),
                       NULL};
         snprintf(log, sizeof log, "%s/kms.log", r->dir);
-        r->kms_pid = spawn(log, r->daemon_cpu, av);
-        if (r->kms_pid < 0 || wait_for(log, "event=listening", NULL, 0, 10000) != 0) {
+        r->kms_pid = pk_child_spawn(log, r->daemon_cpu, av);
+        if (r->kms_pid < 0 || pk_child_wait_line(log, "event=listening", NULL, 0, 10000) != 0) {
             fprintf(stderr, "proxkey bench reg: kms serve did not start (%s)\n", log);
             return PK_ERR_IO;
         }
@@ -350,9 +256,10 @@ static int setup(rb_t *r, double *prov_s)
                       NULL};
         char line[1024];
         snprintf(log, sizeof log, "%s/node.log", r->dir);
-        r->node_pid = spawn(log, r->daemon_cpu, av);
-        if (r->node_pid < 0 || wait_for(log, "node_listening", line, sizeof line, 10000) != 0 ||
-            wait_for(log, "node_kms_connected", NULL, 0, 10000) != 0) {
+        r->node_pid = pk_child_spawn(log, r->daemon_cpu, av);
+        if (r->node_pid < 0 ||
+            pk_child_wait_line(log, "node_listening", line, sizeof line, 10000) != 0 ||
+            pk_child_wait_line(log, "node_kms_connected", NULL, 0, 10000) != 0) {
             fprintf(stderr, "proxkey bench reg: node serve did not start (%s)\n", log);
             return PK_ERR_IO;
         }
@@ -676,7 +583,7 @@ int pk_bench_suite_reg(int argc, char **argv)
     loadavg(la0, sizeof la0);
     if (setup(r, &prov_s) != PK_OK)
         goto out;
-    if (pin_cpu(0, 1) != 0)
+    if (pk_child_pin(0, 1) != 0)
         fprintf(stderr, "proxkey bench reg: cannot pin to CPU 1 (%s)\n", strerror(errno));
     if (gen_init(r) != PK_OK) {
         fprintf(stderr, "proxkey bench reg: load generator setup failed\n");
@@ -692,7 +599,7 @@ int pk_bench_suite_reg(int argc, char **argv)
 
     /* first registration of every device (creates root keys, directory) */
     uint64_t t0 = now_ns();
-    double k0 = proc_cpu_s(r->kms_pid), n0 = proc_cpu_s(r->node_pid);
+    double k0 = pk_child_cpu_s(r->kms_pid), n0 = pk_child_cpu_s(r->node_pid);
     run_until(r, r->ndev, t0 + 120ull * 1000000000ull);
     double first_s = (double)(now_ns() - t0) / 1e9;
     r->requeue = 1;
@@ -705,8 +612,8 @@ int pk_bench_suite_reg(int argc, char **argv)
     printf("first registrations: %llu of %u devices in %.2f s = %.0f/s (root keys and directory "
            "entries group-committed in the kms; kms cpu %.0f us/reg, node cpu %.0f us/reg)\n",
            (unsigned long long)r->done, r->ndev, first_s, first_rate,
-           1e6 * (proc_cpu_s(r->kms_pid) - k0) / (double)(r->done ? r->done : 1),
-           1e6 * (proc_cpu_s(r->node_pid) - n0) / (double)(r->done ? r->done : 1));
+           1e6 * (pk_child_cpu_s(r->kms_pid) - k0) / (double)(r->done ? r->done : 1),
+           1e6 * (pk_child_cpu_s(r->node_pid) - n0) / (double)(r->done ? r->done : 1));
     fflush(stdout);
     if (r->done < r->ndev) {
         fprintf(stderr, "proxkey bench reg: only %llu of %u devices registered (logs in %s)\n",
@@ -718,14 +625,14 @@ int pk_bench_suite_reg(int argc, char **argv)
     run_until(r, UINT64_MAX, now_ns() + (uint64_t)(r->seconds * 0.5e9));
     for (unsigned k = 0; k < r->rounds; k++) {
         uint64_t d0 = r->done, s0 = now_ns();
-        double kc = proc_cpu_s(r->kms_pid), nc = proc_cpu_s(r->node_pid), gc = self_cpu_s();
+        double kc = pk_child_cpu_s(r->kms_pid), nc = pk_child_cpu_s(r->node_pid), gc = self_cpu_s();
         run_until(r, UINT64_MAX, s0 + (uint64_t)(r->seconds * 1e9));
         double el = (double)(now_ns() - s0) / 1e9;
         uint64_t n = r->done - d0;
         rate[k] = (double)n / el;
         double dn = (double)(n ? n : 1);
-        kcpu[k] = 1e6 * (proc_cpu_s(r->kms_pid) - kc) / dn;
-        ncpu[k] = 1e6 * (proc_cpu_s(r->node_pid) - nc) / dn;
+        kcpu[k] = 1e6 * (pk_child_cpu_s(r->kms_pid) - kc) / dn;
+        ncpu[k] = 1e6 * (pk_child_cpu_s(r->node_pid) - nc) / dn;
         gcpu[k] = 1e6 * (self_cpu_s() - gc) / dn;
         printf("  round %u: %.0f registrations/s (kms %.1f us, node %.1f us, generator %.1f us "
                "cpu per registration)\n",
@@ -760,8 +667,8 @@ int pk_bench_suite_reg(int argc, char **argv)
                prov_s);
     rc = 0;
 out:
-    stop_child(&r->node_pid);
-    stop_child(&r->kms_pid);
+    pk_child_stop(&r->node_pid);
+    pk_child_stop(&r->kms_pid);
     for (unsigned k = 0; k < RB_MAX_SOCKS; k++) {
         pk_udp_close(r->sock[k].u);
         pk_udp_batch_free(&r->sock[k].b);
