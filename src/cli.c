@@ -84,3 +84,12 @@ int pk_cli_parse_u64(const char *s, unsigned long long min, unsigned long long m
     *out = v;
     return 0;
 }
+
+int pk_cli_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    unsigned long long v;
+    if (pk_cli_parse_u64(s, lo, hi, &v) != 0)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}

@@ -53,6 +53,8 @@ int pk_cli_usage_error(const char *what, const char *fmt, ...)
 /* Parses an unsigned decimal in [min, max]; returns 0 on success. */
 int pk_cli_parse_u64(const char *s, unsigned long long min, unsigned long long max,
                      unsigned long long *out);
+/* pk_cli_parse_u64 into an unsigned int (lo <= hi <= UINT_MAX). */
+int pk_cli_parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out);
 
 /* Subcommands implemented in src/. */
 int pk_cmd_demo(int argc, char **argv);

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,4 +99,32 @@ int pk_child_wait_line(const char *file, const char *pat, char *line, size_t cap
         usleep(20000);
     }
     return -1;
+}
+
+static int cmp_d(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+void pk_child_sort(double *v, unsigned n)
+{
+    qsort(v, n, sizeof *v, cmp_d);
+}
+
+double pk_child_median(double *v, unsigned n)
+{
+    pk_child_sort(v, n);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void pk_child_loadavg(char *b, size_t cap)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    b[0] = '\0';
+    if (f) {
+        if (fgets(b, (int)cap, f))
+            b[strcspn(b, "\n")] = '\0';
+        fclose(f);
+    }
 }

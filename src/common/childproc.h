@@ -31,4 +31,13 @@ double pk_child_cpu_s(pid_t pid);
  * that line to line[0..cap) (line may be NULL). 0, or -1 on timeout. */
 int pk_child_wait_line(const char *file, const char *pat, char *line, size_t cap, unsigned ms);
 
+/* Sorts v[0..n) ascending (the benchmarks' rounds). */
+void pk_child_sort(double *v, unsigned n);
+
+/* Sorts v[0..n) and returns its median (n >= 1). */
+double pk_child_median(double *v, unsigned n);
+
+/* The first line of /proc/loadavg into b ("" when it cannot be read). */
+void pk_child_loadavg(char *b, size_t cap);
+
 #endif

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "childproc.h"
 #include "cli.h"
 #include "core/crypto.h"
 #include "core/log.h"
@@ -536,17 +537,6 @@ static void rm_dir(const char *dir)
     (void)rmdir(dir);
 }
 
-static void sort_d(double *v, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        for (unsigned j = i + 1; j < n; j++)
-            if (v[j] < v[i]) {
-                double t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-            }
-}
-
 int pk_bench_suite_gts(int argc, char **argv)
 {
     int json = 0, skip_echo = 0;
@@ -648,13 +638,13 @@ int pk_bench_suite_gts(int argc, char **argv)
     }
     (void)getloadavg(load1, 3);
     rm_dir(jdir);
-    sort_d(gts, (unsigned)rounds);
-    sort_d(echo, (unsigned)rounds);
-    sort_d(ratio, (unsigned)rounds);
-    sort_d(sync_ms, (unsigned)rounds);
-    sort_d(gcpu, (unsigned)rounds);
-    sort_d(ecpu, (unsigned)rounds);
-    sort_d(ccpu, (unsigned)rounds);
+    pk_child_sort(gts, (unsigned)rounds);
+    pk_child_sort(echo, (unsigned)rounds);
+    pk_child_sort(ratio, (unsigned)rounds);
+    pk_child_sort(sync_ms, (unsigned)rounds);
+    pk_child_sort(gcpu, (unsigned)rounds);
+    pk_child_sort(ecpu, (unsigned)rounds);
+    pk_child_sort(ccpu, (unsigned)rounds);
     double gc = gcpu[rounds / 2], ec = ecpu[rounds / 2], cc = ccpu[rounds / 2];
     double g = gts[rounds / 2], e = echo[rounds / 2], q = ratio[rounds / 2];
 

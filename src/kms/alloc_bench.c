@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "childproc.h"
+#include "cli.h"
 #include "core/crypto.h"
 #include "core/log.h"
 #include "net/ca.h"
@@ -381,29 +382,6 @@ static int round_run(ab_t *a, ab_srv_t *s, int repeat, double secs, ab_round_t *
     return 0;
 }
 
-static int cmp_d(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
-static double median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void loadavg(char *b, size_t cap)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    b[0] = '\0';
-    if (f) {
-        if (fgets(b, (int)cap, f))
-            b[strcspn(b, "\n")] = '\0';
-        fclose(f);
-    }
-}
-
 /* The medians of one kind of rounds. */
 typedef struct ab_fig {
     double group, alone, ratio, group_cpu_us, alone_cpu_us;
@@ -441,11 +419,11 @@ static int measure(ab_t *a, int repeat, ab_fig_t *f)
         fflush(stdout);
     }
     if (rc == 0) {
-        f->group = median(g, a->rounds);
-        f->alone = median(d, a->rounds);
-        f->ratio = median(ratio, a->rounds);
-        f->group_cpu_us = median(cg, a->rounds);
-        f->alone_cpu_us = median(cd, a->rounds);
+        f->group = pk_child_median(g, a->rounds);
+        f->alone = pk_child_median(d, a->rounds);
+        f->ratio = pk_child_median(ratio, a->rounds);
+        f->group_cpu_us = pk_child_median(cg, a->rounds);
+        f->alone_cpu_us = pk_child_median(cd, a->rounds);
         printf("alloc (%s pairs): group commit %.0f/s (min %.0f, max %.0f), each alone %.0f/s "
                "(min %.0f, max %.0f): ratio %.2f (rounds %.2f-%.2f); kms cpu per allocation "
                "%.1f us vs %.1f us\n",
@@ -479,16 +457,6 @@ static void usage(FILE *f)
                "  --keep        keep the temporary directory (logs, databases)\n");
 }
 
-static int uarg(const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *e = NULL;
-    unsigned long v = s ? strtoul(s, &e, 10) : 0;
-    if (!s || *e || v < lo || v > hi)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
 int pk_bench_suite_alloc(int argc, char **argv)
 {
     ab_t *a = calloc(1, sizeof *a);
@@ -513,13 +481,13 @@ int pk_bench_suite_alloc(int argc, char **argv)
             a->json = 1;
         } else if (!strcmp(o, "--keep")) {
             a->keep = 1;
-        } else if (!strcmp(o, "--devices") && !uarg(v, 8, AB_MAX_DEV, &a->ndev)) {
+        } else if (!strcmp(o, "--devices") && !pk_cli_parse_uint(v, 8, AB_MAX_DEV, &a->ndev)) {
             i++;
-        } else if (!strcmp(o, "--conns") && !uarg(v, 1, AB_MAX_CONNS, &a->conns)) {
+        } else if (!strcmp(o, "--conns") && !pk_cli_parse_uint(v, 1, AB_MAX_CONNS, &a->conns)) {
             i++;
-        } else if (!strcmp(o, "--window") && !uarg(v, 1, 1024, &a->window)) {
+        } else if (!strcmp(o, "--window") && !pk_cli_parse_uint(v, 1, 1024, &a->window)) {
             i++;
-        } else if (!strcmp(o, "--rounds") && !uarg(v, 1, 101, &a->rounds)) {
+        } else if (!strcmp(o, "--rounds") && !pk_cli_parse_uint(v, 1, 101, &a->rounds)) {
             i++;
         } else if (!strcmp(o, "--seconds") && v && atof(v) >= 0.2 && atof(v) <= 60) {
             a->seconds = atof(v);
@@ -537,7 +505,7 @@ int pk_bench_suite_alloc(int argc, char **argv)
     }
     pk_log_set_level(PK_LOG_WARN);
     char la0[128], la1[128], ca[160], crt[160], key[160];
-    loadavg(la0, sizeof la0);
+    pk_child_loadavg(la0, sizeof la0);
     if (setup(a, &prov_s) != PK_OK)
         goto out;
     if (pk_child_pin(0, 1) != 0)
@@ -576,7 +544,7 @@ int pk_bench_suite_alloc(int argc, char **argv)
         a->keep = 1;
         goto out;
     }
-    loadavg(la1, sizeof la1);
+    pk_child_loadavg(la1, sizeof la1);
     printf("# alloc: new pairs allocated: %u (group), %u (alone); load average after: %s\n",
            a->srv[0].next, a->srv[1].next, la1);
     if (a->json)

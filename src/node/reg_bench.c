@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "childproc.h"
+#include "cli.h"
 #include "core/crypto.h"
 #include "core/log.h"
 #include "net/addr.h"
@@ -474,23 +475,6 @@ static int gen_init(rb_t *r)
     return PK_OK;
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void loadavg(char *b, size_t cap)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    b[0] = '\0';
-    if (f) {
-        if (fgets(b, (int)cap, f))
-            b[strcspn(b, "\n")] = '\0';
-        fclose(f);
-    }
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: proxkey bench reg [--devices N] [--inflight N] [--sockets N] "
@@ -508,16 +492,6 @@ static void usage(FILE *f)
                "  --float-daemons  let the scheduler place the kms and the node on both CPUs\n"
                "                (default: both pinned to CPU 0, the generator alone on CPU 1)\n"
                "  --keep        keep the temporary directory (logs, database)\n");
-}
-
-static int uarg(const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *e = NULL;
-    unsigned long v = s ? strtoul(s, &e, 10) : 0;
-    if (!s || *e || v < lo || v > hi)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
 }
 
 int pk_bench_suite_reg(int argc, char **argv)
@@ -545,13 +519,13 @@ int pk_bench_suite_reg(int argc, char **argv)
             r->daemon_cpu = -1;
         } else if (!strcmp(a, "--keep")) {
             r->keep = 1;
-        } else if (!strcmp(a, "--devices") && !uarg(v, 2, RB_MAX_DEV, &r->ndev)) {
+        } else if (!strcmp(a, "--devices") && !pk_cli_parse_uint(v, 2, RB_MAX_DEV, &r->ndev)) {
             i++;
-        } else if (!strcmp(a, "--inflight") && !uarg(v, 1, 8192, &r->inflight)) {
+        } else if (!strcmp(a, "--inflight") && !pk_cli_parse_uint(v, 1, 8192, &r->inflight)) {
             i++;
-        } else if (!strcmp(a, "--sockets") && !uarg(v, 1, RB_MAX_SOCKS, &r->nsock)) {
+        } else if (!strcmp(a, "--sockets") && !pk_cli_parse_uint(v, 1, RB_MAX_SOCKS, &r->nsock)) {
             i++;
-        } else if (!strcmp(a, "--rounds") && !uarg(v, 1, 101, &r->rounds)) {
+        } else if (!strcmp(a, "--rounds") && !pk_cli_parse_uint(v, 1, 101, &r->rounds)) {
             i++;
         } else if (!strcmp(a, "--seconds") && v && atof(v) >= 0.2 && atof(v) <= 60) {
             r->seconds = atof(v);
@@ -580,7 +554,7 @@ int pk_bench_suite_reg(int argc, char **argv)
         goto out;
     pk_log_set_level(PK_LOG_WARN);
     char la0[128], la1[128];
-    loadavg(la0, sizeof la0);
+    pk_child_loadavg(la0, sizeof la0);
     if (setup(r, &prov_s) != PK_OK)
         goto out;
     if (pk_child_pin(0, 1) != 0)
@@ -639,12 +613,12 @@ int pk_bench_suite_reg(int argc, char **argv)
                k + 1, rate[k], kcpu[k], ncpu[k], gcpu[k]);
         fflush(stdout);
     }
-    qsort(rate, r->rounds, sizeof *rate, cmp_d);
-    qsort(kcpu, r->rounds, sizeof *kcpu, cmp_d);
-    qsort(ncpu, r->rounds, sizeof *ncpu, cmp_d);
-    qsort(gcpu, r->rounds, sizeof *gcpu, cmp_d);
+    pk_child_sort(rate, r->rounds);
+    pk_child_sort(kcpu, r->rounds);
+    pk_child_sort(ncpu, r->rounds);
+    pk_child_sort(gcpu, r->rounds);
     double med = rate[r->rounds / 2];
-    loadavg(la1, sizeof la1);
+    pk_child_loadavg(la1, sizeof la1);
     printf(
         "reg: %.0f registrations/s median of %u rounds x %.1f s (min %.0f, max %.0f)\n"
         "     target %.0f/s: ratio %.2f; MIT Kerberos KDC ~%.0f AS-REQ/s: ratio %.1f\n"

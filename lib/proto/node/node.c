@@ -111,6 +111,15 @@ static void drop(pk_node_t *n, unsigned reason)
     n->last_drop = reason;
 }
 
+/* A device's protected record that did not open: counted by why; rc back. */
+static int drop_record(pk_node_t *n, int rc)
+{
+    drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
+            : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
+                                  : PK_REG_DROP_MALFORMED);
+    return rc;
+}
+
 static int out_room(const pk_out_t *out, unsigned acts, size_t bytes)
 {
     return out->n + acts <= PK_OUT_MAX && out->cap - out->used >= bytes;
@@ -875,10 +884,7 @@ static int on_link_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
     dev_ctx_t *d = &n->dev[slot];
     int rc = pk_reg_chan_open_link(&d->chan, msg, len, &type, &m);
     if (rc != PK_OK) {
-        drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
-                : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
-                                      : PK_REG_DROP_MALFORMED);
-        return rc;
+        return drop_record(n, rc);
     }
     if (type != PK_REG_T_LINK_REQ) {
         drop(n, PK_NODE_DROP_TYPE);
@@ -963,10 +969,7 @@ static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     int rc = pk_reg_chan_open_mk(&d->chan, msg, len, &type, &held, &mk);
     pk_wipe(&mk, sizeof mk);
     if (rc != PK_OK) {
-        drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
-                : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
-                                      : PK_REG_DROP_MALFORMED);
-        return rc;
+        return drop_record(n, rc);
     }
     if (type != PK_REG_T_MK_REFRESH) {
         drop(n, PK_NODE_DROP_TYPE);
@@ -1000,13 +1003,20 @@ static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     return PK_OK;
 }
 
+/* The device context kms request e was made for, or NULL when it is gone
+ * (the slot freed or given to another device since: its generation moved). */
+static dev_ctx_t *kq_dev(pk_node_t *n, const kq_ent_t *e)
+{
+    if (e->slot < n->cfg.max_devices && n->dev[e->slot].used && n->dev[e->slot].gen == e->slot_gen)
+        return &n->dev[e->slot];
+    return NULL;
+}
+
 /* The kms's KMS_MK_RESP (mk) or refusal (ok = 0) to request e. */
 static void on_mk_resp(pk_node_t *n, const kq_ent_t *e, int ok, const pk_reg_mkset_t *mk,
                        pk_out_t *out)
 {
-    dev_ctx_t *d = NULL;
-    if (e->slot < n->cfg.max_devices && n->dev[e->slot].used && n->dev[e->slot].gen == e->slot_gen)
-        d = &n->dev[e->slot];
+    dev_ctx_t *d = kq_dev(n, e);
     if (d && e->reply)
         d->mk_pending = 0;
     if (!ok) {
@@ -1122,10 +1132,7 @@ static int on_keys_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
     dev_ctx_t *d = &n->dev[slot];
     int rc = pk_reg_chan_open_keys_req(&d->chan, msg, len, &after);
     if (rc != PK_OK) {
-        drop(n, rc == PK_ERR_AUTH     ? PK_NODE_DROP_AUTH
-                : rc == PK_ERR_REPLAY ? PK_NODE_DROP_REPLAY
-                                      : PK_REG_DROP_MALFORMED);
-        return rc;
+        return drop_record(n, rc);
     }
     if (d->mode != PK_REG_MODE_PAIRS) { /* a pool's set is never paged */
         drop(n, PK_NODE_DROP_TYPE);
@@ -1163,9 +1170,7 @@ static int on_keys_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
 static void on_page(pk_node_t *n, const kq_ent_t *e, int ok, const pk_reg_keyset_t *page,
                     pk_out_t *out)
 {
-    dev_ctx_t *d = NULL;
-    if (e->slot < n->cfg.max_devices && n->dev[e->slot].used && n->dev[e->slot].gen == e->slot_gen)
-        d = &n->dev[e->slot];
+    dev_ctx_t *d = kq_dev(n, e);
     if (!d) {
         drop(n, PK_NODE_DROP_KMS_LATE);
         return;
