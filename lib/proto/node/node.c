@@ -926,6 +926,37 @@ static int on_link_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
     return PK_OK;
 }
 
+/*
+ * Queues kms request e (kind and its fields set by the caller) for device d
+ * in slot, one at a time per kind: while *pending is set the request is
+ * dropped as busy (its answer is on its way); a full queue drops it too.
+ * On PK_OK *pending is set until the answer (or its loss) clears it.
+ */
+static int kq_ask(pk_node_t *n, dev_ctx_t *d, uint32_t slot, kq_ent_t *e, uint8_t *pending,
+                  unsigned busy, uint64_t src, uint64_t now_ms, pk_out_t *out)
+{
+    if (*pending) {
+        drop(n, busy);
+        return PK_ERR_STATE;
+    }
+    if (kq_full(n)) {
+        drop(n, PK_NODE_DROP_KMS_FULL);
+        return PK_ERR_LIMIT;
+    }
+    e->t_ms = now_ms;
+    e->src = src;
+    e->slot = slot;
+    e->slot_gen = d->gen;
+    e->dev = d->id;
+    int rc = kq_push(n, e, now_ms, out);
+    if (rc != PK_OK) {
+        drop(n, PK_NODE_DROP_SPACE);
+        return rc;
+    }
+    *pending = 1;
+    return PK_OK;
+}
+
 /* ---- master keys: refresh and push ---- */
 
 /* Seals MK_UPDATE(mk) on d's channel and sends it to handle dest. */
@@ -977,30 +1008,14 @@ static int on_mk_refresh(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t 
     }
     /* the answer goes to where the refresh came from; d->src (the registered
      * address, where pushes go) stays: a client may ask from another port */
-    if (d->mk_pending) {
-        drop(n, PK_NODE_DROP_MK_BUSY); /* the answer is on its way */
-        return PK_ERR_STATE;
-    }
-    if (kq_full(n)) {
-        drop(n, PK_NODE_DROP_KMS_FULL);
-        return PK_ERR_LIMIT;
-    }
     kq_ent_t e;
     memset(&e, 0, sizeof e);
     e.kind = KQ_MK;
     e.reply = 1;
-    e.t_ms = now_ms;
-    e.src = src;
-    e.slot = slot;
-    e.slot_gen = d->gen;
-    e.dev = d->id;
-    if ((rc = kq_push(n, &e, now_ms, out)) != PK_OK) {
-        drop(n, PK_NODE_DROP_SPACE);
-        return rc;
-    }
-    d->mk_pending = 1;
-    n->st.mk_refreshes++;
-    return PK_OK;
+    if ((rc = kq_ask(n, d, slot, &e, &d->mk_pending, PK_NODE_DROP_MK_BUSY, src, now_ms, out)) ==
+        PK_OK)
+        n->st.mk_refreshes++;
+    return rc;
 }
 
 /* The device context kms request e was made for, or NULL when it is gone
@@ -1139,30 +1154,13 @@ static int on_keys_req(pk_node_t *n, uint64_t src, const uint8_t *msg, size_t le
         return PK_ERR_STATE;
     }
     d->src = src; /* authentic: the device may have a new address */
-    if (d->keys_pending) {
-        drop(n, PK_REG_DROP_DUP); /* the answer is on its way */
-        return PK_ERR_STATE;
-    }
-    if (kq_full(n)) {
-        drop(n, PK_NODE_DROP_KMS_FULL);
-        return PK_ERR_LIMIT;
-    }
     kq_ent_t e;
     memset(&e, 0, sizeof e);
     e.kind = KQ_PAGE;
-    e.t_ms = now_ms;
-    e.src = src;
-    e.slot = slot;
-    e.slot_gen = d->gen;
-    e.dev = d->id;
     e.after = after;
-    if ((rc = kq_push(n, &e, now_ms, out)) != PK_OK) {
-        drop(n, PK_NODE_DROP_SPACE);
-        return rc;
-    }
-    d->keys_pending = 1;
-    n->st.key_pages_asked++;
-    return PK_OK;
+    if ((rc = kq_ask(n, d, slot, &e, &d->keys_pending, PK_REG_DROP_DUP, src, now_ms, out)) == PK_OK)
+        n->st.key_pages_asked++;
+    return rc;
 }
 
 /* The kms's page (ok) or refusal for request e: sealed as a KEYS record to
