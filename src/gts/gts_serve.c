@@ -889,6 +889,10 @@ int gts_server_new(gts_server_t **out, const gts_serve_opts_t *o)
     *out = s;
     return PK_OK;
 fail:
+    /* it answered nothing: whatever recovery folded is in the store and its
+     * own journal is empty, so the next server (of any host) needs none */
+    if (s->leased && gts_owner_release(&s->db, &s->me) == PK_OK)
+        s->leased = 0;
     gts_server_free(s);
     return rc;
 }

@@ -17,7 +17,7 @@
 #include "net/loop.h"
 #include "store/wrap.h"
 
-static char dir[64], store[128], journal[128];
+static char dir[64], store[128], journal[128], store2[128], journal2[128];
 
 static void open_db(gts_db_t *db)
 {
@@ -210,6 +210,26 @@ static void test_cross_host_journal(void)
     open_db(&db);
     CHECK_EQ_INT(gts_owner_get(&db, &got), 0);
     gts_db_close(&db);
+
+    /* a server that fails to start after taking the lease (its port taken)
+     * answered nothing: it leaves the store free, not held until its lease
+     * runs out and not needing its journal on another host */
+    o.force_takeover = 0;
+    o.listen = "127.0.0.1:0";
+    CHECK_EQ_INT(gts_server_new(&srv, &o), PK_OK);
+    char busy[64];
+    snprintf(busy, sizeof busy, "127.0.0.1:%u", gts_server_port(srv));
+    gts_serve_opts_t o2 = o;
+    o2.store = store2;
+    o2.journal = journal2;
+    o2.listen = busy;
+    gts_server_t *srv2 = NULL;
+    CHECK(gts_server_new(&srv2, &o2) != PK_OK);
+    gts_db_t db2;
+    CHECK_EQ_INT(gts_db_open(&db2, store2, NULL, 0), PK_OK);
+    CHECK_EQ_INT(gts_owner_get(&db2, &got), 0);
+    gts_db_close(&db2);
+    gts_server_free(srv);
 }
 
 int main(void)
@@ -219,6 +239,8 @@ int main(void)
         return 1;
     snprintf(store, sizeof store, "%s/gts.db", dir);
     snprintf(journal, sizeof journal, "%s/gts.journal", dir);
+    snprintf(store2, sizeof store2, "%s/gts2.db", dir);
+    snprintf(journal2, sizeof journal2, "%s/gts2.journal", dir);
     if (pk_crypto_init() != PK_OK)
         return 1;
     RUN(test_claim_renew_release);
