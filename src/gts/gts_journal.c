@@ -202,8 +202,7 @@ int gts_jnl_create(gts_jnl_t *j, const char *base, const uint8_t kek[32], uint64
         rc = jnl_key(kek, gen, salt, &j->aead);
     if (rc != PK_OK || !base)
         return rc;
-    if (snprintf(j->path, sizeof j->path, "%s.%016llx", base, (unsigned long long)gen) >=
-        (int)sizeof j->path)
+    if (gts_jnl_path(j->path, sizeof j->path, base, gen) != PK_OK)
         return PK_ERR_INVAL;
     fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -443,13 +442,20 @@ int gts_jnl_replay(const char *base, const uint8_t kek[32], uint64_t after_gen, 
         char path[GTS_JNL_PATH_MAX + 20];
         if (gens[i] <= after_gen)
             continue;
-        snprintf(path, sizeof path, "%s.%016llx", base, (unsigned long long)gens[i]);
-        rc = replay_file(path, gens[i], kek, cb, ctx);
+        rc = gts_jnl_path(path, sizeof path, base, gens[i]);
+        if (rc == PK_OK)
+            rc = replay_file(path, gens[i], kek, cb, ctx);
         if (rc == PK_OK)
             *max_gen = gens[i];
     }
     free(gens);
     return rc;
+}
+
+int gts_jnl_path(char *out, size_t n, const char *base, uint64_t gen)
+{
+    int l = snprintf(out, n, "%s.%016llx", base, (unsigned long long)gen);
+    return l < 0 || (size_t)l >= n ? PK_ERR_INVAL : PK_OK;
 }
 
 int gts_jnl_remove_upto(const char *base, uint64_t upto)
@@ -461,8 +467,8 @@ int gts_jnl_remove_upto(const char *base, uint64_t upto)
         char path[GTS_JNL_PATH_MAX + 20];
         if (gens[i] > upto)
             continue;
-        snprintf(path, sizeof path, "%s.%016llx", base, (unsigned long long)gens[i]);
-        if (unlink(path) != 0 && errno != ENOENT)
+        rc = gts_jnl_path(path, sizeof path, base, gens[i]);
+        if (rc == PK_OK && unlink(path) != 0 && errno != ENOENT)
             rc = PK_ERR_IO;
         removed = 1;
     }

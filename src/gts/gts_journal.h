@@ -115,6 +115,10 @@ typedef int (*gts_jnl_cb)(void *ctx, uint32_t dev_no, uint64_t delivered_seq,
 int gts_jnl_replay(const char *base, const uint8_t kek[32], uint64_t after_gen, gts_jnl_cb cb,
                    void *ctx, uint64_t *max_gen);
 
+/* The file name of generation gen: "<base>.<gen as 16 lower-case hex>".
+ * PK_OK, or PK_ERR_INVAL when it does not fit in n bytes. */
+int gts_jnl_path(char *out, size_t n, const char *base, uint64_t gen);
+
 /* Removes every journal <base>.<gen> with gen <= upto (then syncs the directory). */
 int gts_jnl_remove_upto(const char *base, uint64_t upto);
 

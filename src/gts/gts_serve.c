@@ -726,8 +726,7 @@ static int claim(gts_server_t *s, const gts_serve_opts_t *o)
     /* (a holder whose lease runs is refused below, by the claim) */
     if (rc == 1 && prev.until_ms <= now && !gts_owner_same_host(&prev, &s->me) && prev.gen &&
         !o->force_takeover && (rc = gts_db_folded(&s->db, &folded)) == PK_OK && prev.gen > folded) {
-        snprintf(f, sizeof f, "%s.%016llx", s->jbase, (unsigned long long)prev.gen);
-        if (access(f, F_OK) != 0) {
+        if (gts_jnl_path(f, sizeof f, s->jbase, prev.gen) != PK_OK || access(f, F_OK) != 0) {
             fprintf(stderr,
                     "proxkey gts serve: %s was last served by pid %u on %s, whose journal "
                     "generation %llu is not folded into the store and not here (%s); start "
